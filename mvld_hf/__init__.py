@@ -1,0 +1,45 @@
+"""mvld_hf: distil multilingual text students into frozen English vision-language teachers (arXiv 2510.26271)."""
+
+from .data import DistillationCollator, MissingColumnError, precompute_teacher_embeddings
+from .distillation_config import METHODS, DistillationArguments, parse_method
+from .distillation_trainer import DistillationTrainer, NonFiniteLossError
+from .encode import encode_texts
+from .modeling_student import (
+    MultilingualTextTower,
+    MultilingualTextTowerConfig,
+    TextTowerOutput,
+    register_auto_classes,
+)
+from .queue import EmbeddingQueue
+from .teachers import (
+    DualEncoderTeacher,
+    SentenceTransformerTeacher,
+    Teacher,
+    TeacherCapabilityError,
+    load_teacher,
+)
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DistillationArguments",
+    "DistillationCollator",
+    "DistillationTrainer",
+    "DualEncoderTeacher",
+    "EmbeddingQueue",
+    "METHODS",
+    "MissingColumnError",
+    "MultilingualTextTower",
+    "MultilingualTextTowerConfig",
+    "NonFiniteLossError",
+    "SentenceTransformerTeacher",
+    "Teacher",
+    "TeacherCapabilityError",
+    "TextTowerOutput",
+    "encode_texts",
+    "load_teacher",
+    "parse_method",
+    "precompute_teacher_embeddings",
+]

@@ -1,0 +1,142 @@
+"""``DistillationArguments``: ``TrainingArguments`` plus what multilingual VLM distillation needs."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .losses import (
+    DEFAULT_CONTRASTIVE_TEMPERATURE,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_STUDENT_TEMPERATURE,
+    DEFAULT_TEACHER_TEMPERATURE,
+)
+
+METHODS = {
+    "fd": "feature distillation: MSE(student(caption), anchor)",
+    "ed": "English-control distillation: FD + MSE(student(English caption), anchor)",
+    "sd": "soft-logit distillation: KL over the batch's anchor similarities",
+    "mcl": "multilingual contrastive learning: symmetric InfoNCE against the anchors",
+    "dr": "distributional replication: KL over a FIFO queue of teacher anchors",
+}
+ANCHORS = ("text", "image")
+_TERM = re.compile(r"^\s*([A-Za-z_]+)\s*(?::\s*([^\s:]+)\s*)?$")
+
+
+def parse_method(method: str) -> dict[str, float]:
+    """Parse ``"dr"``, ``"dr+fd"`` or ``"dr:1.0,ed:0.5,fd:0.5"`` into ``{method: weight}`` (insertion ordered).
+
+    Terms are separated by ``+`` or ``,``; a term without ``:weight`` has weight 1.
+    """
+    if not isinstance(method, str) or not method.strip():
+        raise ValueError(f"method must be a non-empty string such as 'dr' or 'dr:1.0,fd:0.5', got {method!r}")
+    weights: dict[str, float] = {}
+    for term in re.split(r"[+,]", method):
+        match = _TERM.match(term)
+        if not match:
+            raise ValueError(f"malformed term {term!r} in method {method!r}: expected NAME or NAME:WEIGHT, "
+                             f"e.g. 'dr:1.0,ed:0.5,fd:0.5'")
+        name, weight_text = match.group(1).lower(), match.group(2)
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r} in {method!r}; choose from {', '.join(METHODS)}")
+        if name in weights:
+            raise ValueError(f"method {name!r} appears twice in {method!r}")
+        try:
+            weight = 1.0 if weight_text is None else float(weight_text)
+        except ValueError:
+            raise ValueError(f"weight {weight_text!r} of {name!r} in {method!r} is not a number") from None
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"weight of {name!r} in {method!r} must be a positive finite number, got {weight_text}")
+        weights[name] = weight
+    return weights
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    """Training arguments for :class:`~mvld_hf.DistillationTrainer`.
+
+    All :class:`transformers.TrainingArguments` fields apply. ``remove_unused_columns`` defaults to ``False``
+    because the collator tokenizes the raw caption columns, which the student's ``forward`` does not name.
+    """
+
+    method: str = field(
+        default="dr",
+        metadata={"help": "Distillation objective(s): one of fd, ed, sd, mcl, dr, or a weighted combination such "
+                          "as 'dr+fd' or 'dr:1.0,ed:0.5,fd:0.5'."},
+    )
+    anchor: str = field(
+        default="text",
+        metadata={"help": "Teacher anchor: 'text' (the teacher's embedding of the English caption, the paper's "
+                          "better choice) or 'image' (the teacher's image embedding)."},
+    )
+    anchor_language: str = field(
+        default="en",
+        metadata={"help": "Language of the anchor captions in `english_column` (the paper also tries de/zh)."},
+    )
+    teacher_temperature: float = field(
+        default=DEFAULT_TEACHER_TEMPERATURE, metadata={"help": "tau_T of the teacher softmax in SD and DR."})
+    student_temperature: float = field(
+        default=DEFAULT_STUDENT_TEMPERATURE, metadata={"help": "tau_S of the student softmax in SD and DR."})
+    contrastive_temperature: float = field(
+        default=DEFAULT_CONTRASTIVE_TEMPERATURE, metadata={"help": "tau of the MCL InfoNCE loss."})
+    queue_size: int = field(
+        default=DEFAULT_QUEUE_SIZE,
+        metadata={"help": "Number of teacher anchors in the DR queue; a multiple of the global batch size."},
+    )
+    include_positive: bool = field(
+        default=True,
+        metadata={"help": "DR keys: own anchor + queue (SEED style, True) or queue only (CompRess style, False)."},
+    )
+    normalize_features: bool = field(
+        default=False, metadata={"help": "FD/ED: compare L2-normalised embeddings instead of raw ones."})
+    caption_column: str = field(default="caption", metadata={"help": "Column with the training caption (any language)."})
+    english_column: str = field(
+        default="english", metadata={"help": "Column with the anchor-language caption of the same row."})
+    image_column: str = field(default="image", metadata={"help": "Column with the image (image anchors only)."})
+    teacher_text_column: str = field(
+        default="teacher_text_embeds",
+        metadata={"help": "Column with precomputed teacher embeddings of `english_column` (see "
+                          "precompute_teacher_embeddings); computed by the teacher in the step if absent."},
+    )
+    teacher_image_column: str = field(
+        default="teacher_image_embeds", metadata={"help": "Column with precomputed teacher image embeddings."})
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the collator needs the raw caption columns, which forward() does not name."},
+    )
+    max_length: int = field(default=128, metadata={"help": "Student tokenizer max length; longer captions are truncated."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.method_weights = parse_method(self.method)
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        for name in ("teacher_temperature", "student_temperature", "contrastive_temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.max_length <= 0:
+            raise ValueError(f"max_length must be positive, got {self.max_length}")
+        if "dr" in self.method_weights:
+            batch = self.per_device_train_batch_size
+            if self.queue_size < batch or self.queue_size % batch:
+                raise ValueError(
+                    f"queue_size ({self.queue_size}) must be a positive multiple of the batch size ({batch} per "
+                    "device, times the number of processes) so the FIFO queue holds whole batches"
+                )
+
+    @property
+    def needs_english_captions(self) -> bool:
+        return "ed" in self.method_weights
+
+    @property
+    def needs_teacher_text(self) -> bool:
+        """t (the teacher's English-caption embedding) is needed as anchor or as SD/DR teacher side."""
+        return self.anchor == "text" or bool({"sd", "dr"} & set(self.method_weights))
+
+    @property
+    def needs_teacher_image(self) -> bool:
+        return self.anchor == "image"

@@ -1,0 +1,59 @@
+"""Batched inference helpers shared by training, evaluation and export."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
+    """Reject non-strings and empty/whitespace-only strings with a message naming the first offender."""
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] is a {type(text).__name__}, expected a string: {text!r}")
+        if not text.strip():
+            raise ValueError(f"{what}[{i}] is empty or whitespace only; drop or fix such rows before distilling")
+    return texts
+
+
+@torch.no_grad()
+def encode_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    normalize: bool = False,
+    show_progress_bar: bool = False,
+) -> torch.Tensor:
+    """Embed ``texts`` with a model exposing ``get_text_features(input_ids, attention_mask)``.
+
+    Texts are processed longest-first (less padding) and returned in input order as float32 on the CPU.
+    """
+    texts = check_texts(texts)
+    if not texts:
+        raise ValueError("encode_texts got no texts")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out: list[torch.Tensor] = [None] * len(texts)  # type: ignore[list-item]
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="Encoding texts", disable=not show_progress_bar):
+        idx = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt")
+        emb = model.get_text_features(input_ids=batch["input_ids"].to(device),
+                                      attention_mask=batch["attention_mask"].to(device))
+        if not torch.is_tensor(emb):  # transformers dual encoders return a ModelOutput
+            emb = emb.pooler_output
+        emb = emb.float().cpu()
+        for j, i in enumerate(idx):
+            out[i] = emb[j]
+    model.train(was_training)
+    result = torch.stack(out)
+    return F.normalize(result, dim=-1) if normalize else result

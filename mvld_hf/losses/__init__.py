@@ -1,0 +1,23 @@
+"""The five distillation objectives of arXiv 2510.26271 as pure functions of embeddings.
+
+Each returns a dict whose ``"loss"`` entry is the scalar to minimise; other entries are named parts or detached
+diagnostics, all of which the trainer logs (``loss_<method>``, ``loss_<method>_<part>``).
+"""
+
+from .contrastive import DEFAULT_CONTRASTIVE_TEMPERATURE, contrastive
+from .distributional_replication import DEFAULT_QUEUE_SIZE, distributional_replication
+from .english_control import english_control
+from .feature_distillation import feature_distillation
+from .soft_logit import DEFAULT_STUDENT_TEMPERATURE, DEFAULT_TEACHER_TEMPERATURE, soft_logit
+
+__all__ = [
+    "feature_distillation",
+    "english_control",
+    "soft_logit",
+    "contrastive",
+    "distributional_replication",
+    "DEFAULT_TEACHER_TEMPERATURE",
+    "DEFAULT_STUDENT_TEMPERATURE",
+    "DEFAULT_CONTRASTIVE_TEMPERATURE",
+    "DEFAULT_QUEUE_SIZE",
+]

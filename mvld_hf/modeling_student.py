@@ -1,0 +1,199 @@
+"""The student: a multilingual text tower that writes into a frozen teacher's embedding space.
+
+``MultilingualTextTower`` = any ``AutoModel`` text encoder (XLM-R, multilingual DistilBERT, MiniLM, ...)
+-> pooling (``mean`` over non-padding tokens, or ``cls``) -> linear projection to the teacher's dimension.
+
+It is a plain :class:`~transformers.PreTrainedModel`: ``save_pretrained`` / ``from_pretrained`` round-trip, and
+after ``import mvld_hf`` it loads through ``AutoConfig`` / ``AutoModel`` without ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import ModelOutput
+
+POOLING_MODES = ("mean", "cls")
+
+
+@strict
+class MultilingualTextTowerConfig(PreTrainedConfig):
+    r"""Configuration of a :class:`MultilingualTextTower`.
+
+    Args:
+        backbone_config: config (or its dict) of the text encoder, any ``AutoConfig`` model type.
+        projection_dim: the teacher's embedding dimension (512 for CLIP ViT-B/32, 768 for ViT-L/14, ...).
+        pooling: ``"mean"`` (mean over non-padding tokens, the default; M-CLIP found CLS pooling clearly worse)
+            or ``"cls"`` (first token).
+        projection_bias: whether the projection has a bias.
+        teacher_name_or_path / teacher_revision: the teacher whose embedding space this student writes into. An
+            embedding space is only meaningful with its teacher, so it is recorded with the weights.
+        distillation_method: the method string the student was trained with (informational).
+
+    Example::
+
+        >>> from transformers import XLMRobertaConfig
+        >>> config = MultilingualTextTowerConfig(
+        ...     backbone_config=XLMRobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        ...                                      intermediate_size=37, vocab_size=100),
+        ...     projection_dim=16)
+        >>> MultilingualTextTower(config).get_text_features(torch.tensor([[0, 5, 2]])).shape
+        torch.Size([1, 16])
+    """
+
+    model_type = "mvld_text_tower"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="xlm-roberta")}
+
+    backbone_config: PreTrainedConfig | dict | None = None
+    projection_dim: int = 512
+    pooling: str = "mean"
+    projection_bias: bool = True
+    teacher_name_or_path: str | None = None
+    teacher_revision: str | None = None
+    distillation_method: str | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.projection_dim <= 0:
+            raise ValueError(f"projection_dim must be positive, got {self.projection_dim}")
+
+    @property
+    def backbone_hidden_size(self) -> int:
+        cfg = self.backbone_config
+        for name in ("hidden_size", "dim", "d_model"):  # BERT/XLM-R, DistilBERT, T5-style
+            if getattr(cfg, name, None) is not None:
+                return int(getattr(cfg, name))
+        raise ValueError(f"cannot tell the hidden size of backbone config {type(cfg).__name__}")
+
+
+@dataclass
+class TextTowerOutput(ModelOutput):
+    """``text_embeds``: projected sentence embeddings [batch, projection_dim] (not normalised);
+    ``pooled_output``: the pooled backbone output before projection; ``last_hidden_state``: token states."""
+
+    text_embeds: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Pool token states [B, T, H] into [B, H]: masked mean or first token."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class MultilingualTextTower(PreTrainedModel):
+    """Backbone + pooling + projection to the teacher's embedding dimension.
+
+    ``forward(input_ids, attention_mask)`` returns a :class:`TextTowerOutput`; ``get_text_features`` returns the
+    projected embedding tensor, as CLIP's does.
+    """
+
+    config_class = MultilingualTextTowerConfig
+    base_model_prefix = "text_tower"
+    main_input_name = "input_ids"
+    input_modalities = ("text",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: MultilingualTextTowerConfig):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        if getattr(self.backbone, "pooler", None) is not None:
+            # BERT-style poolers are unused (we pool ourselves); unused parameters would break DDP
+            self.backbone.pooler = None
+        self.projection = nn.Linear(config.backbone_hidden_size, config.projection_dim, bias=config.projection_bias)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if module is self.projection:
+            std = getattr(self.config.backbone_config, "initializer_range", 0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        else:
+            # every other module belongs to the backbone: let it initialise its own way
+            self.backbone._init_weights(module)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone_name_or_path: str,
+        projection_dim: int,
+        pooling: str = "mean",
+        projection_bias: bool = True,
+        teacher_name_or_path: str | None = None,
+        teacher_revision: str | None = None,
+        **backbone_kwargs,
+    ) -> "MultilingualTextTower":
+        """Build a student from a pretrained text encoder (e.g. ``"xlm-roberta-base"``) with a fresh projection."""
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, **backbone_kwargs)
+        config = MultilingualTextTowerConfig(
+            backbone_config=backbone.config.to_dict(),
+            projection_dim=projection_dim,
+            pooling=pooling,
+            projection_bias=projection_bias,
+            teacher_name_or_path=teacher_name_or_path,
+            teacher_revision=teacher_revision,
+        )
+        model = cls(config)
+        weights = {k: v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
+        missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if "position_ids" not in k]:
+            raise RuntimeError(f"backbone weights did not fit: missing={missing} unexpected={unexpected}")
+        return model
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.backbone.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> TextTowerOutput:
+        backbone_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            backbone_inputs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**backbone_inputs, **kwargs).last_hidden_state
+        pooled = pool(hidden, attention_mask, self.config.pooling)
+        return TextTowerOutput(text_embeds=self.projection(pooled), pooled_output=pooled, last_hidden_state=hidden)
+
+    def get_text_features(self, input_ids=None, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).text_embeds
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 128,
+               normalize: bool = False, show_progress_bar: bool = False) -> torch.Tensor:
+        """Embed raw strings in batches (eval mode, no grad); float32 on CPU, in input order."""
+        from .encode import encode_texts
+
+        return encode_texts(self, tokenizer, texts, batch_size=batch_size, max_length=max_length,
+                            normalize=normalize, show_progress_bar=show_progress_bar)
+
+
+def register_auto_classes() -> None:
+    """Make ``AutoConfig``/``AutoModel`` resolve ``model_type="mvld_text_tower"`` (idempotent)."""
+    try:
+        AutoConfig.register(MultilingualTextTowerConfig.model_type, MultilingualTextTowerConfig)
+    except ValueError:  # already registered
+        pass
+    try:
+        AutoModel.register(MultilingualTextTowerConfig, MultilingualTextTower)
+    except ValueError:
+        pass

@@ -1,0 +1,222 @@
+"""Frozen teachers behind one interface: ``encode_text(list[str])``, ``encode_image(list[PIL.Image])``, ``dim``.
+
+Adapters:
+- :class:`DualEncoderTeacher` for transformers image-text dual encoders (``CLIPModel``, ``SiglipModel``,
+  ``Siglip2Model``, or anything with ``get_text_features``/``get_image_features``). In transformers 5 those
+  return a ``ModelOutput`` whose ``pooler_output`` is the (projected, unnormalised) embedding.
+- :class:`SentenceTransformerTeacher` for any ``SentenceTransformer``; a text-only one gives text anchors only.
+
+:func:`load_teacher` picks the adapter from a name or path. Teachers are always frozen: eval mode,
+``requires_grad_(False)`` and ``torch.no_grad()`` in every call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .encode import check_texts
+
+# SigLIP models were trained on text padded to a fixed length of 64 tokens and embed differently otherwise.
+_FIXED_LENGTH_PADDING = {"siglip": 64, "siglip2": 64}
+
+
+class TeacherCapabilityError(ValueError):
+    """The teacher cannot produce what was asked (e.g. image embeddings from a text-only model)."""
+
+
+class Teacher:
+    """Base class. Subclasses implement ``_encode_text_batch`` and optionally ``_encode_image_batch``."""
+
+    name_or_path: str = "teacher"
+    revision: str | None = None
+    supports_images: bool = False
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_image_batch(self, images: list) -> torch.Tensor:
+        raise TeacherCapabilityError(
+            f"teacher {self.name_or_path!r} is text-only and has no image tower: use anchor='text', "
+            "or a CLIP/SigLIP teacher for image anchors"
+        )
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:
+        """Embed texts: float32 [N, dim] on the teacher's device, in input order."""
+        texts = check_texts(texts, "teacher texts")
+        return self._batched(self._encode_text_batch, texts, batch_size, show_progress_bar, "Teacher texts")
+
+    @torch.no_grad()
+    def encode_image(self, images: Sequence, batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:
+        """Embed PIL images: float32 [N, dim] on the teacher's device, in input order."""
+        if not self.supports_images:
+            return self._encode_image_batch(list(images))  # raises TeacherCapabilityError
+        images = [_as_rgb(im, i) for i, im in enumerate(images)]
+        return self._batched(self._encode_image_batch, images, batch_size, show_progress_bar, "Teacher images")
+
+    @staticmethod
+    def _batched(fn, items: list, batch_size: int, show_progress_bar: bool, desc: str) -> torch.Tensor:
+        if not items:
+            raise ValueError("the teacher got nothing to encode")
+        chunks = [fn(items[i : i + batch_size]).float() for i in
+                  tqdm(range(0, len(items), batch_size), desc=desc, disable=not show_progress_bar)]
+        return torch.cat(chunks)
+
+    def fingerprint(self) -> str:
+        """A string identifying the teacher's embedding space, used for caching precomputed embeddings."""
+        return f"{self.name_or_path}@{self.revision or 'local'}"
+
+
+def _as_rgb(image, index: int):
+    from PIL import Image
+
+    if isinstance(image, dict) and image.get("bytes") is not None:  # datasets Image(decode=False)
+        import io
+
+        try:
+            image = Image.open(io.BytesIO(image["bytes"]))
+            image.load()
+        except Exception as err:  # PIL raises several types for corrupt data
+            raise ValueError(f"image {index} could not be decoded ({type(err).__name__}: {err})") from err
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image {index} is a {type(image).__name__}, expected a PIL.Image.Image")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+class DualEncoderTeacher(Teacher):
+    """A transformers image-text dual encoder (CLIP, SigLIP, SigLIP2, ...) with its tokenizer and image processor."""
+
+    supports_images = True
+
+    def __init__(self, model, tokenizer, image_processor=None, name_or_path: str | None = None,
+                 revision: str | None = None, max_length: int | None = None):
+        if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+            raise TypeError(f"{type(model).__name__} has no get_text_features/get_image_features")
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.supports_images = image_processor is not None
+        self.name_or_path = name_or_path or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.revision = revision
+        model_type = getattr(model.config, "model_type", "")
+        self.fixed_length = _FIXED_LENGTH_PADDING.get(model_type)
+        text_cfg = getattr(model.config, "text_config", model.config)
+        self.max_length = max_length or self.fixed_length or getattr(text_cfg, "max_position_embeddings", 77)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device=None, dtype=None, **kwargs):
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        model = AutoModel.from_pretrained(name_or_path, revision=revision, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        try:
+            image_processor = AutoImageProcessor.from_pretrained(name_or_path, revision=revision)
+        except (OSError, ValueError):
+            image_processor = None
+        if device is not None:
+            model = model.to(device)
+        return cls(model, tokenizer, image_processor, name_or_path=name_or_path, revision=revision)
+
+    @property
+    def dim(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "projection_dim", None) or getattr(cfg.text_config, "hidden_size"))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @staticmethod
+    def _embedding(out) -> torch.Tensor:
+        return out if torch.is_tensor(out) else out.pooler_output
+
+    def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
+        padding = "max_length" if self.fixed_length else True
+        batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.device)
+        kwargs = {"input_ids": batch["input_ids"]}
+        if "attention_mask" in batch and not self.fixed_length:
+            kwargs["attention_mask"] = batch["attention_mask"]
+        return self._embedding(self.model.get_text_features(**kwargs))
+
+    def _encode_image_batch(self, images: list) -> torch.Tensor:
+        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values.to(self.device, dtype=next(self.model.parameters()).dtype)
+        return self._embedding(self.model.get_image_features(pixel_values=pixel_values))
+
+
+class SentenceTransformerTeacher(Teacher):
+    """Any ``SentenceTransformer``. Image anchors only if the model itself embeds images."""
+
+    def __init__(self, model, name_or_path: str | None = None, revision: str | None = None):
+        self.model = model.eval().requires_grad_(False)
+        self.name_or_path = name_or_path or "sentence-transformer"
+        self.revision = revision
+        modalities = getattr(model, "modalities", None) or ["text"]
+        self.supports_images = "image" in modalities
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device=None, **kwargs):
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(name_or_path, revision=revision, device=device, **kwargs)
+        return cls(model, name_or_path=name_or_path, revision=revision)
+
+    @property
+    def dim(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode(texts, batch_size=len(texts), convert_to_tensor=True, show_progress_bar=False)
+
+    def _encode_image_batch(self, images: list) -> torch.Tensor:
+        if not self.supports_images:
+            return super()._encode_image_batch(images)
+        return self.model.encode(images, batch_size=len(images), convert_to_tensor=True, show_progress_bar=False)
+
+
+def _is_sentence_transformer(name_or_path: str, revision: str | None) -> bool:
+    if os.path.isdir(name_or_path):
+        return os.path.isfile(os.path.join(name_or_path, "modules.json"))
+    from huggingface_hub import file_exists
+
+    return file_exists(name_or_path, "modules.json", revision=revision)
+
+
+def load_teacher(name_or_path: str, revision: str | None = None, device=None, dtype=None, **kwargs) -> Teacher:
+    """Load a frozen teacher, picking the adapter: a sentence-transformers folder/repo (``modules.json``) gives a
+    :class:`SentenceTransformerTeacher`, anything else a :class:`DualEncoderTeacher` (CLIP, SigLIP, SigLIP2, ...).
+
+    Raises ``OSError`` naming the teacher when it cannot be found locally or on the Hub.
+    """
+    if not os.path.isdir(name_or_path) and os.path.sep in name_or_path and os.path.exists(os.path.dirname(name_or_path)):
+        raise OSError(f"teacher {name_or_path!r} not found: no such directory")
+    try:
+        if _is_sentence_transformer(name_or_path, revision):
+            return SentenceTransformerTeacher.from_pretrained(name_or_path, revision=revision, device=device, **kwargs)
+        return DualEncoderTeacher.from_pretrained(name_or_path, revision=revision, device=device, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        if isinstance(err, TeacherCapabilityError):
+            raise
+        raise OSError(
+            f"could not load teacher {name_or_path!r}"
+            f"{' at revision ' + revision if revision else ''}: {err}. "
+            "Check the name, your network/HF_HUB_OFFLINE setting, or pass a local path."
+        ) from err
