@@ -1,0 +1,225 @@
+"""Clustering purity of caption embeddings (do captions of the same scene end up in one cluster?).
+
+k-means is implemented here in torch (spherical k-means: cosine assignments, unit-norm centroids,
+k-means++ seeding) rather than taken from scikit-learn because
+
+* the package does not declare scikit-learn as a dependency (it only arrives through
+  sentence-transformers), and the evaluation should not hinge on a transitive dependency;
+* it runs on the embeddings' device, so large caption sets are clustered on the GPU when there is one;
+* on L2-normalised embeddings the cosine objective is the natural one (it is what retrieval scores use);
+  for unit vectors ``||x - c||^2 = 2 - 2 cos(x, c)`` so the assignments are those of Euclidean k-means
+  with centroids projected back onto the sphere;
+* it is deterministic for a given seed and device (a CPU ``torch.Generator`` drives all sampling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "KMeansResult",
+    "spherical_kmeans",
+    "purity_from_assignments",
+    "clustering_purity",
+    "per_language_purity",
+]
+
+# elements of the [rows, n_clusters] similarity block computed at once during assignment
+_ASSIGN_BLOCK_ELEMENTS = 2**24
+
+
+@dataclass
+class KMeansResult:
+    assignments: torch.Tensor  # LongTensor[N], cluster of each point
+    centroids: torch.Tensor  # [K, d], unit norm
+    objective: float  # sum over points of cos(point, its centroid); higher is better
+    n_iter: int
+
+
+def _codes(values: Sequence[Hashable], name: str) -> tuple[np.ndarray, int]:
+    """Map hashable values to 0..n-1 in order of first appearance."""
+    if torch.is_tensor(values):
+        values = values.tolist()
+    mapping: dict = {}
+    try:
+        codes = np.fromiter((mapping.setdefault(v, len(mapping)) for v in values), dtype=np.int64)
+    except TypeError as exc:
+        raise TypeError(f"{name} must hold hashable values ({exc})") from exc
+    return codes, len(mapping)
+
+
+def purity_from_assignments(assignments: Sequence[Hashable], labels: Sequence[Hashable]) -> float:
+    """Purity = (1/N) * sum over clusters of the count of the cluster's most frequent label.
+
+    Both arguments may hold any hashable values; the result is invariant to renaming clusters or labels
+    and to permuting the points (jointly). 1.0 means every cluster holds a single label.
+    """
+    a, _ = _codes(assignments, "assignments")
+    y, n_labels = _codes(labels, "labels")
+    if a.size != y.size:
+        raise ValueError(f"assignments has {a.size} entries but labels has {y.size}")
+    if a.size == 0:
+        raise ValueError("purity of an empty set is undefined")
+    pairs, counts = np.unique(a * n_labels + y, return_counts=True)
+    best = np.zeros(int(a.max()) + 1, dtype=np.int64)
+    np.maximum.at(best, pairs // n_labels, counts)
+    return float(best.sum() / a.size)
+
+
+def _assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid (highest cosine) per point, in row blocks; ties go to the lowest cluster index."""
+    n, k = x.shape[0], centroids.shape[0]
+    rows = max(1, _ASSIGN_BLOCK_ELEMENTS // max(k, 1))
+    labels = torch.empty(n, dtype=torch.long, device=x.device)
+    sims = torch.empty(n, dtype=x.dtype, device=x.device)
+    for start in range(0, n, rows):
+        block = x[start:start + rows] @ centroids.T
+        sims[start:start + rows], labels[start:start + rows] = block.max(dim=1)
+    return labels, sims
+
+
+def _kmeanspp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeding with the spherical distance 1 - cos (= half the squared Euclidean
+    distance between unit vectors): each step draws ``2 + log(k)`` candidates with probability
+    proportional to their distance to the chosen centres and keeps the one that lowers the total
+    distance most (the variant of Arthur & Vassilvitskii that scikit-learn also uses)."""
+    n = x.shape[0]
+    n_trials = 2 + int(np.log(k))
+    first = int(torch.randint(n, (1,), generator=generator))
+    chosen = [first]
+    taken = torch.zeros(n, dtype=torch.bool)
+    taken[first] = True
+    dist = (1.0 - x @ x[first]).clamp_(min=0).double()
+    for _ in range(1, k):
+        total = float(dist.sum())
+        if total <= 0.0:  # every point coincides with a chosen centre: pick an unused point uniformly
+            free = torch.nonzero(~taken).flatten()
+            nxt = int(free[int(torch.randint(free.numel(), (1,), generator=generator))])
+            new_dist = torch.minimum(dist, (1.0 - x @ x[nxt]).clamp_(min=0).double())
+        else:
+            r = torch.rand(n_trials, generator=generator, dtype=torch.float64).to(dist.device) * total
+            cum = torch.cumsum(dist, 0)
+            cand = torch.searchsorted(cum, r).clamp_(max=n - 1)
+            # candidate distances to every point; keep the candidate with the smallest new potential
+            cand_dist = torch.minimum(dist[None, :], (1.0 - x[cand] @ x.T).clamp_(min=0).double())
+            best = int(torch.argmin(cand_dist.sum(dim=1)))
+            nxt, new_dist = int(cand[best]), cand_dist[best]
+        chosen.append(nxt)
+        taken[nxt] = True
+        dist = new_dist
+    return x[chosen].clone()
+
+
+def spherical_kmeans(
+    embeddings: torch.Tensor,
+    n_clusters: int,
+    *,
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 100,
+) -> KMeansResult:
+    """Spherical k-means (cosine) on L2-normalised ``embeddings`` with k-means++ seeding.
+
+    Runs ``n_init`` seedings and keeps the one with the highest objective. Lloyd iterations stop when no
+    assignment changes or after ``max_iter``. A cluster that empties is re-seeded with the point that is
+    worst served by its own centroid. Deterministic for a given ``seed`` and device.
+    """
+    x = torch.as_tensor(embeddings)
+    if x.dim() != 2:
+        raise ValueError(f"embeddings must be 2-D [n, dim], got shape {tuple(x.shape)}")
+    n = x.shape[0]
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be an integer in [1, {n}] (the number of points), got {n_clusters!r}")
+    if n_init < 1 or max_iter < 1:
+        raise ValueError(f"n_init and max_iter must be >= 1, got n_init={n_init}, max_iter={max_iter}")
+    x = F.normalize(x.detach().float(), dim=-1)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("embeddings contain NaN or Inf values")
+    generator = torch.Generator().manual_seed(seed)
+    best: KMeansResult | None = None
+    for _ in range(n_init):
+        centroids = _kmeanspp(x, n_clusters, generator)
+        labels, sims = _assign(x, centroids)
+        it = 0
+        for it in range(1, max_iter + 1):
+            sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+            counts = torch.bincount(labels, minlength=n_clusters)
+            empty = torch.nonzero(counts == 0).flatten()
+            if empty.numel():
+                # re-seed empty clusters with the points farthest from their centroids (deterministic)
+                worst = torch.argsort(sims, stable=True)[: empty.numel()]
+                sums[empty] = x[worst]
+            centroids = F.normalize(sums, dim=-1)
+            new_labels, sims = _assign(x, centroids)
+            changed = bool((new_labels != labels).any())
+            labels = new_labels
+            if not changed:  # a fixed point (re-seeding empty clusters would repeat itself too)
+                break
+        result = KMeansResult(labels, centroids, float(sims.double().sum()), it)
+        if best is None or result.objective > best.objective:
+            best = result
+    assert best is not None
+    return best
+
+
+def clustering_purity(
+    embeddings: torch.Tensor,
+    labels: Sequence[Hashable],
+    n_clusters: int | None = None,
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 100,
+) -> float:
+    """Purity of spherical k-means clusters of ``embeddings`` w.r.t. ``labels``.
+
+    ``n_clusters`` defaults to the number of distinct labels. Perfectly separated classes give 1.0;
+    embeddings unrelated to balanced labels give roughly ``1 / n_clusters`` (slightly more on small sets).
+    """
+    embeddings = torch.as_tensor(embeddings)
+    labels = labels.tolist() if torch.is_tensor(labels) else list(labels)
+    if embeddings.dim() != 2 or embeddings.shape[0] != len(labels):
+        raise ValueError(f"embeddings must be [n, dim] with one row per label: got shape "
+                         f"{tuple(embeddings.shape)} for {len(labels)} labels")
+    if n_clusters is None:
+        n_clusters = len(set(labels))
+    result = spherical_kmeans(embeddings, n_clusters, seed=seed, n_init=n_init, max_iter=max_iter)
+    return purity_from_assignments(result.assignments.tolist(), labels)
+
+
+def per_language_purity(
+    embeddings: torch.Tensor,
+    labels: Sequence[Hashable],
+    languages: Sequence[str],
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 100,
+) -> dict[str, float]:
+    """Purity per language (each language clustered alone, with as many clusters as it has distinct
+    labels), ``"mean"`` over languages, and ``"mixed"``: all languages clustered together, so captions of
+    one scene in different languages must share a cluster to count as pure."""
+    embeddings = torch.as_tensor(embeddings)
+    labels = labels.tolist() if torch.is_tensor(labels) else list(labels)
+    languages = list(languages)
+    if not (embeddings.shape[0] == len(labels) == len(languages)):
+        raise ValueError(f"embeddings ({embeddings.shape[0]} rows), labels ({len(labels)}) and languages "
+                         f"({len(languages)}) must have the same length")
+    by_lang: dict[str, list[int]] = {}
+    for i, lang in enumerate(languages):
+        by_lang.setdefault(lang, []).append(i)
+    clash = sorted({"mean", "mixed"} & set(by_lang), key=str)
+    if clash:
+        raise ValueError(f"language name(s) {clash} clash with the summary entries 'mean'/'mixed'; rename them")
+    out: dict[str, float] = {}
+    for lang in sorted(by_lang, key=str):
+        idx = by_lang[lang]
+        out[lang] = clustering_purity(embeddings[idx], [labels[i] for i in idx], seed=seed, n_init=n_init,
+                                      max_iter=max_iter)
+    if by_lang:
+        out["mean"] = sum(out[lang] for lang in by_lang) / len(by_lang)
+    out["mixed"] = clustering_purity(embeddings, labels, seed=seed, n_init=n_init, max_iter=max_iter)
+    return out
