@@ -1,0 +1,74 @@
+import pytest
+import torch
+from PIL import Image
+
+from mvld_hf import DualEncoderTeacher, SentenceTransformerTeacher, TeacherCapabilityError, load_teacher
+
+
+def test_teacher_is_frozen_and_batch_size_invariant(teacher):
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    assert not teacher.model.training
+    texts = ["a small red circle", "a big blue square", "a small green star"]
+    one = teacher.encode_text(texts, batch_size=1)
+    all_ = teacher.encode_text(texts, batch_size=8)
+    assert one.shape == (3, teacher.dim) and one.dtype == torch.float32
+    assert torch.allclose(one, all_, atol=1e-5)
+
+
+def test_text_embedding_is_the_models_pooler_output(teacher, tokenizer):
+    batch = tokenizer(["a big red star"], return_tensors="pt")
+    expected = teacher.model.get_text_features(**batch).pooler_output
+    assert torch.allclose(teacher.encode_text(["a big red star"]), expected, atol=1e-6)
+
+
+def test_image_embeddings(teacher):
+    images = [Image.new("RGB", (40, 40), c) for c in ("red", "blue")] + [Image.new("L", (32, 32), 128)]
+    emb = teacher.encode_image(images, batch_size=2)
+    assert emb.shape == (3, teacher.dim) and torch.isfinite(emb).all()
+    assert not torch.allclose(emb[0], emb[1])
+
+
+def test_bad_inputs(teacher):
+    with pytest.raises(ValueError, match="empty"):
+        teacher.encode_text(["ok", "   "])
+    with pytest.raises(TypeError, match="PIL"):
+        teacher.encode_image(["not an image"])
+    with pytest.raises(ValueError, match="could not be decoded"):
+        teacher.encode_image([{"bytes": b"\x89PNG garbage", "path": None}])
+
+
+def test_load_teacher_from_a_saved_clip_folder(teacher, tmp_path):
+    teacher.model.save_pretrained(tmp_path)
+    teacher.tokenizer.save_pretrained(tmp_path)
+    teacher.image_processor.save_pretrained(tmp_path)
+    loaded = load_teacher(str(tmp_path))
+    assert isinstance(loaded, DualEncoderTeacher) and loaded.supports_images
+    texts = ["a small red circle"]
+    assert torch.allclose(loaded.encode_text(texts), teacher.encode_text(texts), atol=1e-6)
+    image = Image.new("RGB", (32, 32), "green")
+    assert torch.allclose(loaded.encode_image([image]), teacher.encode_image([image]), atol=1e-6)
+
+
+def test_sentence_transformer_teacher_is_text_only(tokenizer, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoModel
+
+    from mvld_hf.testing import tiny_backbone_config
+
+    AutoModel.from_config(tiny_backbone_config(len(tokenizer), model_type="bert")).save_pretrained(tmp_path / "b")
+    tokenizer.save_pretrained(tmp_path / "b")
+    transformer = Transformer(str(tmp_path / "b"))
+    st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")])
+    st.save(str(tmp_path / "st"))
+    loaded = load_teacher(str(tmp_path / "st"))
+    assert isinstance(loaded, SentenceTransformerTeacher)
+    assert loaded.dim == 32
+    assert loaded.encode_text(["a red star", "a blue star"]).shape == (2, 32)
+    with pytest.raises(TeacherCapabilityError, match="text-only"):
+        loaded.encode_image([Image.new("RGB", (8, 8))])
+
+
+def test_load_teacher_reports_a_missing_teacher(tmp_path):
+    with pytest.raises(OSError, match="teacher"):
+        load_teacher(str(tmp_path / "nope" / "teacher"))
