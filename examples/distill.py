@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Distil a multilingual text student into a frozen English vision-language teacher.
+
+    accelerate launch examples/distill.py                       # offline world: no Hub needed
+    accelerate launch examples/distill.py configs/clip-l14_xlmr-base_dr.yaml   # a paper setup (needs the Hub)
+    python examples/distill.py configs/clip-l14_xlmr-base_dr.yaml --bf16 false --max_steps 100  # overrides
+    python examples/distill.py --method ed --num_train_epochs 2 --output_dir outputs/ed
+
+With no arguments (or ``--teacher offline``) it runs the offline world shipped with mvld_hf: rendered scenes
+with captions in 13 languages, an English-only CLIP trained on them (cached after the first run), a small
+XLM-R-style student with a tokenizer trained on the captions, DR distillation, then per-language retrieval
+of the student (paired with the teacher's image tower) beside the teacher's English retrieval. Outputs in
+``--output_dir``: the checkpoint, ``eval_results.json``, ``retrieval_per_language.png`` and a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import yaml
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+
+import mvld_hf
+from mvld_hf import DistillationArguments, DistillationTrainer, MultilingualTextTower, precompute_teacher_embeddings
+
+logger = logging.getLogger("mvld_hf.distill")
+OFFLINE = "offline"
+
+
+@dataclass
+class ModelArguments:
+    teacher: str = field(default=OFFLINE, metadata={"help": "Teacher: 'offline' (the English CLIP of the offline "
+                         "world, trained here) or a Hub id/path (openai/clip-vit-large-patch14, "
+                         "google/siglip2-large-patch16-256, a SentenceTransformer)."})
+    teacher_revision: str | None = field(default=None, metadata={"help": "Teacher revision (commit) to pin."})
+    student: str = field(default=OFFLINE, metadata={"help": "Student backbone: 'offline' (a small random XLM-R-"
+                         "style encoder with a tokenizer trained on the captions) or a Hub id/path "
+                         "(xlm-roberta-base, distilbert-base-multilingual-cased, ...)."})
+    pooling: str = field(default="mean", metadata={"help": "Student pooling: mean or cls."})
+    offline_hidden_size: int = field(default=256, metadata={"help": "Offline student: hidden size."})
+    offline_layers: int = field(default=4, metadata={"help": "Offline student: transformer layers."})
+    offline_heads: int = field(default=4, metadata={"help": "Offline student: attention heads."})
+    offline_vocab_size: int = field(default=4000, metadata={"help": "Offline student: BPE vocabulary size."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default=OFFLINE, metadata={"help": "'offline' (the procedural world) or a Hub dataset "
+                         "id/path with a caption column, an English caption column and a language column."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    train_split: str = field(default="train", metadata={"help": "Training split."})
+    eval_split: str | None = field(default="test", metadata={"help": "Held-out split for retrieval evaluation "
+                                   "(needs image, image_id, caption, language columns); empty to skip."})
+    language_column: str = field(default="language", metadata={"help": "Column with each caption's language."})
+    languages: list[str] | None = field(default=None, metadata={"help": "Restrict training/eval to these languages."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the training set (needs --max_steps)."})
+    precomputed_embeddings: str | None = field(default=None, metadata={"help": "A dataset of precomputed teacher "
+                                               "text embeddings (e.g. M-CLIP/ImageCaptions-7M-Embeddings)."})
+    precomputed_embeddings_config: str | None = field(default=None, metadata={"help": "Its config (e.g. Vit-B-32)."})
+    precomputed_id_column: str = field(default="id", metadata={"help": "Id column joining the two datasets."})
+    precomputed_embedding_column: str = field(default="embedding", metadata={"help": "Embedding column there."})
+    world_seed: int = field(default=0, metadata={"help": "Offline world: seed."})
+    world_train_scenes: int | None = field(default=None, metadata={"help": "Offline world: training scenes."})
+    world_test_scenes: int | None = field(default=None, metadata={"help": "Offline world: held-out scenes."})
+    teacher_steps: int | None = field(default=None, metadata={"help": "Offline teacher: training steps."})
+
+
+OFFLINE_TRAINING_DEFAULTS = dict(
+    output_dir="outputs/distill-offline", method="dr", learning_rate=1e-3, weight_decay=0.01,
+    per_device_train_batch_size=128, per_device_eval_batch_size=256, num_train_epochs=6, warmup_steps=0.05,
+    lr_scheduler_type="cosine", queue_size=4096, logging_steps=25, save_strategy="epoch", save_total_limit=1,
+    report_to="none", seed=0, dataloader_drop_last=True,
+)
+
+
+def parse_args(argv: list[str] | None = None):
+    """Command-line flags, or a YAML/JSON config file followed by optional flag overrides
+    (``distill.py configs/x.yaml --bf16 false``). The offline run gets its own training defaults."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    values = {}
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        with open(argv.pop(0), encoding="utf-8") as f:
+            values = (json.load(f) if f.name.endswith(".json") else yaml.safe_load(f)) or {}
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SystemExit(f"unknown keys in {f.name}: {unknown}")
+    if values.get("teacher", OFFLINE) == OFFLINE:
+        values = {**OFFLINE_TRAINING_DEFAULTS, **values}
+    parser.set_defaults(**values)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+# ---------------------------------------------------------------------------------------------- offline
+def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments):
+    """World, English teacher (trained once, cached), tokenizer trained on the captions, random student."""
+    from mvld_hf.synthetic import build_world, train_english_teacher
+    from mvld_hf.testing import tiny_backbone_config, train_tokenizer
+
+    world_kwargs = {k: v for k, v in dict(num_train_scenes=data_args.world_train_scenes,
+                                          num_test_scenes=data_args.world_test_scenes,
+                                          languages=data_args.languages).items() if v is not None}
+    world = build_world(seed=data_args.world_seed, **world_kwargs)
+    teacher_kwargs = {"steps": data_args.teacher_steps} if data_args.teacher_steps else {}
+    if world_kwargs or data_args.world_seed:
+        from mvld_hf.synthetic import default_cache_dir
+
+        tag = "-".join(f"{k}{v if not isinstance(v, list) else '_'.join(v)}" for k, v in sorted(world_kwargs.items()))
+        teacher_kwargs["output_dir"] = os.path.join(default_cache_dir(), f"teacher-seed{data_args.world_seed}-{tag}"
+                                                    f"-steps{data_args.teacher_steps or 'default'}")
+    with args.main_process_first(desc="offline teacher"):
+        teacher_path = train_english_teacher(world, seed=data_args.world_seed, **teacher_kwargs)
+    teacher = mvld_hf.load_teacher(teacher_path)
+
+    texts = list(world["train"]["caption"])
+    tokenizer = train_tokenizer(texts, vocab_size=model_args.offline_vocab_size, model_max_length=args.max_length)
+    backbone = tiny_backbone_config(len(tokenizer), hidden_size=model_args.offline_hidden_size,
+                                    layers=model_args.offline_layers, heads=model_args.offline_heads,
+                                    max_positions=args.max_length + 2)
+    set_seed(args.seed)
+    config = mvld_hf.MultilingualTextTowerConfig(
+        backbone_config=backbone.to_dict(), projection_dim=teacher.dim, pooling=model_args.pooling,
+        teacher_name_or_path=teacher_path, distillation_method=args.method)
+    return world["train"], world["test"], teacher, tokenizer, MultilingualTextTower(config)
+
+
+# ------------------------------------------------------------------------------------------------- hub
+def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments):
+    """Teacher and student from the Hub, training data from a Hub dataset (M-CLIP's 7M captions, ...)."""
+    from datasets import load_dataset
+
+    teacher = mvld_hf.load_teacher(model_args.teacher, revision=model_args.teacher_revision, device=args.device)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.student)
+    student = MultilingualTextTower.from_backbone(
+        model_args.student, projection_dim=teacher.dim, pooling=model_args.pooling,
+        teacher_name_or_path=model_args.teacher, teacher_revision=model_args.teacher_revision)
+    student.config.distillation_method = args.method
+    train = load_dataset(data_args.dataset, data_args.dataset_config, split=data_args.train_split,
+                         streaming=data_args.streaming)
+    if data_args.languages:
+        keep = set(data_args.languages)
+        train = train.filter(lambda lang: lang in keep, input_columns=data_args.language_column)
+    if data_args.max_train_samples:
+        train = train.take(data_args.max_train_samples) if data_args.streaming else \
+            train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.precomputed_embeddings:
+        from mvld_hf.streaming import join_precomputed_embeddings
+
+        embeddings = load_dataset(data_args.precomputed_embeddings, data_args.precomputed_embeddings_config,
+                                  split=data_args.train_split)
+        train = join_precomputed_embeddings(train, embeddings, id_column=data_args.precomputed_id_column,
+                                            embedding_column=data_args.precomputed_embedding_column,
+                                            output_column=args.teacher_text_column)
+    evaluation = None
+    if data_args.eval_split:
+        evaluation = load_dataset(data_args.dataset, data_args.dataset_config, split=data_args.eval_split)
+    return train, evaluation, teacher, tokenizer, student
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, data_args: DataArguments,
+             output_dir: str) -> dict:
+    """Per-language retrieval of the student (with the teacher's images) and the teacher's own numbers."""
+    from mvld_hf.evaluation import MultilingualEvaluator
+    from mvld_hf.evaluation.report import format_table, plot_per_language, save_json
+
+    evaluator = MultilingualEvaluator(dataset, caption_column=args.caption_column,
+                                      language_column=data_args.language_column, languages=data_args.languages,
+                                      batch_size=args.per_device_eval_batch_size, compute_purity=True)
+    images = evaluator.encode_images(lambda batch: teacher.encode_image(batch).cpu())
+    student.eval()
+    results = {
+        "student": evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
+                             image_embeddings=images),
+        "teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images),
+    }
+    # the teacher only reads English: its other-language rows show what distillation adds
+    summary = {
+        "teacher": teacher.name_or_path,
+        "student_languages": evaluator.languages,
+        "images": len(evaluator.image_rows),
+        "captions": len(evaluator.captions),
+    }
+    results["meta"] = summary
+    save_json(results, os.path.join(output_dir, "eval_results.json"))
+    plot_per_language({"student": results["student"], "teacher": results["teacher"]}, metric="t2i_R@1",
+                      path=os.path.join(output_dir, "retrieval_per_language.png"))
+    print(format_table({"student": results["student"], "teacher": results["teacher"]}))
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if args.should_log else logging.WARNING)
+    start = time.perf_counter()
+    set_seed(args.seed)
+    offline = model_args.teacher == OFFLINE
+    if offline != (model_args.student == OFFLINE) or offline != (data_args.dataset == OFFLINE):
+        raise SystemExit("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
+    setup = offline_setup if offline else hub_setup
+    train, evaluation, teacher, tokenizer, student = setup(model_args, data_args, args)
+
+    with args.main_process_first(desc="teacher embeddings"):
+        if args.teacher_text_column not in (train.column_names or []):
+            train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor,
+                                                  english_column=args.english_column, image_column=args.image_column,
+                                                  text_output_column=args.teacher_text_column,
+                                                  image_output_column=args.teacher_image_column)
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=train, processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(args.output_dir)
+    results = {}
+    if evaluation is not None and trainer.is_world_process_zero():
+        results = evaluate(student, tokenizer, teacher, evaluation, args, data_args, args.output_dir)
+        logger.info("done in %.0f s; results in %s", time.perf_counter() - start, args.output_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main()
