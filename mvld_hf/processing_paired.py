@@ -1,0 +1,36 @@
+"""Processor for the paired model: the student's tokenizer + the teacher's image processor.
+
+``MultilingualCLIPProcessor(image_processor=..., tokenizer=...)`` behaves like ``CLIPProcessor``:
+``processor(text=[...], images=[...], return_tensors="pt", padding=True)`` gives ``input_ids`` /
+``attention_mask`` from the student's tokenizer and ``pixel_values`` from the teacher's image processor.
+
+Saved next to the model (``processor.save_pretrained(folder)``) the folder holds the tokenizer files, the image
+processor's config and ``processor_config.json``, so ``AutoTokenizer``, ``AutoImageProcessor`` and (after
+``import mvld_hf``) ``AutoProcessor`` all load from it; the zero-shot pipeline uses the first two.
+
+Without torchvision use the ``*Pil`` image processors (``CLIPImageProcessorPil``, ``SiglipImageProcessorPil``).
+"""
+
+from __future__ import annotations
+
+from transformers import ProcessorMixin
+
+
+class MultilingualCLIPProcessor(ProcessorMixin):
+    """Pairs a (multilingual) tokenizer with an image processor; used for both ``mvld_clip`` and ``mvld_siglip``.
+
+    Args:
+        image_processor: the teacher's image processor (e.g. ``CLIPImageProcessorPil``).
+        tokenizer: the student's tokenizer.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    @classmethod
+    def from_teacher_and_student_tokenizer(cls, teacher, tokenizer) -> "MultilingualCLIPProcessor":
+        """Build from a :class:`~mvld_hf.teachers.DualEncoderTeacher` (its image processor) and the student's
+        tokenizer."""
+        if getattr(teacher, "image_processor", None) is None:
+            raise ValueError("the teacher has no image processor")
+        return cls(image_processor=teacher.image_processor, tokenizer=tokenizer)
