@@ -1,5 +1,6 @@
 """The paired model (student text tower + the teacher's frozen image tower) and its zero-shot pipeline."""
 
+import copy
 import math
 
 import pytest
@@ -140,7 +141,7 @@ def test_logits_are_scaled_cosines_and_transposes(paired, teacher, disc_images, 
 
 
 def test_usable_wherever_a_dual_encoder_teacher_is(paired, teacher, processor, disc_images):
-    wrapped = DualEncoderTeacher(paired, processor.tokenizer, processor.image_processor)
+    wrapped = DualEncoderTeacher(copy.deepcopy(paired), processor.tokenizer, processor.image_processor)  # freezes it
     assert wrapped.dim == 16
     assert torch.equal(wrapped.encode_image(disc_images[0][:3]), teacher.encode_image(disc_images[0][:3]))
 
