@@ -14,7 +14,8 @@ k-means++ seeding) rather than taken from scikit-learn because
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,24 @@ __all__ = [
 
 # elements of the [rows, n_clusters] similarity block computed at once during assignment
 _ASSIGN_BLOCK_ELEMENTS = 2**24
+# below this many multiply-adds per Lloyd iteration (n * k * d) CPU k-means runs on one thread
+_SMALL_PROBLEM = 2**23
+
+
+@contextmanager
+def _single_thread_if_small(x: torch.Tensor, k: int) -> Iterator[None]:
+    """k-means is a long chain of small ops; on a small problem each intra-op parallel region costs more
+    than it saves (tens of ms per op on an oversubscribed CPU), so run it on one thread and restore the
+    caller's setting afterwards."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1 or x.shape[0] * k * x.shape[1] >= _SMALL_PROBLEM:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -140,6 +159,11 @@ def spherical_kmeans(
     x = F.normalize(x.detach().float(), dim=-1)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("embeddings contain NaN or Inf values")
+    with _single_thread_if_small(x, n_clusters):
+        return _spherical_kmeans(x, n_clusters, seed, n_init, max_iter)
+
+
+def _spherical_kmeans(x: torch.Tensor, n_clusters: int, seed: int, n_init: int, max_iter: int) -> KMeansResult:
     generator = torch.Generator().manual_seed(seed)
     best: KMeansResult | None = None
     for _ in range(n_init):

@@ -100,7 +100,7 @@ def test_ranks_match_reference_and_are_chunk_invariant_on_gaussian_data():
     text = image[t2i] + 0.8 * torch.randn(120, 16, generator=g)
     ids = torch.arange(120)
     ref = retrieval_ranks(text, image, ids, t2i, chunk_size=120)
-    for cs in (1, 7, 13, 64):
+    for cs in (3, 7, 13, 64):
         assert torch.equal(retrieval_ranks(text, image, ids, t2i, chunk_size=cs), ref)
     sims = torch.nn.functional.normalize(text.double(), dim=-1) @ torch.nn.functional.normalize(
         image.double(), dim=-1).T

@@ -1,0 +1,48 @@
+"""Evaluation of multilingual students (and their teachers) in the teacher's image-text space.
+
+Embedding-level metrics:
+
+* :func:`retrieval_metrics` / :func:`per_language_retrieval`: text->image and image->text Recall@k and
+  MRR@k, chunked (memory bounded by ``chunk_size x gallery``), ties counted against the query;
+* :func:`clustering_purity` / :func:`per_language_purity`: spherical k-means purity, per language and
+  with all languages mixed;
+* :func:`vqa_accuracy`: multiple-choice VQA by image-option similarity.
+
+Dataset-level: :class:`MultilingualEvaluator` (retrieval + purity on a captioned-image
+``datasets.Dataset``) and :func:`evaluate_vqa`. Reporting: :mod:`mvld_hf.evaluation.report`.
+"""
+
+from .clustering import (
+    KMeansResult,
+    clustering_purity,
+    per_language_purity,
+    purity_from_assignments,
+    spherical_kmeans,
+)
+from .evaluator import MultilingualEvaluator, encode_in_batches, evaluate_vqa
+from .report import format_report, format_table, load_json, plot_per_language, save_json
+from .retrieval import metrics_from_ranks, per_language_retrieval, retrieval_metrics, retrieval_ranks
+from .vqa import format_option, vqa_accuracy, vqa_scores
+
+__all__ = [
+    "KMeansResult",
+    "MultilingualEvaluator",
+    "clustering_purity",
+    "encode_in_batches",
+    "evaluate_vqa",
+    "format_option",
+    "format_report",
+    "format_table",
+    "load_json",
+    "metrics_from_ranks",
+    "per_language_purity",
+    "per_language_retrieval",
+    "plot_per_language",
+    "purity_from_assignments",
+    "retrieval_metrics",
+    "retrieval_ranks",
+    "save_json",
+    "spherical_kmeans",
+    "vqa_accuracy",
+    "vqa_scores",
+]
