@@ -1,0 +1,359 @@
+"""Model cards for exported students: ``huggingface_hub.ModelCard`` rendered from ``model_cards/template.md``.
+
+The card states what makes the embedding space usable: the teacher id and revision, the languages it was
+trained on (and those it was not), the method and its hyperparameters, the training data, per-language
+retrieval results (as ``model-index`` eval results that the Hub can index), a usage snippet for text and
+images, limitations and the citation of arXiv 2510.26271.
+
+Evaluation JSON (:func:`load_eval_results`) -- accepted layouts, most specific first:
+
+1. ``{"student": X, "teacher": X}`` where each ``X`` is one of the layouts below (``"teacher"`` optional);
+   the student's numbers go into the ``model-index``, the teacher's only into a reference table.
+2. ``{"retrieval": {LANG: {METRIC: value}}}`` (other top-level keys such as ``"clustering"`` are ignored).
+3. ``{LANG: {METRIC: value}}``: what :func:`mvld_hf.evaluation.retrieval.per_language_retrieval` returns.
+4. One level deeper per benchmark: ``{"retrieval": {DATASET: {LANG: {METRIC: value}}}}``.
+
+``LANG`` keys ``"all"`` and ``"mean"`` are summary rows (shown in the table, not in the ``model-index``).
+``METRIC`` keys ``t2i_R@k``, ``t2i_MRR@k``, ``i2t_R@k``, ``i2t_MRR@k`` map to the tasks text-to-image /
+image-to-text retrieval with metric types ``recall@k`` / ``mrr@k``; other numeric keys are kept under a
+generic ``retrieval`` task; non-numeric values are skipped. Values are taken as they are (mvld_hf writes
+fractions in [0, 1]; the tables show fractions as percentages). An optional top-level ``"dataset"`` (a
+string, or ``{"type", "name", "split", "revision"}``) names the benchmark of layouts 1-3; it defaults to
+``dataset_type`` / ``dataset_name`` passed by the caller, else ``"custom"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = [
+    "CITATION",
+    "RetrievalResults",
+    "TEMPLATE_PATH",
+    "eval_results_to_hub",
+    "load_eval_results",
+    "model_card_data",
+    "render_model_card",
+]
+
+#: the card template; lives in the repository (``model_cards/template.md``)
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+PAPER_ARXIV_ID = "2510.26271"
+CITATION = """@article{thongwat2025distilling,
+  title         = {Distilling Multilingual Vision-Language Models: When Smaller Models Stay Multilingual},
+  author        = {Thongwat, Jhayahgrit and Payoungkhamdee, Patomporn and Limkonchotiwat, Peerat and others},
+  year          = {2025},
+  eprint        = {2510.26271},
+  archivePrefix = {arXiv},
+  primaryClass  = {cs.CL}
+}"""
+SUMMARY_ROWS = ("mean", "all")
+_TASKS = {"t2i": ("text-to-image-retrieval", "Text-to-image retrieval", "T2I"),
+          "i2t": ("image-to-text-retrieval", "Image-to-text retrieval", "I2T"),
+          None: ("retrieval", "Retrieval", "")}
+_METRIC = re.compile(r"^(?:(t2i|i2t)_)?(r|recall|mrr)@(\d+)$", re.IGNORECASE)
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+METHOD_NAMES = {
+    "fd": "feature distillation (FD)",
+    "ed": "English-control distillation (ED)",
+    "sd": "soft-logit distillation (SD)",
+    "mcl": "multilingual contrastive learning (MCL)",
+    "dr": "distributional replication (DR)",
+}
+
+
+# ------------------------------------------------------------------------------------ evaluation results
+@dataclass
+class RetrievalResults:
+    """Retrieval numbers of one benchmark: ``student[lang][metric]``, summary rows, teacher reference."""
+
+    dataset_type: str
+    dataset_name: str
+    dataset_split: str | None = None
+    dataset_revision: str | None = None
+    student: dict[str, dict[str, float]] = field(default_factory=dict)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    teacher: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.student)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _metrics(obj) -> dict[str, float] | None:
+    """A ``{metric: number}`` dict (non-numeric entries dropped), or None if ``obj`` is not one."""
+    if not isinstance(obj, dict) or any(isinstance(v, dict) for v in obj.values()):
+        return None
+    numbers = {str(k): n for k, v in obj.items() if (n := _number(v)) is not None}
+    return numbers or None
+
+
+def _language_map(obj) -> dict[str, dict[str, float]] | None:
+    if not isinstance(obj, dict):
+        return None
+    langs = {str(k): m for k, v in obj.items() if (m := _metrics(v)) is not None}
+    return langs or None
+
+
+def _by_dataset(obj) -> dict[str | None, dict[str, dict[str, float]]]:
+    """One side (student or teacher) -> ``{dataset key or None: {lang: metrics}}``."""
+    if isinstance(obj, dict) and isinstance(obj.get("retrieval"), dict):
+        obj = obj["retrieval"]
+    if (langs := _language_map(obj)) is not None:
+        return {None: langs}
+    if isinstance(obj, dict):
+        nested = {str(k): langs for k, v in obj.items() if (langs := _language_map(v)) is not None}
+        if nested:
+            return nested
+    return {}
+
+
+def load_eval_results(source, dataset_type: str | None = None, dataset_name: str | None = None,
+                      dataset_split: str | None = None) -> list[RetrievalResults]:
+    """Read an evaluation JSON (a path, a JSON string or an already-parsed dict; layouts in the module
+    docstring) into one :class:`RetrievalResults` per benchmark. Raises ``ValueError`` when it holds no
+    per-language retrieval numbers and ``OSError`` when the file cannot be read."""
+    if isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"evaluation results {os.fspath(source)!r} are not valid JSON: {err}") from None
+    else:
+        data = source
+    if not isinstance(data, dict):
+        raise ValueError(f"evaluation results must be a JSON object, got {type(data).__name__}")
+
+    dataset = data.get("dataset")
+    if isinstance(dataset, str):
+        dataset = {"type": dataset}
+    dataset = dataset if isinstance(dataset, dict) else {}
+    default_type = dataset.get("type") or dataset_type or "custom"
+    default_name = dataset.get("name") or dataset_name or default_type
+    split = dataset.get("split") or dataset_split
+
+    if "student" in data or "teacher" in data:
+        student, teacher = _by_dataset(data.get("student", {})), _by_dataset(data.get("teacher", {}))
+    else:
+        student, teacher = _by_dataset(data), {}
+    if not student:
+        raise ValueError("no per-language retrieval results found; expected e.g. "
+                         '{"retrieval": {"de": {"t2i_R@1": 0.41, ...}, ...}} (see mvld_hf.model_card)')
+    results = []
+    for key, langs in student.items():
+        teacher_langs = teacher.get(key) or (teacher.get(None) if len(student) == 1 else None) or {}
+        results.append(RetrievalResults(
+            dataset_type=key or default_type, dataset_name=key or default_name, dataset_split=split,
+            dataset_revision=dataset.get("revision"),
+            student={k: v for k, v in langs.items() if k not in SUMMARY_ROWS},
+            summary={k: langs[k] for k in SUMMARY_ROWS if k in langs},
+            teacher=dict(teacher_langs)))
+    return results
+
+
+def _metric_info(key: str) -> tuple[str | None, str, str]:
+    """``"t2i_R@1"`` -> (``"t2i"``, ``"recall@1"``, ``"R@1"``)."""
+    match = _METRIC.match(key)
+    if not match:
+        return None, key.lower(), key
+    direction, kind, k = match.groups()
+    name = "MRR" if kind.lower() == "mrr" else "R"
+    return (direction.lower() if direction else None), f"{'mrr' if name == 'MRR' else 'recall'}@{k}", f"{name}@{k}"
+
+
+def _metric_order(key: str):
+    direction, metric_type, _ = _metric_info(key)
+    kind, _, k = metric_type.partition("@")
+    return ({"t2i": 0, "i2t": 1}.get(direction, 2), {"recall": 0, "mrr": 1}.get(kind, 2),
+            int(k) if k.isdigit() else 0, key)
+
+
+def eval_results_to_hub(results: list[RetrievalResults]) -> list[EvalResult]:
+    """Per-language ``EvalResult`` entries (one model-index result per task x dataset x language)."""
+    out = []
+    for res in results:
+        for lang in res.languages:
+            for key in sorted(res.student[lang], key=_metric_order):
+                direction, metric_type, short = _metric_info(key)
+                task_type, task_name, prefix = _TASKS[direction]
+                out.append(EvalResult(
+                    task_type=task_type, task_name=task_name, dataset_type=res.dataset_type,
+                    dataset_name=f"{res.dataset_name} ({lang})", dataset_config=lang,
+                    dataset_split=res.dataset_split, dataset_revision=res.dataset_revision,
+                    metric_type=metric_type, metric_name=f"{prefix} {short}".strip(),
+                    metric_value=round(res.student[lang][key], 4)))
+    return out
+
+
+def _format(value: float, percent: bool) -> str:
+    return f"{100 * value:.1f}" if percent else f"{value:.4g}"
+
+
+def _table(rows: dict[str, dict[str, float]], first: str = "language") -> str:
+    keys = sorted({k for m in rows.values() for k in m}, key=_metric_order)
+    percent = all(0 <= v <= 1 for m in rows.values() for v in m.values())
+    header = [first] + [" ".join(p for p in (_TASKS[_metric_info(k)[0]][2], _metric_info(k)[2]) if p) for k in keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, metrics in rows.items():
+        cells = [_format(metrics[k], percent) if k in metrics else "" for k in keys]
+        lines.append("| " + " | ".join([f"**{name}**" if name in SUMMARY_ROWS else name] + cells) + " |")
+    if percent:
+        lines.append("")
+        lines.append("Values in %.")
+    return "\n".join(lines)
+
+
+def _results_markdown(results: list[RetrievalResults]) -> str:
+    parts = []
+    for res in results:
+        title = res.dataset_name + (f" ({res.dataset_split})" if res.dataset_split else "")
+        parts.append(f"#### {title}\n\n{_table({**{l: res.student[l] for l in res.languages}, **res.summary})}")
+        if res.teacher:
+            parts.append(f"Teacher (reference, same benchmark):\n\n{_table(res.teacher)}")
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ the card
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _is_hub_id(name: str | None) -> bool:
+    return bool(name) and not os.path.isabs(name) and not os.path.exists(name) and bool(_HUB_ID.match(name))
+
+
+def _method_text(method: str | None) -> str:
+    if not method:
+        return "not recorded"
+    try:
+        from .distillation_config import parse_method
+
+        weights = parse_method(method)
+    except (ImportError, ValueError):
+        return f"`{method}`"
+    terms = [f"{METHOD_NAMES.get(n, n)}" + (f" x {w:g}" if len(weights) > 1 or w != 1 else "")
+             for n, w in weights.items()]
+    return f"`{method}`: " + " + ".join(terms)
+
+
+def _info(info) -> dict:
+    return info.to_dict() if hasattr(info, "to_dict") else dict(info)
+
+
+def model_card_data(info, *, repo_id: str | None = None, eval_results: list[RetrievalResults] | None = None,
+                    languages=None, training_data=None, license: str | None = None,
+                    model_name: str | None = None, tags=None) -> ModelCardData:
+    """The YAML metadata: languages, library, base models (backbone and teacher when they are Hub ids),
+    training datasets, tags and the per-language ``model-index``."""
+    info = _info(info)
+    eval_results = eval_results or []
+    langs = _as_list(languages) or sorted({l for r in eval_results for l in r.languages})
+    base = [n for n in (info.get("backbone_name_or_path"), info.get("teacher_name_or_path")) if _is_hub_id(n)]
+    all_tags = ["sentence-transformers", "feature-extraction", "sentence-similarity", "multilingual",
+                "knowledge-distillation", "mvld_hf"]
+    if info.get("include_images"):
+        all_tags += ["image-text-retrieval", "clip"]
+    all_tags += _as_list(tags)
+    name = _model_name(repo_id, model_name)
+    hub_results = eval_results_to_hub(eval_results)
+    return ModelCardData(
+        language=[l for l in langs if _LANGUAGE_CODE.match(l)] or None,
+        license=license,
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        base_model=base or None,
+        datasets=[d for d in _as_list(training_data) if _is_hub_id(d)] or None,
+        tags=all_tags,
+        model_name=name if hub_results else None,  # only used (and required) for the model-index
+        eval_results=hub_results or None,
+    )
+
+
+def _model_name(repo_id: str | None, model_name: str | None) -> str:
+    return model_name or (repo_id.split("/")[-1] if repo_id else None) or "mvld_hf-student"
+
+
+def render_model_card(
+    info,
+    *,
+    repo_id: str | None = None,
+    eval_results=None,
+    languages=None,
+    training_data=None,
+    hyperparameters: dict | None = None,
+    license: str | None = None,
+    model_name: str | None = None,
+    tags=None,
+    eval_dataset: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the card of an export.
+
+    Args:
+        info: the :class:`~mvld_hf.export.ExportResult` (or its ``to_dict()``).
+        repo_id: ``org/name`` used in the usage snippet and as the model-index name.
+        eval_results: an evaluation JSON path/dict (see :func:`load_eval_results`) or a list of
+            :class:`RetrievalResults`.
+        languages: training languages (ISO codes; list or comma-separated). Evaluated languages that are not
+            among them are listed under limitations.
+        training_data: dataset ids or descriptions (list or comma-separated); Hub ids go into the metadata.
+        hyperparameters: ``{name: value}`` shown in the training section.
+        eval_dataset: the benchmark name when the JSON does not carry one.
+    """
+    info = _info(info)
+    if eval_results is None:
+        results = []
+    elif isinstance(eval_results, list) and all(isinstance(r, RetrievalResults) for r in eval_results):
+        results = eval_results
+    else:
+        results = load_eval_results(eval_results, dataset_type=eval_dataset)
+    train_langs = _as_list(languages)
+    eval_langs = sorted({l for r in results for l in r.languages})
+    data = model_card_data(info, repo_id=repo_id, eval_results=results, languages=train_langs,
+                           training_data=training_data, license=license, model_name=model_name, tags=tags)
+    path = Path(template_path) if template_path is not None else TEMPLATE_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {str(path)!r} not found (it ships in the repository's "
+                                "model_cards/ folder); pass template_path=")
+    hyper = {k: v for k, v in (hyperparameters or {}).items() if v is not None}
+    return ModelCard.from_template(
+        data,
+        template_path=str(path),
+        model_id=repo_id or "path/to/exported-model",
+        title=_model_name(repo_id, model_name),
+        info=info,
+        image_route_text={"vision_tower": "the teacher's vision tower only (no text tower stored)",
+                          "full_teacher": "the full teacher model (its `get_image_features`)"}.get(
+                              info.get("image_route"), "none (text-only export)"),
+        method_text=_method_text(info.get("distillation_method")),
+        training_languages=train_langs,
+        training_data=_as_list(training_data),
+        hyperparameters=hyper,
+        results_markdown=_results_markdown(results),
+        untrained_languages=[l for l in eval_langs if train_langs and l not in train_langs],
+        eval_languages=eval_langs,
+        citation=CITATION,
+        arxiv_id=PAPER_ARXIV_ID,
+        mb=lambda n: f"{n / 2**20:.1f} MiB" if n is not None else "n/a",
+    )
