@@ -34,3 +34,20 @@ class MultilingualCLIPProcessor(ProcessorMixin):
         if getattr(teacher, "image_processor", None) is None:
             raise ValueError("the teacher has no image processor")
         return cls(image_processor=teacher.image_processor, tokenizer=tokenizer)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As ``ProcessorMixin.save_pretrained``, but leaves the tokenizer *object* as it was.
+
+        transformers stamps ``processor_class`` onto the tokenizer while saving and keeps it there, so a later
+        ``tokenizer.save_pretrained(elsewhere)`` -- e.g. the student checkpoint or its sentence-transformers export,
+        which share this tokenizer -- would write ``"processor_class": "MultilingualCLIPProcessor"`` into a folder
+        without an image processor, and ``AutoProcessor`` (which sentence-transformers' ``Transformer`` module calls)
+        would then fail there. The folder saved here still records the processor class.
+        """
+        tokenizer = getattr(self, "tokenizer", None)
+        previous = getattr(tokenizer, "_processor_class", None)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if tokenizer is not None:
+                tokenizer._processor_class = previous

@@ -170,6 +170,16 @@ def test_save_and_reload_through_auto_classes(paired, saved, teacher, tokenizer,
     assert torch.equal(reloaded(**inputs).logits_per_image, before.logits_per_image)
 
 
+def test_saving_the_processor_leaves_the_shared_tokenizer_clean(saved, tokenizer, tmp_path):
+    # transformers stamps processor_class onto the tokenizer object; were it left there, the student's own folder
+    # (or its sentence-transformers export) saved later would point AutoProcessor at a processor it cannot build
+    import json
+
+    assert json.loads((saved / "tokenizer_config.json").read_text())["processor_class"] == "MultilingualCLIPProcessor"
+    tokenizer.save_pretrained(tmp_path)
+    assert "processor_class" not in json.loads((tmp_path / "tokenizer_config.json").read_text())
+
+
 def test_config_rejects_the_wrong_family_and_mismatched_students(tokenizer, teacher):
     with pytest.raises(ValueError, match="MultilingualSiglipConfig"):
         MultilingualCLIPConfig(vision_config=SiglipVisionConfig(hidden_size=16))
@@ -215,7 +225,9 @@ def test_zero_shot_accuracy_agrees_with_the_pipeline(classifier, saved, disc_ima
     assert zero_shot_accuracy(saved, images, {"de": labels["de"]}, predicted["de"]) == {"de": 1.0}
     # the teacher itself, saved as a plain CLIP, gives the English reference the same way
     teacher.model.save_pretrained(tmp_path)
-    CLIPProcessor(image_processor=teacher.image_processor, tokenizer=tokenizer).save_pretrained(tmp_path)
+    # a copy: CLIPProcessor.save_pretrained stamps its class onto the (session-wide) tokenizer object
+    english = CLIPProcessor(image_processor=teacher.image_processor, tokenizer=copy.deepcopy(tokenizer))
+    english.save_pretrained(tmp_path)
     reference = zero_shot_accuracy(tmp_path, images, {"en": COLOURS["en"]}, truth, hypothesis_template="a {} disc")
     assert 0.0 <= reference["en"] <= 1.0
     with pytest.raises(ValueError, match="indices"):
