@@ -23,6 +23,7 @@ top-k is needed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -77,22 +78,29 @@ def _as_index(x, name: str, length: int | None = None, upper: int | None = None,
 
 def _prepare(x: torch.Tensor, device, normalize: bool, name: str) -> torch.Tensor:
     x = x.detach().to(device=device, dtype=torch.float32)
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
-    return F.normalize(x, dim=-1) if normalize else x
+    if normalize:
+        x = F.normalize(x, dim=-1)
+    # one reduction instead of an isfinite() pass: NaN/Inf inputs (normalised: NaN) make the sum non-finite;
+    # unnormalised values so large that their sum overflows would overflow the dot products as well
+    if not bool(torch.isfinite(x.sum())):
+        raise ValueError(f"{name} contains NaN or Inf values (or values too large for float32 scores)")
+    return x
 
 
 def _check_chunk_size(chunk_size: int) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return chunk_size
+    return int(chunk_size)
 
 
 @torch.no_grad()
 def _ranks_prepared(query: torch.Tensor, gallery: torch.Tensor, pair_query: torch.Tensor,
                     pair_gallery: torch.Tensor, chunk_size: int, show_progress_bar: bool | None,
-                    desc: str) -> torch.Tensor:
-    """Ranks on already-validated float32 tensors on one device (see :func:`retrieval_ranks`)."""
+                    desc: str, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """Ranks on already-validated float32 tensors on one device (see :func:`retrieval_ranks`).
+
+    ``buffer``: optional flat float32 scratch of at least ``min(chunk_size, n_query) * n_gallery`` elements,
+    so that consecutive calls reuse one allocation."""
     nq, ng = query.shape[0], gallery.shape[0]
     device = query.device
     ranks = torch.zeros(nq, dtype=torch.long, device=device)
@@ -104,7 +112,9 @@ def _ranks_prepared(query: torch.Tensor, gallery: torch.Tensor, pair_query: torc
     n_chunks = -(-nq // chunk_size)
     bounds = torch.searchsorted(pq, torch.arange(0, n_chunks + 1, device=device) * chunk_size).tolist()
     rows = min(chunk_size, nq)
-    block_buffer = torch.empty(rows, ng, dtype=torch.float32, device=device)
+    if buffer is None or buffer.numel() < rows * ng:
+        buffer = torch.empty(rows * ng, dtype=torch.float32, device=device)
+    block_buffer = buffer[: rows * ng].view(rows, ng)
     count_dtype = torch.float32 if ng < _EXACT_F32_COUNT else torch.float64
     gallery_t = gallery.t()
     if show_progress_bar is None:
@@ -168,13 +178,13 @@ def retrieval_ranks(
 
 
 def _check_ks(ks: Sequence[int], mrr_k: int | None) -> tuple[tuple[int, ...], int | None]:
-    if isinstance(ks, int):
+    if isinstance(ks, Integral):
         ks = (ks,)
     ks = tuple(ks)
     for k in ks + ((mrr_k,) if mrr_k is not None else ()):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
             raise ValueError(f"ks and mrr_k must be positive integers, got {k!r}")
-    return ks, mrr_k
+    return tuple(int(k) for k in ks), (int(mrr_k) if mrr_k is not None else None)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = (1, 5, 10), mrr_k: int | None = 10,
@@ -206,11 +216,21 @@ def _validate_pair(text_emb, image_emb, text_to_image):
     return text_emb, image_emb, text_to_image
 
 
-def _both_directions(texts, images, t2i, ks, mrr_k, chunk_size, show_progress_bar, t2i_ranks=None):
+def _scratch(n_text: int, n_image: int, chunk_size: int, device) -> torch.Tensor:
+    """One flat block buffer large enough for both directions."""
+    n = max(min(chunk_size, n_text) * n_image, min(chunk_size, n_image) * n_text)
+    return torch.empty(n, dtype=torch.float32, device=device)
+
+
+def _both_directions(texts, images, t2i, ks, mrr_k, chunk_size, show_progress_bar, t2i_ranks=None, buffer=None):
     text_ids = torch.arange(texts.shape[0], device=texts.device)
+    if buffer is None:
+        buffer = _scratch(texts.shape[0], images.shape[0], chunk_size, texts.device)
     if t2i_ranks is None:
-        t2i_ranks = _ranks_prepared(texts, images, text_ids, t2i, chunk_size, show_progress_bar, "Text->image")
-    i2t_ranks = _ranks_prepared(images, texts, t2i, text_ids, chunk_size, show_progress_bar, "Image->text")
+        t2i_ranks = _ranks_prepared(texts, images, text_ids, t2i, chunk_size, show_progress_bar, "Text->image",
+                                    buffer)
+    i2t_ranks = _ranks_prepared(images, texts, t2i, text_ids, chunk_size, show_progress_bar, "Image->text",
+                                buffer)
     out = metrics_from_ranks(t2i_ranks, ks, mrr_k, prefix="t2i_")
     out.update(metrics_from_ranks(i2t_ranks, ks, mrr_k, prefix="i2t_"))
     return out
@@ -276,8 +296,10 @@ def per_language_retrieval(
     images = _prepare(image_emb, device, normalize, "image_emb")
     t2i = t2i.to(device)
     text_ids = torch.arange(texts.shape[0], device=device)
+    buffer = _scratch(texts.shape[0], images.shape[0], chunk_size, device)
     # a caption's T2I rank does not depend on the other captions: rank them all once
-    t2i_ranks = _ranks_prepared(texts, images, text_ids, t2i, chunk_size, show_progress_bar, "Text->image")
+    t2i_ranks = _ranks_prepared(texts, images, text_ids, t2i, chunk_size, show_progress_bar, "Text->image",
+                                buffer)
 
     by_lang: dict[str, list[int]] = {}
     for i, lang in enumerate(languages):
@@ -290,9 +312,9 @@ def per_language_retrieval(
     for lang in sorted(by_lang, key=str):
         idx = torch.tensor(by_lang[lang], dtype=torch.long, device=device)
         results[lang] = _both_directions(texts[idx], images, t2i[idx], ks, mrr_k, chunk_size,
-                                         show_progress_bar, t2i_ranks=t2i_ranks[idx])
+                                         show_progress_bar, t2i_ranks=t2i_ranks[idx], buffer=buffer)
     results["all"] = _both_directions(texts, images, t2i, ks, mrr_k, chunk_size, show_progress_bar,
-                                      t2i_ranks=t2i_ranks)
+                                      t2i_ranks=t2i_ranks, buffer=buffer)
     per_lang = [results[lang] for lang in by_lang]
     if per_lang:
         results["mean"] = {key: sum(m[key] for m in per_lang) / len(per_lang) for key in per_lang[0]}

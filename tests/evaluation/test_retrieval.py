@@ -197,6 +197,12 @@ def test_argument_errors():
     bad[1, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
         retrieval_metrics(bad, image, torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        retrieval_metrics(bad, image, torch.tensor([0, 1, 2, 0]), normalize=False)
+    inf = image.clone()
+    inf[2, 0] = float("inf")
+    with pytest.raises(ValueError, match="image_emb contains NaN or Inf"):
+        retrieval_metrics(text, inf, torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match="languages has 2 entries"):
         per_language_retrieval(text, ["en", "de"], image, torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match="clash"):
