@@ -5,7 +5,7 @@ FLOPs. The reference is a plain matrix product of one ``chunk_size x n_image`` b
 run: the ratio says how much of the matmul throughput survives the ranking logic.
 
     python benchmarks/bench_retrieval.py                      # 200k x 200k, d=512 (GPU-sized)
-    python benchmarks/bench_retrieval.py --n 50000            # ~1 min on 2 CPU cores
+    python benchmarks/bench_retrieval.py --n 24000 --full-reference  # ~2 min on 2 busy CPU cores
     python benchmarks/bench_retrieval.py --device cuda --dtype bfloat16
 """
 
@@ -57,6 +57,9 @@ def main() -> None:
                    help="storage dtype of the embeddings (scores are always computed in float32)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the reference block matmul")
+    p.add_argument("--full-reference", action="store_true",
+                   help="also time plain matmuls over all chunks of both directions (same FLOPs as the "
+                        "ranking, no ranking logic): a fairer reference on a machine with fluctuating load")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
@@ -110,6 +113,18 @@ def main() -> None:
         sync(device)
         best = min(best, time.perf_counter() - t0)
     mm_gflops = 2 * rows * n_image * d / best / 1e9
+    full_time = None
+    if args.full_reference:
+        tq = torch.nn.functional.normalize(texts.float(), dim=-1)
+        t0 = time.perf_counter()
+        for query, gallery in ((tq, gal), (gal, tq)):
+            buf = torch.empty(min(args.chunk_size, query.shape[0]), gallery.shape[0], device=device)
+            for start in range(0, query.shape[0], args.chunk_size):
+                block = query[start:start + args.chunk_size]
+                torch.mm(block, gallery.T, out=buf[: block.shape[0]])
+            del buf
+        sync(device)
+        full_time = time.perf_counter() - t0
     flops = 2 * (2 * n_text * n_image * d)
     achieved = flops / elapsed / 1e9
     n_chunks = -(-n_text // args.chunk_size) + -(-n_image // args.chunk_size)
@@ -122,6 +137,9 @@ def main() -> None:
     print(f"reference matmul : {rows} x {n_image} x {d} block in {best * 1e3:.1f} ms = {mm_gflops:.1f} GFLOP/s")
     print(f"retrieval        : {elapsed:.2f} s for both directions = {achieved:.1f} GFLOP/s "
           f"({100 * achieved / mm_gflops:.0f}% of the reference matmul)")
+    if full_time is not None:
+        print(f"full reference   : plain matmuls of all chunks in {full_time:.2f} s = "
+              f"{flops / full_time / 1e9:.1f} GFLOP/s; ranking overhead {100 * (elapsed / full_time - 1):+.0f}%")
     if device.type == "cuda":
         print(f"peak memory      : +{gib(peak_cuda)} CUDA above the inputs (one block = {gib(block_bytes)})")
     else:

@@ -128,12 +128,13 @@ def _ranks_prepared(query: torch.Tensor, gallery: torch.Tensor, pair_query: torc
         block = block_buffer[: stop - start]
         torch.mm(query[start:stop], gallery_t, out=block)
         local_q = pq[p0:p1] - start
-        rel_scores = block[local_q, pg[p0:p1]]
+        # gather through the flat view: index_select is far cheaper than 2-D advanced indexing here
+        rel_scores = block.view(-1).index_select(0, local_q * ng + pg[p0:p1])
         best = torch.full((stop - start,), float("-inf"), device=device)
         best.scatter_reduce_(0, local_q, rel_scores, reduce="amax")
         # relevant items tied with the best one are not counted against the query
         n_rel_at_best = torch.zeros(stop - start, dtype=torch.long, device=device)
-        n_rel_at_best.scatter_add_(0, local_q, (rel_scores == best[local_q]).long())
+        n_rel_at_best.scatter_add_(0, local_q, (rel_scores == best.index_select(0, local_q)).long())
         # rank = 1 + #irrelevant items >= best = #all items >= best - #relevant items at best + 1
         n_ge = block.ge_(best[:, None]).sum(dim=1, dtype=count_dtype).long()
         has_rel = n_rel_at_best > 0
