@@ -10,6 +10,16 @@ from .modeling_student import (
     TextTowerOutput,
     register_auto_classes,
 )
+from .modeling_paired import (
+    MultilingualCLIPConfig,
+    MultilingualCLIPModel,
+    MultilingualCLIPOutput,
+    MultilingualSiglipConfig,
+    MultilingualSiglipModel,
+    register_paired_auto_classes,
+    zero_shot_accuracy,
+)
+from .processing_paired import MultilingualCLIPProcessor
 from .queue import EmbeddingQueue
 from .teachers import (
     DualEncoderTeacher,
@@ -20,6 +30,7 @@ from .teachers import (
 )
 
 register_auto_classes()
+register_paired_auto_classes()
 
 __version__ = "0.1.0"
 
@@ -31,6 +42,12 @@ __all__ = [
     "EmbeddingQueue",
     "METHODS",
     "MissingColumnError",
+    "MultilingualCLIPConfig",
+    "MultilingualCLIPModel",
+    "MultilingualCLIPOutput",
+    "MultilingualCLIPProcessor",
+    "MultilingualSiglipConfig",
+    "MultilingualSiglipModel",
     "MultilingualTextTower",
     "MultilingualTextTowerConfig",
     "NonFiniteLossError",
@@ -42,4 +59,6 @@ __all__ = [
     "load_teacher",
     "parse_method",
     "precompute_teacher_embeddings",
+    "register_paired_auto_classes",
+    "zero_shot_accuracy",
 ]
