@@ -106,9 +106,9 @@ def _ranks_prepared(query: torch.Tensor, gallery: torch.Tensor, pair_query: torc
     ranks = torch.zeros(nq, dtype=torch.long, device=device)
     if nq == 0 or ng == 0 or pair_query.numel() == 0:
         return ranks
-    # CSR layout of the relevance pairs, sorted by query, so a chunk's pairs are one contiguous slice.
-    order = torch.argsort(pair_query, stable=True)
-    pq, pg = pair_query[order], pair_gallery[order]
+    # relevance pairs de-duplicated and sorted by query (CSR layout): a chunk's pairs are one slice
+    keys = torch.unique(pair_query * ng + pair_gallery)
+    pq, pg = keys // ng, keys % ng
     n_chunks = -(-nq // chunk_size)
     bounds = torch.searchsorted(pq, torch.arange(0, n_chunks + 1, device=device) * chunk_size).tolist()
     rows = min(chunk_size, nq)

@@ -192,3 +192,16 @@ def test_evaluate_vqa_errors():
     bad = ds.map(lambda r, i: {"answer": 7 if i == 2 else r["answer"]}, with_indices=True)
     with pytest.raises(IndexError, match="row 2: answer index 7 but the row has 4 options"):
         evaluate_vqa(perfect_text_encoder, FakeImageEncoder(), bad)
+
+
+def test_with_the_tiny_clip_teacher(teacher, toy_dataset):
+    """Integration with the project's Teacher API (session fixtures from tests/conftest.py)."""
+    ev = MultilingualEvaluator(toy_dataset, label_column="english", purity_n_init=1)
+    images = ev.encode_images(teacher.encode_image)
+    assert images.shape == (len(set(toy_dataset["image_id"])), teacher.dim)
+    res = ev(teacher.encode_text, image_embeddings=images)
+    assert list(res["retrieval"]) == ["de", "en", "fr", "all", "mean"]
+    assert list(res["purity"]) == ["de", "en", "fr", "mean", "mixed"]
+    for metrics in res["retrieval"].values():
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert all(0.0 < v <= 1.0 for v in res["purity"].values())

@@ -100,7 +100,7 @@ def test_ranks_match_reference_and_are_chunk_invariant_on_gaussian_data():
     text = image[t2i] + 0.8 * torch.randn(120, 16, generator=g)
     ids = torch.arange(120)
     ref = retrieval_ranks(text, image, ids, t2i, chunk_size=120)
-    for cs in (3, 7, 13, 64):
+    for cs in (7, 64):
         assert torch.equal(retrieval_ranks(text, image, ids, t2i, chunk_size=cs), ref)
     sims = torch.nn.functional.normalize(text.double(), dim=-1) @ torch.nn.functional.normalize(
         image.double(), dim=-1).T
@@ -142,6 +142,15 @@ def test_hand_computed_ranks_multiple_captions():
     assert m["t2i_MRR@10"] == pytest.approx((1 + 0.5 + 0.5 + 1 + 1 / 3) / 5)
     assert m["i2t_R@1"] == pytest.approx(2 / 3)
     assert m["i2t_MRR@10"] == pytest.approx((1 + 1 / 3 + 1) / 3)
+
+
+def test_duplicate_relevance_pairs_are_counted_once():
+    text, image, t2i = integer_data(8)
+    ids = torch.arange(len(t2i))
+    ranks = retrieval_ranks(text, image, ids, t2i, normalize=False, chunk_size=5)
+    doubled = retrieval_ranks(text, image, torch.cat([ids, ids[:7]]), torch.cat([t2i, t2i[:7]]),
+                              normalize=False, chunk_size=5)
+    assert torch.equal(ranks, doubled)
 
 
 def test_k_larger_than_gallery_and_images_without_captions():
