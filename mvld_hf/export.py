@@ -31,7 +31,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -56,6 +56,7 @@ __all__ = [
 ST_REQUIREMENT = ">=6.2"
 #: default text truncation, the same as ``DistillationArguments.max_length`` and ``MultilingualTextTower.encode``
 DEFAULT_MAX_SEQ_LENGTH = 128
+_CALL_STATE_KEYS = ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "pad_token_type_id")
 _PROBE_TEXTS = ["a red circle left of a blue square", "ein roter Kreis links von einem blauen Quadrat",
                 "un cercle rouge", "x"]
 
@@ -84,7 +85,6 @@ class ExportResult:
     image_route_bytes: int
     #: the whole teacher's parameters and buffers at float32, for comparison with ``image_route_bytes``
     teacher_fp32_bytes: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +108,12 @@ def _unwrap(model):
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+def _is_local_path(name: str) -> bool:
+    """Written as a filesystem path rather than a Hub id (``org/name``)."""
+    return (os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name))
 
 
 def _merge_peft(model):
@@ -150,7 +156,7 @@ def load_student(checkpoint, **kwargs) -> MultilingualTextTower:
                 f"expected {MultilingualTextTowerConfig.model_type!r}")
     elif os.path.exists(checkpoint):
         raise NotAStudentError(f"{checkpoint!r} is a file; pass the checkpoint folder")
-    elif os.path.isabs(checkpoint) or checkpoint.startswith((".", "~")) or checkpoint.count("/") > 1:
+    elif _is_local_path(checkpoint):
         raise OSError(f"checkpoint {checkpoint!r} not found: no such directory")
     try:
         from transformers import AutoConfig
@@ -207,6 +213,8 @@ def _resolve_teacher(teacher, student_config, include_images: bool):
     if not name:
         raise ValueError("the student does not record its teacher (config.teacher_name_or_path is empty): "
                          "pass the teacher (or export text-only)")
+    if _is_local_path(name) and not os.path.isdir(name):
+        raise OSError(f"teacher {name!r} not found: no such directory (pass --teacher / teacher= to point to it)")
     loaded = load_teacher(name, revision=revision)  # OSError naming the teacher when it cannot be found
     recorded = student_config.teacher_name_or_path or name
     return loaded, recorded, revision
@@ -242,6 +250,33 @@ def _save_backbone(student: MultilingualTextTower, tokenizer, path: str) -> None
             backbone.get_parameter(key).zero_()
     backbone.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    _drop_call_state(path)
+
+
+def _drop_call_state(path: str) -> None:
+    """Forget the tokenizer's call-time truncation/padding state so the export does not depend on how the
+    tokenizer was used before.
+
+    transformers 5 saves the backend's last truncation/padding settings into tokenizer.json and, on loading,
+    turns them into tokenizer_config.json entries (``max_length``, ``stride``, ``truncation_strategy``, ...).
+    Sentence-transformers sets padding and truncation on every call (the limit is ``model_max_length``), so
+    they are dropped; a non-default ``padding_side``/``truncation_side`` ("left") is kept.
+    """
+    file = os.path.join(path, "tokenizer.json")
+    data = _read_json(file)
+    if data is not None and (data.get("truncation") is not None or data.get("padding") is not None):
+        data["truncation"] = data["padding"] = None
+        with open(file, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+    file = os.path.join(path, "tokenizer_config.json")
+    config = _read_json(file)
+    if config is None:
+        return
+    keep = {k: v for k, v in config.items() if k not in _CALL_STATE_KEYS
+            and not (k in ("padding_side", "truncation_side") and v == "right")}
+    if keep != config:
+        with open(file, "w", encoding="utf-8") as f:
+            json.dump(keep, f, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 def _text_modules(student: MultilingualTextTower, tokenizer, work: str, max_seq_length: int | None) -> list:
