@@ -1,0 +1,247 @@
+"""Publish a student as one Sentence Transformers model (text in any language + images) with its model card.
+
+Two entry points build the *same* folder with :func:`build_hub_folder`:
+
+- ``hub_upload.py CHECKPOINT --repo-id ORG/NAME`` (:func:`main`) from a saved checkpoint;
+- :func:`push_to_hub` from a live ``DistillationTrainer`` (or a student object) at the end of training.
+
+Why a helper rather than ``Trainer.push_to_hub``: the Trainer uploads its ``output_dir`` (the student in the
+mvld_hf format, which needs ``import mvld_hf`` to load) and writes its own card. ``push_to_hub(trainer, ...)``
+exports what users can load with plain ``SentenceTransformer(repo)``, takes the hyperparameters from
+``trainer.args``, and runs only on the main process. Keep ``Trainer.push_to_hub`` for resumable training
+checkpoints (a separate repo or branch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+
+from huggingface_hub import HfApi, get_token
+
+from .export import DEFAULT_MAX_SEQ_LENGTH, ExportResult, NotAStudentError, export_sentence_transformer
+from .teachers import TeacherCapabilityError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HubUploadError", "build_hub_folder", "main", "push_to_hub", "trainer_hyperparameters"]
+
+_HYPERPARAMETERS = ("method", "anchor", "anchor_language", "learning_rate", "per_device_train_batch_size",
+                    "gradient_accumulation_steps", "world_size", "num_train_epochs", "max_steps", "warmup_steps",
+                    "lr_scheduler_type", "weight_decay", "max_length", "teacher_temperature",
+                    "student_temperature", "contrastive_temperature", "queue_size", "include_positive",
+                    "normalize_features", "seed")
+_TRAINER_STATE_KEYS = ("global_step", "epoch", "train_batch_size", "num_train_epochs", "max_steps")
+
+
+class HubUploadError(RuntimeError):
+    """Publishing cannot go ahead (no token, bad repo id, upload refused); the message says why."""
+
+
+def _is_trainer(obj) -> bool:
+    return hasattr(obj, "args") and hasattr(obj, "model") and hasattr(obj, "state")
+
+
+def trainer_hyperparameters(trainer) -> dict:
+    """The card's hyperparameters from ``trainer.args`` (a ``DistillationArguments``) and ``trainer.state``."""
+    args = trainer.args
+    out = {}
+    for name in _HYPERPARAMETERS:
+        value = getattr(args, name, None)
+        if name == "queue_size" and "dr" not in getattr(args, "method_weights", {"dr": 1}):
+            continue
+        if value is not None:
+            out[name] = value.value if hasattr(value, "value") else value  # enums (lr_scheduler_type)
+    step = getattr(getattr(trainer, "state", None), "global_step", 0)
+    if step:
+        out["global_step"] = step
+    return out
+
+
+def _checkpoint_hyperparameters(checkpoint) -> dict:
+    """What a checkpoint folder tells without unpickling training_args.bin: its trainer_state.json."""
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        return {}
+    try:
+        with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: state[k] for k in _TRAINER_STATE_KEYS if state.get(k) not in (None, 0)}
+
+
+def _training_languages(trainer) -> list[str] | None:
+    dataset = getattr(trainer, "train_dataset", None)
+    if dataset is not None and "language" in (getattr(dataset, "column_names", None) or []):
+        try:
+            return sorted(set(dataset.unique("language")))
+        except Exception:  # an IterableDataset or a custom dataset: leave the languages unrecorded
+            return None
+    return None
+
+
+def build_hub_folder(
+    source,
+    local_dir: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    tokenizer=None,
+    teacher=None,
+    include_images: bool = True,
+    eval_results=None,
+    eval_dataset: str | None = None,
+    languages=None,
+    training_data=None,
+    hyperparameters: dict | None = None,
+    license: str | None = None,
+    max_seq_length: int | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export ``source`` (a checkpoint path, a student, or a Trainer) and its model card into ``local_dir``.
+
+    With a Trainer, the student, tokenizer, teacher, max length, hyperparameters and (when the training set
+    has a ``language`` column) the training languages come from it unless given here.
+    """
+    if _is_trainer(source):
+        trainer = source
+        tokenizer = tokenizer if tokenizer is not None else getattr(trainer, "processing_class", None)
+        teacher = teacher if teacher is not None else getattr(trainer, "teacher", None)
+        hyperparameters = {**trainer_hyperparameters(trainer), **(hyperparameters or {})}
+        languages = languages if languages is not None else _training_languages(trainer)
+        if max_seq_length is None:
+            max_seq_length = getattr(trainer.args, "max_length", None)
+        source = trainer.model
+    else:
+        hyperparameters = {**_checkpoint_hyperparameters(source), **(hyperparameters or {})}
+    card_kwargs = dict(repo_id=repo_id, eval_results=eval_results, eval_dataset=eval_dataset, languages=languages,
+                       training_data=training_data, hyperparameters=hyperparameters, license=license)
+    return export_sentence_transformer(source, tokenizer, teacher, local_dir, include_images=include_images,
+                                       max_seq_length=max_seq_length or DEFAULT_MAX_SEQ_LENGTH,
+                                       overwrite=overwrite, card_kwargs=card_kwargs)
+
+
+def _check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise HubUploadError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+
+
+def _require_token(token: str | None) -> str:
+    token = token or get_token()
+    if not token:
+        raise HubUploadError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN "
+                             "(or pass --local-dir to only write the folder)")
+    return token
+
+
+def upload_folder(folder, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                  token: str | None = None, commit_message: str = "Upload mvld_hf student") -> str:
+    """``create_repo(exist_ok=True)`` (+ the branch ``revision``) and ``upload_folder``; returns the commit URL."""
+    _check_repo_id(repo_id)
+    token = _require_token(token)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), revision=revision,
+                               repo_type="model", commit_message=commit_message)
+    return getattr(commit, "commit_url", None) or str(commit)
+
+
+def push_to_hub(trainer_or_student, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                token: str | None = None, local_dir: str | os.PathLike | None = None,
+                commit_message: str = "Upload mvld_hf student", **build_kwargs) -> str | None:
+    """Export a Trainer's (or a student's) model as one Sentence Transformers model and upload it.
+
+    The folder is the one :func:`build_hub_folder` / ``hub_upload.py`` write. ``local_dir`` keeps a copy
+    (otherwise a temporary folder is used). On non-main processes of a distributed run this does nothing and
+    returns ``None``. Returns the commit URL. ``build_kwargs``: see :func:`build_hub_folder`.
+    """
+    is_main = getattr(trainer_or_student, "is_world_process_zero", None)
+    if callable(is_main) and not is_main():
+        return None
+    _check_repo_id(repo_id)
+    token = _require_token(token)  # fail before the (possibly long) export
+    if local_dir is not None:
+        build_hub_folder(trainer_or_student, local_dir, repo_id=repo_id, **build_kwargs)
+        return upload_folder(local_dir, repo_id, private=private, revision=revision, token=token,
+                             commit_message=commit_message)
+    with tempfile.TemporaryDirectory(prefix="mvld_hub_") as tmp:
+        folder = os.path.join(tmp, "model")
+        build_hub_folder(trainer_or_student, folder, repo_id=repo_id, **build_kwargs)
+        return upload_folder(folder, repo_id, private=private, revision=revision, token=token,
+                             commit_message=commit_message)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hub_upload.py",
+        description="Export an mvld_hf student as one Sentence Transformers model (text in any language + "
+                    "images through the teacher's image encoder), write its model card and upload it.")
+    p.add_argument("checkpoint", help="student folder (save_pretrained / Trainer checkpoint; a PEFT adapter "
+                                      "folder is merged) or Hub id")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hugging Face Hub")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", help="branch to upload to (created if missing)")
+    p.add_argument("--local-dir", help="write the folder here; without --push nothing is uploaded")
+    p.add_argument("--push", action="store_true", help="with --local-dir: also upload the folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --local-dir")
+    p.add_argument("--teacher", help="teacher name or path (default: the student's config.teacher_name_or_path)")
+    p.add_argument("--tokenizer", help="student tokenizer name or path (default: the checkpoint folder)")
+    p.add_argument("--eval-results", help="evaluation JSON with per-language retrieval results "
+                                          "(layouts: see mvld_hf.model_card)")
+    p.add_argument("--eval-dataset", help="benchmark name for the results when the JSON does not name one")
+    p.add_argument("--text-only", action="store_true", help="export the text route only (no images)")
+    p.add_argument("--languages", help="training languages, comma-separated ISO codes (e.g. de,fr,ja)")
+    p.add_argument("--training-data", help="training data, comma-separated dataset ids or descriptions")
+    p.add_argument("--license", help="license id for the card (e.g. apache-2.0)")
+    p.add_argument("--max-seq-length", type=int, default=DEFAULT_MAX_SEQ_LENGTH,
+                   help=f"text truncation in tokens (default {DEFAULT_MAX_SEQ_LENGTH})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``hub_upload.py`` command; returns the exit status. Expected failures print one line, no traceback."""
+    args = _parser().parse_args(argv)
+    upload = args.local_dir is None or args.push
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # weight loading/writing bars; upload progress (huggingface_hub) stays
+    try:
+        return _run(args, upload)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _run(args, upload: bool) -> int:
+    try:
+        _check_repo_id(args.repo_id)
+        token = _require_token(None) if upload else None
+        build = dict(repo_id=args.repo_id, tokenizer=args.tokenizer, teacher=args.teacher,
+                     include_images=not args.text_only, eval_results=args.eval_results,
+                     eval_dataset=args.eval_dataset, languages=args.languages, training_data=args.training_data,
+                     license=args.license, max_seq_length=args.max_seq_length, overwrite=args.overwrite)
+        if args.eval_results is not None:  # fail on a bad JSON before the export
+            from .model_card import load_eval_results
+
+            load_eval_results(args.eval_results)
+        if not upload:
+            result = build_hub_folder(args.checkpoint, args.local_dir, **build)
+            print(f"wrote {result.path} (text route {result.text_route_bytes} bytes, image route "
+                  f"{result.image_route_bytes} bytes); not uploaded")
+            return 0
+        url = push_to_hub(args.checkpoint, args.repo_id, private=args.private or None, revision=args.revision,
+                          token=token, local_dir=args.local_dir, **{k: v for k, v in build.items() if k != "repo_id"})
+        print(f"uploaded to https://huggingface.co/{args.repo_id} ({url})")
+        return 0
+    except (HubUploadError, NotAStudentError, TeacherCapabilityError, FileExistsError, ValueError, OSError) as err:
+        message = " ".join(str(err).split())  # one line
+        print(f"hub_upload.py: error: {message}", file=sys.stderr)
+        return 1
