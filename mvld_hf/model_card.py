@@ -346,7 +346,7 @@ def render_model_card(
         image_route_text={"vision_tower": "the teacher's vision tower only (no text tower stored)",
                           "full_teacher": "the full teacher model (its `get_image_features`)"}.get(
                               info.get("image_route"), "none (text-only export)"),
-        method_text=_method_text(info.get("distillation_method")),
+        method_text=_method_text(info.get("distillation_method") or hyper.get("method")),
         training_languages=train_langs,
         training_data=_as_list(training_data),
         hyperparameters=hyper,

@@ -29,7 +29,6 @@ def teacher_dir(teacher, tmp_path_factory):
 def student(tokenizer, teacher_dir):
     model = tiny_student(tokenizer, projection_dim=16, seed=7)
     model.config.teacher_name_or_path = teacher_dir
-    model.config.distillation_method = "dr"
     return model
 
 
@@ -98,6 +97,7 @@ def test_trainer_helper_builds_the_same_folder(cli_folder, student, tokenizer, t
     assert different == []
     card = ModelCard.load(out / "README.md")
     assert "`learning_rate` | 0.0002" in card.text and "`queue_size` | 64" in card.text
+    assert "Method: `dr`: distributional replication (DR)" in card.text
     assert card.data.language == ["de", "en", "fr"]  # read from the training set's language column
     assert result.image_route == "vision_tower"
 
