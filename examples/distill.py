@@ -167,32 +167,42 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, data_args: DataArguments,
              output_dir: str) -> dict:
-    """Per-language retrieval of the student (with the teacher's images) and the teacher's own numbers."""
+    """Per-language retrieval and purity of the student (with the teacher's images) beside the teacher's own.
+
+    Writes ``eval_results.json`` and ``retrieval_per_language.png`` and prints the tables plus each language's
+    student T2I R@1 as a fraction of the teacher's English T2I R@1.
+    """
     from mvld_hf.evaluation import MultilingualEvaluator
-    from mvld_hf.evaluation.report import format_table, plot_per_language, save_json
+    from mvld_hf.evaluation.report import format_report, plot_per_language, save_json
 
     evaluator = MultilingualEvaluator(dataset, caption_column=args.caption_column,
                                       language_column=data_args.language_column, languages=data_args.languages,
-                                      batch_size=args.per_device_eval_batch_size, compute_purity=True)
+                                      batch_size=args.per_device_eval_batch_size)
     images = evaluator.encode_images(lambda batch: teacher.encode_image(batch).cpu())
     student.eval()
-    results = {
+    models = {
+        "teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images),
         "student": evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
                              image_embeddings=images),
-        "teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images),
     }
-    # the teacher only reads English: its other-language rows show what distillation adds
-    summary = {
-        "teacher": teacher.name_or_path,
-        "student_languages": evaluator.languages,
-        "images": len(evaluator.image_rows),
-        "captions": len(evaluator.captions),
-    }
-    results["meta"] = summary
+    teacher_en = models["teacher"]["retrieval"].get(args.anchor_language, {}).get("t2i_R@1")
+    ratios = {}
+    if teacher_en:
+        ratios = {lang: m["t2i_R@1"] / teacher_en for lang, m in models["student"]["retrieval"].items()
+                  if lang not in ("all", "mean")}
+    results = {**models, "student_t2i_R@1_over_teacher_en": ratios,
+               "meta": {"teacher": teacher.name_or_path, "method": args.method, "anchor": args.anchor,
+                        "images": len(evaluator.image_rows), "captions": len(evaluator.captions),
+                        "languages": evaluator.languages}}
     save_json(results, os.path.join(output_dir, "eval_results.json"))
-    plot_per_language({"student": results["student"], "teacher": results["teacher"]}, metric="t2i_R@1",
-                      path=os.path.join(output_dir, "retrieval_per_language.png"))
-    print(format_table({"student": results["student"], "teacher": results["teacher"]}))
+    plot_per_language(models, metric="t2i_R@1", section="retrieval",
+                      path=os.path.join(output_dir, "retrieval_per_language.png"),
+                      title=f"Held-out text-to-image R@1 per language ({args.method}, {args.anchor} anchor)")
+    print()
+    print(format_report(models, metrics=None))
+    if ratios:
+        print(f"student T2I R@1 / teacher English T2I R@1 ({100 * teacher_en:.1f}):")
+        print("  " + "  ".join(f"{lang} {ratio:.2f}" for lang, ratio in sorted(ratios.items())))
     return results
 
 

@@ -4,6 +4,9 @@ from .data import DistillationCollator, MissingColumnError, precompute_teacher_e
 from .distillation_config import METHODS, DistillationArguments, parse_method
 from .distillation_trainer import DistillationTrainer, NonFiniteLossError
 from .encode import encode_texts
+from .export import ExportResult, NotAStudentError, export_sentence_transformer, load_student
+from .hub import build_hub_folder, push_to_hub
+from .model_card import load_eval_results, render_model_card
 from .modeling_student import (
     MultilingualTextTower,
     MultilingualTextTowerConfig,
@@ -40,6 +43,14 @@ __all__ = [
     "DistillationTrainer",
     "DualEncoderTeacher",
     "EmbeddingQueue",
+    "ExportResult",
+    "NotAStudentError",
+    "build_hub_folder",
+    "export_sentence_transformer",
+    "load_eval_results",
+    "load_student",
+    "push_to_hub",
+    "render_model_card",
     "METHODS",
     "MissingColumnError",
     "MultilingualCLIPConfig",

@@ -152,9 +152,12 @@ class DualEncoderTeacher(Teacher):
         return self._embedding(self.model.get_text_features(**kwargs))
 
     def _encode_image_batch(self, images: list) -> torch.Tensor:
-        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        pixel_values = pixel_values.to(self.device, dtype=next(self.model.parameters()).dtype)
-        return self._embedding(self.model.get_image_features(pixel_values=pixel_values))
+        # SigLIP2's processor also returns pixel_attention_mask and spatial_shapes: pass everything through
+        inputs = dict(self.image_processor(images=images, return_tensors="pt"))
+        dtype = next(self.model.parameters()).dtype
+        inputs = {k: v.to(self.device, dtype=dtype) if k == "pixel_values" else v.to(self.device)
+                  for k, v in inputs.items() if torch.is_tensor(v)}
+        return self._embedding(self.model.get_image_features(**inputs))
 
 
 class SentenceTransformerTeacher(Teacher):
@@ -206,8 +209,9 @@ def load_teacher(name_or_path: str, revision: str | None = None, device=None, dt
 
     Raises ``OSError`` naming the teacher when it cannot be found locally or on the Hub.
     """
-    if not os.path.isdir(name_or_path) and os.path.sep in name_or_path and os.path.exists(os.path.dirname(name_or_path)):
-        raise OSError(f"teacher {name_or_path!r} not found: no such directory")
+    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1
+    if looks_local and not os.path.isdir(name_or_path):
+        raise OSError(f"teacher {name_or_path!r} not found: no such directory (a Hub id looks like 'org/name')")
     try:
         if _is_sentence_transformer(name_or_path, revision):
             return SentenceTransformerTeacher.from_pretrained(name_or_path, revision=revision, device=device, **kwargs)

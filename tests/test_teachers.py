@@ -72,3 +72,27 @@ def test_sentence_transformer_teacher_is_text_only(tokenizer, tmp_path):
 def test_load_teacher_reports_a_missing_teacher(tmp_path):
     with pytest.raises(OSError, match="teacher"):
         load_teacher(str(tmp_path / "nope" / "teacher"))
+
+
+def test_siglip2_teacher_passes_patch_masks_and_pads_to_fixed_length(tokenizer):
+    import transformers
+    from transformers import Siglip2Config, Siglip2Model
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=4)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, patch_size=8,
+                  num_patches=16)
+    model = Siglip2Model(Siglip2Config(text_config=text, vision_config=vision))
+    processor = transformers.Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16)
+    siglip = DualEncoderTeacher(model, tokenizer, processor, name_or_path="tiny-siglip2")
+    assert siglip.fixed_length == 64  # SigLIP embeds text padded to 64 tokens
+    images = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (40, 24), "blue")]
+    emb = siglip.encode_image(images)
+    assert emb.shape == (2, 32) and torch.isfinite(emb).all()
+    inputs = processor(images=images[:1], return_tensors="pt")
+    assert "spatial_shapes" in inputs  # the reason every processor output is passed through
+    assert torch.allclose(emb[0], model.get_image_features(**inputs).pooler_output[0], atol=1e-5)
+    batch = tokenizer(["a red star"], padding="max_length", max_length=64, return_tensors="pt")
+    assert torch.allclose(siglip.encode_text(["a red star"]),
+                          model.get_text_features(input_ids=batch["input_ids"]).pooler_output, atol=1e-5)
