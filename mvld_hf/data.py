@@ -70,16 +70,37 @@ class DistillationCollator:
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt")
-        if not self._warned_truncation and batch["attention_mask"][:, -1].any() \
-                and batch["input_ids"].shape[1] >= self.max_length:
+        if not self._warned_truncation and batch["input_ids"].shape[1] >= self.max_length \
+                and batch["attention_mask"][:, -1].any():
             self._warned_truncation = True
-            logger.warning("some captions are longer than max_length=%d tokens and were truncated", self.max_length)
+            logger.warning("some captions are longer than max_length=%d tokens and are truncated to it (training "
+                           "proceeds; raise DistillationArguments.max_length to keep more)", self.max_length)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def _check_batch_columns(self, features: list[dict[str, Any]]) -> None:
+        args = self.args
+        required = {args.caption_column: "the caption the student reads"}
+        if args.needs_english_captions:
+            required[args.english_column] = "the English caption ED also distils"
+        check_columns(list(features[0].keys()), required, "the training batch")
+
+    @staticmethod
+    def _stack_embeddings(features: list[dict[str, Any]], column: str) -> torch.Tensor:
+        rows = [f[column] for f in features]
+        lengths = {len(r) if hasattr(r, "__len__") else -1 for r in rows}
+        if len(lengths) != 1 or -1 in lengths:
+            raise ValueError(f"rows of '{column}' are not vectors of one length (found lengths {sorted(lengths)}); "
+                             "recompute the teacher embeddings with precompute_teacher_embeddings")
+        try:
+            return torch.as_tensor(np.asarray(rows, dtype=np.float32))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"'{column}' does not hold numeric vectors ({err})") from err
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         args = self.args
         if not features:
             raise ValueError("empty batch")
+        self._check_batch_columns(features)
         captions = check_texts([f[args.caption_column] for f in features], args.caption_column)
         out: dict[str, Any] = {}
         if args.needs_english_captions:
@@ -100,9 +121,12 @@ class DistillationCollator:
             if not needed:
                 continue
             if column in features[0]:
-                out[key] = torch.as_tensor(np.asarray([f[column] for f in features], dtype=np.float32))
+                out[key] = self._stack_embeddings(features, column)
             elif raw_column in features[0]:
-                out[raw_key] = [f[raw_column] for f in features]
+                values = [f[raw_column] for f in features]
+                if raw_key == "images":  # undecoded rows (see undecoded_images) are decoded here, naming the bad one
+                    values = [decode_image(v, f"the image of the row captioned {c!r}") for v, c in zip(values, captions)]
+                out[raw_key] = values
             else:
                 raise MissingColumnError(
                     f"batch has neither '{column}' (precomputed teacher embeddings) nor '{raw_column}' for the "
@@ -121,6 +145,102 @@ def _teacher_fingerprint(teacher) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_iterable_dataset(dataset) -> bool:
+    """True for streamed data (``datasets.IterableDataset`` or any ``torch`` ``IterableDataset``)."""
+    import datasets
+
+    return isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset))
+
+
+def decode_image(value, where: str = "image"):
+    """A PIL image from a PIL image or a ``datasets`` ``Image(decode=False)`` dict (``bytes`` and/or ``path``).
+
+    Corrupt or unreadable data raises ``ValueError`` naming ``where`` (e.g. the dataset row).
+    """
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict) and (value.get("bytes") is not None or value.get("path")):
+        import io
+
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+        try:
+            image = Image.open(source)
+            image.load()
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for corrupt data
+            raise ValueError(f"{where} could not be decoded ({type(err).__name__}: {err}); drop or re-encode "
+                             "that row") from err
+        return image
+    raise TypeError(f"{where} is a {type(value).__name__}, expected a PIL image or an encoded image")
+
+
+def undecoded_images(dataset, image_column: str):
+    """``dataset`` with ``image_column`` cast to ``Image(decode=False)`` (so corrupt rows can be named), and
+    whether a cast happened."""
+    import datasets
+
+    feature = (getattr(dataset, "features", None) or {}).get(image_column)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(image_column, datasets.Image(decode=False)), True
+    return dataset, False
+
+
+class TeacherEmbeddingCache:
+    """An on-disk cache of teacher text embeddings keyed by ``sha256(teacher fingerprint, text)`` (SQLite).
+
+    Made for streamed data, which ``datasets`` cannot cache by fingerprint: every caption is embedded by the
+    teacher once, across epochs and runs, and read back as float32. Safe to share between processes (SQLite
+    locking); the connection opens lazily, so the object pickles into ``datasets`` workers.
+    """
+
+    def __init__(self, path: str, teacher_fingerprint: str):
+        import os
+
+        if os.path.isdir(path) or path.endswith(os.sep):
+            os.makedirs(path, exist_ok=True)
+            path = os.path.join(path, "teacher_embeddings.sqlite")
+        self.path, self.teacher_fingerprint = path, teacher_fingerprint
+        self._connection = None
+        self.hits = self.misses = 0
+
+    def __getstate__(self):
+        return {**self.__dict__, "_connection": None}
+
+    @property
+    def connection(self):
+        if self._connection is None:
+            import sqlite3
+
+            self._connection = sqlite3.connect(self.path, timeout=600)
+            self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER, "
+                                     "value BLOB)")
+        return self._connection
+
+    def key(self, text: str) -> bytes:
+        return hashlib.sha256(f"{self.teacher_fingerprint}\0{text}".encode()).digest()
+
+    def get(self, texts: list[str]) -> dict[str, np.ndarray]:
+        keys = {self.key(t): t for t in texts}
+        found: dict[str, np.ndarray] = {}
+        items = list(keys)
+        for start in range(0, len(items), 500):  # SQLite limits the number of parameters
+            chunk = items[start:start + 500]
+            rows = self.connection.execute(
+                f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            for key, dim, value in rows:
+                found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
+        self.hits += len(found)
+        self.misses += len(texts) - len(found)
+        return found
+
+    def put(self, embeddings: dict[str, np.ndarray]) -> None:
+        rows = [(self.key(t), int(e.shape[-1]), np.ascontiguousarray(e, dtype=np.float32).tobytes())
+                for t, e in embeddings.items()]
+        with self.connection:
+            self.connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+
+
 def precompute_teacher_embeddings(
     dataset,
     teacher,
@@ -133,14 +253,22 @@ def precompute_teacher_embeddings(
     encode_batch_size: int = 64,
     num_proc: int | None = None,
     desc: str = "Teacher embeddings",
+    cache_dir: str | None = None,
 ):
     """Add the frozen teacher's embeddings as columns so training runs no teacher forward.
 
     Always adds ``text_output_column`` (the teacher's embedding of ``english_column``); with
-    ``anchor="image"`` also ``image_output_column``. Uses ``datasets.map`` (batched) with a fingerprint built
-    from the dataset's, the teacher's weights and the arguments, so a dataset backed by cache files reuses the
-    result on the next run. Captions repeated inside a map batch (one English caption translated into many
-    languages) are embedded once.
+    ``anchor="image"`` also ``image_output_column``. Captions repeated inside a map batch (one English caption
+    translated into many languages) are embedded once.
+
+    - A ``datasets.Dataset`` goes through ``map`` (batched) with a fingerprint built from the dataset's, the
+      teacher's weights and the arguments, so a dataset backed by cache files reuses the result next time.
+    - A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``) is mapped *lazily*: nothing is
+      materialised, each batch of ``batch_size`` rows is embedded when the trainer reads it. Give ``cache_dir``
+      to keep every text embedding on disk (:class:`TeacherEmbeddingCache`, keyed by teacher and text) so later
+      epochs and runs read them back instead of running the teacher again.
+
+    Corrupt images raise a ``ValueError`` naming the row.
     """
     if anchor not in ("text", "image"):
         raise ValueError(f"anchor must be 'text' or 'image', got {anchor!r}")
@@ -152,22 +280,93 @@ def precompute_teacher_embeddings(
 
             raise TeacherCapabilityError(
                 f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only")
-    check_columns(dataset.column_names, required)
+    streaming = is_iterable_dataset(dataset)
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None:  # a stream may not know its columns before the first row
+        check_columns(columns, required)
+    teacher_fingerprint = _teacher_fingerprint(teacher)
+    cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
 
-    def embed(batch):
+    def embed_texts(unique: list[str]) -> np.ndarray:
+        found = {} if cache is None else cache.get(unique)
+        missing = [t for t in unique if t not in found]
+        if missing:
+            computed = teacher.encode_text(missing, batch_size=encode_batch_size).cpu().numpy()
+            new = dict(zip(missing, computed))
+            if cache is not None:
+                cache.put(new)
+            found.update(new)
+        return np.stack([found[t] for t in unique])
+
+    def embed(batch, indices):
+        check_columns(list(batch.keys()), required, "a batch of the dataset")
         texts = check_texts(batch[english_column], english_column)
         unique = list(dict.fromkeys(texts))
-        emb = teacher.encode_text(unique, batch_size=encode_batch_size).cpu().numpy()
+        emb = embed_texts(unique)
         index = {text: i for i, text in enumerate(unique)}
         result = {text_output_column: emb[[index[t] for t in texts]]}
         if anchor == "image":
-            result[image_output_column] = teacher.encode_image(batch[image_column],
-                                                               batch_size=encode_batch_size).cpu().numpy()
+            images = [decode_image(image, f"the image of row {i} ('{image_column}')")
+                      for image, i in zip(batch[image_column], indices)]
+            result[image_output_column] = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
         return result
 
-    fingerprint_source = "|".join(map(str, (
-        getattr(dataset, "_fingerprint", ""), _teacher_fingerprint(teacher), anchor, english_column, image_column,
-        text_output_column, image_output_column)))
-    fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
-    return dataset.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
-                       new_fingerprint=fingerprint)
+    source, recast = undecoded_images(dataset, image_column) if anchor == "image" else (dataset, False)
+    if streaming:
+        mapped = source.map(embed, batched=True, batch_size=batch_size, with_indices=True)
+    else:
+        fingerprint_source = "|".join(map(str, (
+            getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
+            text_output_column, image_output_column)))
+        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+        mapped = source.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
+                            new_fingerprint=fingerprint, with_indices=True)
+    if recast:
+        import datasets
+
+        mapped = mapped.cast_column(image_column, datasets.Image())
+    return mapped
+
+
+def join_precomputed_embeddings(stream, embeddings, id_column: str, columns: Sequence[str] | None = None,
+                                embeddings_id_column: str | None = None, batch_size: int = 1000):
+    """Add precomputed teacher embeddings to ``stream`` by joining on an id column.
+
+    ``embeddings`` is a map-style ``datasets.Dataset`` (memory-mapped from disk, e.g. published per-teacher
+    embeddings of a caption corpus) with an id column and embedding column(s); ``stream`` is the training data
+    (an ``IterableDataset`` or a ``Dataset``) with the same ids in ``id_column``. The join is lazy for streams:
+    an id->row index is built once (it holds every id in memory), and each batch of the stream looks its rows
+    up. ``columns`` defaults to every column of ``embeddings`` but the id. Unknown ids raise ``KeyError``; ids
+    repeated in ``embeddings`` raise ``ValueError``.
+    """
+    embeddings_id_column = embeddings_id_column or id_column
+    check_columns(embeddings.column_names, {embeddings_id_column: "the id joined on"}, "the embeddings dataset")
+    if columns is None:
+        columns = [c for c in embeddings.column_names if c != embeddings_id_column]
+    check_columns(embeddings.column_names, {c: "an embedding column to join" for c in columns},
+                  "the embeddings dataset")
+    stream_columns = getattr(stream, "column_names", None)
+    if stream_columns is not None:
+        check_columns(stream_columns, {id_column: "the id joined on"}, "the stream")
+        clash = [c for c in columns if c in stream_columns]
+        if clash:
+            raise ValueError(f"the stream already has column(s) {clash}; remove them or pass columns=")
+    ids = embeddings[embeddings_id_column]
+    index: dict[Any, int] = {}
+    for row, id_ in enumerate(ids):
+        if id_ in index:
+            raise ValueError(f"id {id_!r} appears twice in the embeddings dataset (rows {index[id_]} and {row})")
+        index[id_] = row
+    table = embeddings.select_columns(list(columns))
+
+    def join(batch):
+        if id_column not in batch:
+            raise MissingColumnError(f"the stream has no '{id_column}' column to join on; columns: {sorted(batch)}")
+        rows = []
+        for id_ in batch[id_column]:
+            if id_ not in index:
+                raise KeyError(f"id {id_!r} of the stream has no row in the embeddings dataset")
+            rows.append(index[id_])
+        return table[rows]
+
+    return stream.map(join, batched=True, batch_size=batch_size)

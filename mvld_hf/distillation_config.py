@@ -108,6 +108,24 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Kept False: the collator needs the raw caption columns, which forward() does not name."},
     )
     max_length: int = field(default=128, metadata={"help": "Student tokenizer max length; longer captions are truncated."})
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank for the student's backbone (peft); 0 trains every weight. The projection to "
+                          "the teacher's space is always fully trained."},
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names that get adapters. Default by backbone: XLM-R/RoBERTa/BERT 'query','value'; "
+                          "DistilBERT 'q_lin','v_lin'; other backbones must name them."},
+    )
+    lora_merge_on_save: bool = field(
+        default=True,
+        metadata={"help": "LoRA students: save_model() writes the merged plain student (loads with from_pretrained "
+                          "and exports like any student); False writes the peft adapter. Checkpoints always hold the "
+                          "adapter, which is what resuming needs."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -120,6 +138,15 @@ class DistillationArguments(TrainingArguments):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
+        if not isinstance(self.lora_r, int) or self.lora_r < 0:
+            raise ValueError(f"lora_r must be a non-negative integer (0 = no LoRA), got {self.lora_r!r}")
+        if self.lora_r:
+            if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+                raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha!r}")
+            if not 0 <= self.lora_dropout < 1:
+                raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+            if isinstance(self.lora_target_modules, str):
+                self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         if "dr" in self.method_weights:
             batch = self.per_device_train_batch_size
             if self.queue_size < batch or self.queue_size % batch:

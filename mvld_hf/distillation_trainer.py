@@ -2,25 +2,126 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections import defaultdict
 
 import torch
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from .data import DistillationCollator, check_columns, required_columns
+from .data import DistillationCollator, check_columns, is_iterable_dataset, required_columns, undecoded_images
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
+from .lora import apply_lora, is_peft_model, merge_lora
 from .losses import contrastive, distributional_replication, english_control, feature_distillation, soft_logit
 from .queue import EmbeddingQueue
 
 logger = logging.getLogger(__name__)
 QUEUE_FILE = "dr_queue.pt"
+CHECKPOINT_MANIFEST = "mvld_checkpoint.json"
+TRAINER_STATE = "trainer_state.json"
+_CHECKPOINT_DIR = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops before the bad update is applied."""
+
+
+class IncompleteCheckpointError(RuntimeError):
+    """A checkpoint is partial or corrupt (interrupted save, truncated or missing files)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run with a different method, anchor, queue or student set-up."""
+
+
+def _fsync_write(path: str, write) -> None:
+    """Write through ``write(tmp_path)``, flush it to disk, then atomically rename onto ``path``."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _checkpoint_files(checkpoint: str) -> dict[str, int]:
+    files = {}
+    for root, _, names in os.walk(checkpoint):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, checkpoint)
+            if rel != CHECKPOINT_MANIFEST and not rel.endswith(".tmp"):
+                files[rel.replace(os.sep, "/")] = os.path.getsize(path)
+    return files
+
+
+def write_checkpoint_manifest(checkpoint: str, metadata: dict) -> None:
+    """Mark ``checkpoint`` complete: ``mvld_checkpoint.json`` lists every file with its size, plus ``metadata``.
+
+    Written last and atomically, so a checkpoint without it (or whose files no longer match it) is one whose
+    save was interrupted or that was damaged afterwards.
+    """
+    manifest = {"format": 1, "files": _checkpoint_files(checkpoint), "metadata": metadata}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            json.dump(manifest, handle, indent=1, sort_keys=True)
+
+    _fsync_write(os.path.join(checkpoint, CHECKPOINT_MANIFEST), write)
+
+
+def verify_checkpoint(checkpoint: str) -> dict:
+    """Return the manifest of a complete ``DistillationTrainer`` checkpoint, or raise
+    :class:`IncompleteCheckpointError` saying what is missing or truncated."""
+    if not os.path.isdir(checkpoint):
+        raise IncompleteCheckpointError(f"checkpoint {checkpoint} does not exist")
+    path = os.path.join(checkpoint, CHECKPOINT_MANIFEST)
+    if not os.path.isfile(path):
+        raise IncompleteCheckpointError(
+            f"checkpoint {checkpoint} has no {CHECKPOINT_MANIFEST}: its save was interrupted (the manifest is "
+            "written last), or it was not written by DistillationTrainer. Resume from an earlier checkpoint.")
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise IncompleteCheckpointError(f"checkpoint {checkpoint}: unreadable {CHECKPOINT_MANIFEST} ({err})") from err
+    problems = []
+    for rel, size in sorted(files.items()):
+        full = os.path.join(checkpoint, rel)
+        if not os.path.isfile(full):
+            problems.append(f"{rel} is missing")
+        elif os.path.getsize(full) != size:
+            problems.append(f"{rel} is {os.path.getsize(full)} bytes, {size} were written (truncated or replaced)")
+    if TRAINER_STATE not in files:
+        problems.append(f"{TRAINER_STATE} was never written")
+    if problems:
+        raise IncompleteCheckpointError(f"checkpoint {checkpoint} is corrupt or incomplete: {'; '.join(problems)}")
+    return manifest
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """``checkpoint-N`` folders of ``output_dir``, newest (highest N) first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(output_dir)
+             if (m := _CHECKPOINT_DIR.match(name)) and os.path.isdir(os.path.join(output_dir, name))]
+    return [os.path.join(output_dir, name) for _, name in sorted(found, reverse=True)]
+
+
+def last_complete_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
+    """(newest complete checkpoint or None, the reasons newer ones were skipped)."""
+    skipped = []
+    for checkpoint in list_checkpoints(output_dir):
+        try:
+            verify_checkpoint(checkpoint)
+            return checkpoint, skipped
+        except IncompleteCheckpointError as err:
+            skipped.append(str(err))
+    return None, skipped
 
 
 class DistillationTrainer(Trainer):
@@ -56,11 +157,18 @@ class DistillationTrainer(Trainer):
                 raise ValueError("pass the student's tokenizer as processing_class (or a data_collator)")
             data_collator = DistillationCollator(processing_class, args)
         self.teacher = teacher
+        if model is not None and args.lora_r > 0:
+            model = apply_lora(model, args)
         self._check_dimensions(model, teacher)
-        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            columns = getattr(dataset, "column_names", None)
-            if isinstance(columns, list):  # a Dataset (an IterableDataset may not know its columns)
-                check_columns(columns, required_columns(args, has_teacher=teacher is not None), name)
+        if teacher is not None and args.needs_teacher_image and not teacher.supports_images:
+            from .teachers import TeacherCapabilityError
+
+            raise TeacherCapabilityError(
+                f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only (it has "
+                "no image tower or image processor): use anchor='text', a CLIP/SigLIP teacher, or precomputed "
+                f"'{args.teacher_image_column}'")
+        train_dataset = self._check_dataset("train_dataset", train_dataset, args, teacher, model)
+        eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, teacher, model)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
         self.queue: EmbeddingQueue | None = None
@@ -89,6 +197,39 @@ class DistillationTrainer(Trainer):
         if student_dim != teacher_dim:
             raise ValueError(f"the student projects to {student_dim} dims but teacher {teacher.name_or_path!r} "
                              f"embeds in {teacher_dim}: build the student with projection_dim={teacher_dim}")
+
+    def _check_dataset(self, name: str, dataset, args, teacher, model):
+        """Fail early, with the reason, on data the run cannot use; returns the dataset to train on."""
+        if dataset is None:
+            return None
+        if isinstance(dataset, dict):  # several eval datasets
+            return {key: self._check_dataset(f"{name}[{key!r}]", value, args, teacher, model)
+                    for key, value in dataset.items()}
+        if is_iterable_dataset(dataset):
+            if name == "train_dataset" and args.max_steps <= 0:
+                raise ValueError(
+                    "train_dataset is streamed (an IterableDataset has no length), so the number of steps is "
+                    "unknown: set max_steps in DistillationArguments (epochs cannot be counted)")
+        elif hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise ValueError(f"{name} is empty: there is nothing to distil")
+        columns = getattr(dataset, "column_names", None)
+        if isinstance(columns, list):  # a stream may not know its columns before the first row
+            check_columns(columns, required_columns(args, has_teacher=teacher is not None), name)
+            if not is_iterable_dataset(dataset) and model is not None:
+                dim = self._embedding_dim(model)
+                for column in (args.teacher_text_column, args.teacher_image_column):
+                    if column in columns:
+                        first = dataset[0][column]
+                        if not hasattr(first, "__len__") or len(first) != dim:
+                            got = len(first) if hasattr(first, "__len__") else type(first).__name__
+                            raise ValueError(
+                                f"{name} column '{column}' holds {got}-dim vectors but the student projects to "
+                                f"{dim} dims: they were computed by another teacher, or the student needs "
+                                f"projection_dim={got}")
+        if teacher is not None and args.needs_teacher_image and args.teacher_image_column not in (columns or []):
+            # the teacher embeds images in the step: decode them in the collator, which names a corrupt one
+            dataset, _ = undecoded_images(dataset, args.image_column)
+        return dataset
 
     # ------------------------------------------------------------------------------------------------- loss
     def _teacher_targets(self, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -147,7 +288,8 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         s, s_en = self._student_embeddings(model, inputs)
         t, a = self._teacher_targets(inputs)
-        world = world_size()
+        # processes that share this loss: those the Trainer runs data-parallel over (DDP/FSDP/DeepSpeed)
+        world = min(max(self.args.world_size, 1), world_size())
         if world > 1:  # every rank computes the global batch's loss through its own rows
             s = gather_with_local_grad(s)
             s_en = None if s_en is None else gather_with_local_grad(s_en)
@@ -160,11 +302,15 @@ class DistillationTrainer(Trainer):
         loss = sum(self.args.method_weights[m] * r["loss"] for m, r in results.items())
         self._record(results, "train" if model.training else "eval")
         if not torch.isfinite(loss):
-            parts = {m: float(r["loss"]) for m, r in results.items()}
+            parts = {m: float(r["loss"].detach()) for m, r in results.items()}
+            step = self.state.global_step + (1 if model.training else 0)
+            last, _ = last_complete_checkpoint(self.args.output_dir) if self.args.should_save else (None, [])
+            kept = (f"The last complete checkpoint, {last}, is intact: resume from it with "
+                    f"train(resume_from_checkpoint={last!r})" if last else "No checkpoint had been saved yet")
             raise NonFiniteLossError(
-                f"the distillation loss is {float(loss)} at step {self.state.global_step + 1} (parts: {parts}); "
-                f"stopping before the update. The last saved checkpoint in {self.args.output_dir} is intact. "
-                "Lower the learning rate, raise the temperatures, or check the teacher embeddings for NaN/inf.")
+                f"the distillation loss is {float(loss)} at step {step} ({'training' if model.training else 'evaluation'}"
+                f"; parts: {parts}); stopping before the update. {kept}. Lower the learning rate, raise the "
+                "temperatures, or check the batch's teacher embeddings for NaN/inf.")
         loss = scale_grad(loss, world)  # DDP averages gradients over ranks; undo it for the global loss
         return (loss, {"text_embeds": s}) if return_outputs else loss
 
@@ -192,19 +338,120 @@ class DistillationTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------- checkpoint state
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        if self.queue is not None and self.args.should_save:
-            tmp = os.path.join(output_dir, QUEUE_FILE + ".tmp")
-            torch.save(self.queue.state_dict(), tmp)
-            os.replace(tmp, os.path.join(output_dir, QUEUE_FILE))  # atomic: never a half-written queue
+    def _checkpoint_metadata(self) -> dict:
+        """What a resumed run must share with the run that wrote the checkpoint."""
+        args = self.args
+        meta = {"method_weights": dict(args.method_weights), "anchor": args.anchor,
+                "projection_dim": self._embedding_dim(self.model), "lora_r": args.lora_r,
+                "global_step": self.state.global_step, "world_size": args.world_size}
+        if self.queue is not None:
+            meta.update(queue_size=args.queue_size, include_positive=args.include_positive,
+                        queue_filled=len(self.queue))
+        return meta
 
-    def _load_rng_state(self, checkpoint) -> None:
-        super()._load_rng_state(checkpoint)
-        if self.queue is None or checkpoint is None:
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
+        rotated out only after the new one is complete."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotate below, once the manifest exists
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = self._get_output_dir(trial=trial)
+        checkpoint = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        self.accelerator.wait_for_everyone()  # every rank's files (optimizer shards, RNG states) are written
+        if self.args.should_save:
+            if self.queue is not None:
+                _fsync_write(os.path.join(checkpoint, QUEUE_FILE),
+                             lambda tmp: torch.save(self.queue.state_dict(), tmp))
+            write_checkpoint_manifest(checkpoint, self._checkpoint_metadata())
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def load_queue(self, checkpoint: str) -> None:
+        """Restore the DR queue (contents and pointer) from ``checkpoint``; clear errors if absent or corrupt."""
+        if self.queue is None:
             return
         path = os.path.join(checkpoint, QUEUE_FILE)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {checkpoint} has no {QUEUE_FILE}: it was not written by a DR run "
-                                    "of DistillationTrainer, or it is incomplete")
-        self.queue.load_state_dict(torch.load(path, map_location="cpu"), device=self.args.device)
+            raise CheckpointMismatchError(
+                f"checkpoint {checkpoint} has no {QUEUE_FILE}: it was not written by a DR run of "
+                "DistillationTrainer, so this DR run cannot resume from it. To start DR from its weights, load "
+                "them with from_pretrained and train without resume_from_checkpoint")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated zip, bad pickle, ...
+            raise IncompleteCheckpointError(f"{path} is corrupt and cannot be read ({type(err).__name__}: {err})") \
+                from err
+        try:
+            self.queue.load_state_dict(state, device=self.args.device)
+        except ValueError as err:
+            raise CheckpointMismatchError(f"checkpoint {checkpoint}: {err}") from err
+
+    def _check_compatible(self, checkpoint: str, manifest: dict) -> None:
+        saved, current = manifest.get("metadata", {}), self._checkpoint_metadata()
+        keys = ["method_weights", "anchor", "projection_dim", "lora_r", "queue_size", "include_positive"]
+        differences = [f"{key}: checkpoint {saved.get(key)!r}, this run {current.get(key)!r}"
+                       for key in keys if saved.get(key) != current.get(key)]
+        if differences:
+            raise CheckpointMismatchError(
+                f"checkpoint {checkpoint} was written by a different set-up ({'; '.join(differences)}). Resuming "
+                "continues the same run; to train on with another method or queue, load the weights with "
+                "from_pretrained and start a new run")
+
+    def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> str:
+        """The checkpoint ``train`` resumes from, verified complete and compatible.
+
+        ``True`` picks the newest *complete* checkpoint in ``output_dir``: newer partial ones (a save that was
+        killed) are skipped with a warning. An explicit path must be complete, else
+        :class:`IncompleteCheckpointError`.
+        """
+        if resume_from_checkpoint is True:
+            checkpoint, skipped = last_complete_checkpoint(self.args.output_dir)
+            for reason in skipped:
+                logger.warning("skipping an incomplete checkpoint: %s", reason)
+            if checkpoint is None:
+                raise IncompleteCheckpointError(
+                    f"no complete checkpoint in {self.args.output_dir} to resume from"
+                    + (f" ({len(skipped)} incomplete: {'; '.join(skipped)})" if skipped else ""))
+        else:
+            checkpoint = str(resume_from_checkpoint)
+        manifest = verify_checkpoint(checkpoint)
+        self._check_compatible(checkpoint, manifest)
+        return checkpoint
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
+        restores the DR queue, so it logs the same losses as an uninterrupted run."""
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
+            self.load_queue(resume_from_checkpoint)
+        else:
+            resume_from_checkpoint = None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the student. A LoRA student is saved merged (a plain ``MultilingualTextTower``) unless
+        ``lora_merge_on_save=False``; checkpoints (``_internal_call``) always hold the adapter, which resuming
+        loads."""
+        merge = (not _internal_call and is_peft_model(self.model) and self.args.lora_merge_on_save
+                 and not (self.is_deepspeed_enabled or self.is_fsdp_enabled))
+        if not merge:
+            if is_peft_model(self.model) and not _internal_call and self.args.lora_merge_on_save:
+                logger.warning("LoRA student under DeepSpeed/FSDP: saving the adapter; merge it afterwards with "
+                               "mvld_hf.lora.merge_lora")
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            merged = merge_lora(self.model, copy_model=True)
+            merged.save_pretrained(output_dir)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
