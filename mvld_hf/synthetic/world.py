@@ -1,0 +1,266 @@
+"""Build (and cache) the synthetic multilingual image-caption world and its multiple-choice VQA set.
+
+``build_world`` gives a ``DatasetDict`` with ``train`` and ``test`` splits, one row per (scene, caption
+variant, language) and the columns ``image`` (``datasets.Image``), ``image_id``, ``caption`` (in
+``language``), ``english`` (the English caption of the same variant), ``language`` and ``scene`` (the
+composition string, e.g. ``h:big-red-circle|small-blue-square``, usable as a cluster label). Rows are ordered
+scene by scene, then variant (0, 1), then language in the order given.
+
+The split is by composition: a composition (layout + objects with their attributes, in reading order) is on the
+test side or the train side by a stable hash, so no test scene description ever occurs in training; within a
+split every scene has a different composition. Scenes are drawn from ``numpy.random.default_rng([seed, k])``
+(k = 0 train, 1 test), prefix-stable in the number of scenes, so ``build_vqa(seed)`` asks about the same images
+as the first test scenes of ``build_world(seed)`` (same ``image_id``).
+
+Results are saved with ``save_to_disk`` under :func:`default_cache_dir` (or ``cache_dir``) in a folder named
+after :data:`VERSION` and the arguments, and loaded back with ``load_from_disk`` on later calls;
+``cache_dir=False`` builds in memory without caching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from .grammar import get_realiser
+from .scenes import Scene, sample_scenes
+from .vocab import COLOURS, LANGUAGE_INFO, RELATIONS, SHAPES
+
+logger = logging.getLogger(__name__)
+
+#: bump when the world (scenes, rendering, grammar or vocabulary) changes: it names the cache folders
+VERSION = "1"
+#: ISO 639-1 codes, English first
+LANGUAGES: list[str] = list(LANGUAGE_INFO)
+#: language -> script
+SCRIPTS: dict[str, str] = {code: script for code, (_, script) in LANGUAGE_INFO.items()}
+NUM_VARIANTS = 2
+DEFAULT_TRAIN_SCENES = 3000
+DEFAULT_TEST_SCENES = 600
+DEFAULT_VQA_SCENES = 600
+_SPLIT_STREAM = {"train": 0, "test": 1, "vqa_questions": 2}
+
+
+def default_cache_dir() -> str:
+    """``$MVLD_HF_CACHE``, else ``$HF_HOME/mvld_hf``, else ``~/.cache/mvld_hf``."""
+    if os.environ.get("MVLD_HF_CACHE"):
+        return os.path.expanduser(os.environ["MVLD_HF_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "mvld_hf")
+    return os.path.join(os.path.expanduser("~"), ".cache", "mvld_hf")
+
+
+def _check_languages(languages) -> list[str]:
+    if languages is None:
+        return list(LANGUAGES)
+    if isinstance(languages, str):
+        languages = [languages]
+    out: list[str] = []
+    for lang in languages:
+        if lang not in LANGUAGE_INFO:
+            raise ValueError(f"unknown language {lang!r}; available: {LANGUAGES}")
+        if lang not in out:
+            out.append(lang)
+    if not out:
+        raise ValueError("languages must not be empty")
+    return out
+
+
+def make_scenes(seed: int, split: str, num: int) -> list[Scene]:
+    """The first ``num`` scenes of ``split`` ("train" or "test") for ``seed``, with their ``image_id``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if num < 0:
+        raise ValueError(f"number of scenes must be >= 0, got {num}")
+    rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
+    scenes = sample_scenes(rng, num, split)
+    for i, sc in enumerate(scenes):
+        sc.image_id = f"w{VERSION}-s{seed}-{split}-{i:05d}"
+    return scenes
+
+
+def _image(scene: Scene) -> dict:
+    return {"bytes": scene.png_bytes(), "path": None}
+
+
+def _world_features():
+    from datasets import Features, Image, Value
+
+    return Features({"image": Image(), "image_id": Value("string"), "caption": Value("string"),
+                     "english": Value("string"), "language": Value("string"), "scene": Value("string")})
+
+
+def _vqa_features():
+    from datasets import Features, Image, List, Value
+
+    return Features({"image": Image(), "image_id": Value("string"), "question": Value("string"),
+                     "options": List(Value("string")), "answer": Value("int64"), "language": Value("string")})
+
+
+def _caption_rows(scenes: list[Scene], languages: list[str]):
+    from datasets import Dataset
+
+    english = get_realiser("en")
+    realisers = [get_realiser(lang) for lang in languages]
+    cols: dict[str, list] = {k: [] for k in ("image", "image_id", "caption", "english", "language", "scene")}
+    for sc in scenes:
+        image, desc, key = _image(sc), sc.description(), sc.key()
+        for variant in range(NUM_VARIANTS):
+            en = english.caption(desc, variant)
+            for lang, real in zip(languages, realisers):
+                cols["image"].append(image)
+                cols["image_id"].append(sc.image_id)
+                cols["caption"].append(en if lang == "en" else real.caption(desc, variant))
+                cols["english"].append(en)
+                cols["language"].append(lang)
+                cols["scene"].append(key)
+    return Dataset.from_dict(cols, features=_world_features())
+
+
+def _cached(folder: str | None, build, load):
+    """Load ``folder`` if it is there, else build, save atomically and return the built object."""
+    if folder is None:
+        return build()
+    if os.path.isdir(folder):
+        try:
+            return load(folder)
+        except Exception as err:  # a broken cache folder: rebuild it
+            logger.warning("could not load cached %s (%s); rebuilding", folder, err)
+            shutil.rmtree(folder, ignore_errors=True)
+    obj = build()
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(folder) + "-", dir=parent)
+    try:
+        obj.save_to_disk(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished first
+            if not os.path.isdir(folder):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load(folder)
+
+
+def _cache_folder(cache_dir, name: str) -> str | None:
+    if cache_dir is False:
+        return None
+    return os.path.join(os.fspath(cache_dir) if cache_dir is not None else default_cache_dir(), name)
+
+
+def build_world(seed: int = 0, num_train_scenes: int = DEFAULT_TRAIN_SCENES,
+                num_test_scenes: int = DEFAULT_TEST_SCENES, languages=None, cache_dir=None):
+    """The caption world as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits (see module doc).
+
+    Each scene gives ``2 x len(languages)`` rows: two caption variants, each in every language.
+    """
+    from datasets import DatasetDict, load_from_disk
+
+    langs = _check_languages(languages)
+    name = f"world-v{VERSION}-seed{seed}-train{num_train_scenes}-test{num_test_scenes}-{'_'.join(langs)}"
+
+    def build():
+        t0 = time.perf_counter()
+        world = DatasetDict({split: _caption_rows(make_scenes(seed, split, num), langs)
+                             for split, num in (("train", num_train_scenes), ("test", num_test_scenes))})
+        logger.info("built world %s in %.1fs", name, time.perf_counter() - t0)
+        return world
+
+    return _cached(_cache_folder(cache_dir, name), build, load_from_disk)
+
+
+# --- VQA ----------------------------------------------------------------------------------------------------------
+def scene_question(scene: Scene, rng: np.random.Generator) -> dict:
+    """One language-independent multiple-choice question about ``scene``:
+    ``{"type", "subject", "options": [4 option specs], "answer": int}``.
+
+    Types: ``colour`` (what colour is the <shape>; options vary the colour of that object), ``shape`` (what
+    shape is the <colour> object, asked only when that colour is unique in the scene; options vary the shape),
+    ``count`` (how many objects; one..four objects) and ``relation`` (where is A relative to B, for two
+    neighbouring objects; options are the four relation sentences A left of/right of/above/below B).
+    """
+    objs = scene.objects
+    colours = [o.colour for o in objs]
+    unique_colour = [o for o in objs if colours.count(o.colour) == 1]
+    types = ["colour", "count"] + (["shape"] if unique_colour else []) + (["relation"] if len(objs) > 1 else [])
+    qtype = types[int(rng.integers(len(types)))]
+    if qtype == "colour":
+        o = objs[int(rng.integers(len(objs)))]
+        others = [c for c in COLOURS if c != o.colour]
+        picks = [o.colour] + [others[i] for i in rng.choice(len(others), 3, replace=False)]
+        specs = [{"shape": o.shape, "colour": c, "size": o.size} for c in picks]
+        subject = {"shape": o.shape}
+    elif qtype == "shape":
+        o = unique_colour[int(rng.integers(len(unique_colour)))]
+        others = [s for s in SHAPES if s != o.shape]
+        picks = [o.shape] + [others[i] for i in rng.choice(len(others), 3, replace=False)]
+        specs = [{"shape": s, "colour": o.colour, "size": o.size} for s in picks]
+        subject = {"colour": o.colour}
+    elif qtype == "count":
+        specs = [len(objs)] + [k for k in (1, 2, 3, 4) if k != len(objs)]
+        subject = {}
+    else:
+        i = int(rng.integers(len(objs) - 1))
+        first, second = ("left", "right") if scene.layout == "horizontal" else ("above", "below")
+        if rng.integers(2):
+            a, b, rel = objs[i], objs[i + 1], first
+        else:
+            a, b, rel = objs[i + 1], objs[i], second
+        specs = [(a.attrs(), r, b.attrs()) for r in [rel] + [r for r in RELATIONS if r != rel]]
+        subject = {"a": a.shape, "b": b.shape}
+    perm = rng.permutation(len(specs))
+    return {"type": qtype, "subject": subject, "options": [specs[p] for p in perm],
+            "answer": int(np.flatnonzero(perm == 0)[0])}
+
+
+def realise_question(q: dict, language: str) -> tuple[str, list[str]]:
+    """Question text and option strings of :func:`scene_question`'s output in ``language``."""
+    real = get_realiser(language)
+    t, s = q["type"], q["subject"]
+    if t == "colour":
+        return real.q_colour(s["shape"]), [real.np(o) for o in q["options"]]
+    if t == "shape":
+        return real.q_shape(s["colour"]), [real.np(o) for o in q["options"]]
+    if t == "count":
+        return real.q_count(), [real.count(n) for n in q["options"]]
+    return real.q_relation(s["a"], s["b"]), [real.relation(a, r, b) for a, r, b in q["options"]]
+
+
+def build_vqa(seed: int = 0, num_scenes: int = DEFAULT_VQA_SCENES, languages=None, cache_dir=None):
+    """Multiple-choice VQA on held-out (test) scenes: one question per scene, asked in every language (same
+    question, options and answer index across languages). Columns: ``image``, ``image_id``, ``question``,
+    ``options`` (4 strings), ``answer`` (index of the correct option), ``language``.
+
+    Options are caption-like phrases (``a big red circle``, ``two objects``, ``a big red circle above a small
+    blue square``) so that they can be scored by text-image similarity, CVQA style.
+    """
+    from datasets import Dataset, load_from_disk
+
+    langs = _check_languages(languages)
+    name = f"vqa-v{VERSION}-seed{seed}-n{num_scenes}-{'_'.join(langs)}"
+
+    def build():
+        scenes = make_scenes(seed, "test", num_scenes)
+        rng = np.random.default_rng([seed, _SPLIT_STREAM["vqa_questions"]])
+        cols: dict[str, list] = {k: [] for k in ("image", "image_id", "question", "options", "answer", "language")}
+        for sc in scenes:
+            q = scene_question(sc, rng)
+            image = _image(sc)
+            for lang in langs:
+                question, options = realise_question(q, lang)
+                cols["image"].append(image)
+                cols["image_id"].append(sc.image_id)
+                cols["question"].append(question)
+                cols["options"].append(options)
+                cols["answer"].append(q["answer"])
+                cols["language"].append(lang)
+        return Dataset.from_dict(cols, features=_vqa_features())
+
+    return _cached(_cache_folder(cache_dir, name), build, load_from_disk)
+
