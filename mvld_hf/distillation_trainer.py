@@ -347,7 +347,17 @@ class DistillationTrainer(Trainer):
         if self.queue is not None:
             meta.update(queue_size=args.queue_size, include_positive=args.include_positive,
                         queue_filled=len(self.queue))
+        if is_peft_model(self.model) and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            meta["lora_base_checksum"] = self._frozen_base_checksum()
         return meta
+
+    def _frozen_base_checksum(self) -> float:
+        """Sum of |w| over the frozen base weights of a LoRA student: a LoRA checkpoint holds only the adapter
+        and the projection, so resuming needs the very same base model."""
+        with torch.no_grad():
+            total = sum(float(p.detach().double().abs().sum()) for name, p in self.model.named_parameters()
+                        if not p.requires_grad and "lora_" not in name and ".original_module." not in name)
+        return total
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
@@ -395,6 +405,10 @@ class DistillationTrainer(Trainer):
         keys = ["method_weights", "anchor", "projection_dim", "lora_r", "queue_size", "include_positive"]
         differences = [f"{key}: checkpoint {saved.get(key)!r}, this run {current.get(key)!r}"
                        for key in keys if saved.get(key) != current.get(key)]
+        base, base_now = saved.get("lora_base_checksum"), current.get("lora_base_checksum")
+        if base is not None and base_now is not None and abs(base - base_now) > 1e-6 * max(abs(base), 1.0):
+            differences.append("the frozen base weights of the LoRA student differ from those the adapter was "
+                               "trained on (build the student from the same pretrained backbone)")
         if differences:
             raise CheckpointMismatchError(
                 f"checkpoint {checkpoint} was written by a different set-up ({'; '.join(differences)}). Resuming "
