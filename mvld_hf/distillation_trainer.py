@@ -167,16 +167,18 @@ class DistillationTrainer(Trainer):
                 f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only (it has "
                 "no image tower or image processor): use anchor='text', a CLIP/SigLIP teacher, or precomputed "
                 f"'{args.teacher_image_column}'")
+        if "dr" in args.method_weights:
+            global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
+            if args.queue_size % global_batch:
+                raise ValueError(f"queue_size ({args.queue_size}) must be a multiple of the global batch size "
+                                 f"({args.per_device_train_batch_size} x {args.world_size} processes = {global_batch})"
+                                 " so the FIFO queue holds whole global batches")
         train_dataset = self._check_dataset("train_dataset", train_dataset, args, teacher, model)
         eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, teacher, model)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
         self.queue: EmbeddingQueue | None = None
         if "dr" in args.method_weights:
-            global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
-            if args.queue_size % global_batch:
-                raise ValueError(f"queue_size ({args.queue_size}) must be a multiple of the global batch size "
-                                 f"({args.per_device_train_batch_size} x {args.world_size} processes = {global_batch})")
             self.queue = EmbeddingQueue(args.queue_size, self._embedding_dim(model))
         self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list),
                                                                     "eval": defaultdict(list)}

@@ -1,0 +1,281 @@
+"""Bad inputs: each case fails (or warns) with a message that says what is wrong and what to do, before anything
+is lost: no update is applied with bad data and earlier checkpoints stay loadable.
+
+Checkpoint damage (truncated weights/queue, missing trainer state, interrupted saves) and resuming with another
+method/queue are in ``tests/test_resume.py``; streams without ``max_steps`` in ``tests/test_streaming.py``.
+"""
+
+import io
+import logging
+import math
+import os
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+from transformers import BertConfig, BertModel, TrainingArguments
+
+from mvld_hf import (
+    DistillationArguments,
+    DistillationTrainer,
+    DualEncoderTeacher,
+    MissingColumnError,
+    MultilingualTextTower,
+    NonFiniteLossError,
+    TeacherCapabilityError,
+    precompute_teacher_embeddings,
+)
+from mvld_hf.distillation_trainer import verify_checkpoint
+from mvld_hf.testing import tiny_student
+
+BATCH = 16
+
+
+def _args(tmp_path, **kwargs):
+    defaults = dict(output_dir=str(tmp_path / "out"), method="fd", per_device_train_batch_size=BATCH, queue_size=64,
+                    learning_rate=3e-3, max_steps=2, logging_steps=1, report_to=[], save_strategy="no",
+                    disable_tqdm=True, use_cpu=True, seed=0)
+    defaults.update(kwargs)
+    return DistillationArguments(**defaults)
+
+
+@pytest.fixture(scope="module")
+def data(toy_dataset, teacher):
+    return precompute_teacher_embeddings(toy_dataset.remove_columns("image"), teacher)
+
+
+def _trainer(tokenizer, tmp_path, train_dataset, student=None, **kwargs):
+    teacher = kwargs.pop("teacher", None)
+    return DistillationTrainer(model=student or tiny_student(tokenizer, 16), processing_class=tokenizer,
+                               train_dataset=train_dataset, teacher=teacher, args=_args(tmp_path, **kwargs))
+
+
+def _unchanged(student, before) -> bool:
+    return all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def _replace(dataset, column, function):
+    values = [function(i, v) for i, v in enumerate(dataset[column])]
+    return dataset.remove_columns(column).add_column(column, values)
+
+
+# ------------------------------------------------------------------------------------------------ columns
+def test_misnamed_caption_column(tokenizer, data, tmp_path):
+    with pytest.raises(MissingColumnError, match=r"missing column\(s\) 'caption'.*Available columns.*'text'.*"
+                                                 r"rename_column or set the \*_column arguments"):
+        _trainer(tokenizer, tmp_path, data.rename_column("caption", "text"))
+
+
+def test_misnamed_teacher_embedding_column(tokenizer, data, tmp_path):
+    with pytest.raises(MissingColumnError, match=r"'teacher_text_embeds' \(precomputed teacher text embeddings "
+                                                 r"\(or pass teacher=\.\.\.\)\).*'clip_embeds'"):
+        _trainer(tokenizer, tmp_path, data.rename_column("teacher_text_embeds", "clip_embeds"))
+    # the message's advice works
+    _trainer(tokenizer, tmp_path, data.rename_column("teacher_text_embeds", "clip_embeds"),
+             teacher_text_column="clip_embeds").train()
+
+
+def test_ed_needs_the_english_column(tokenizer, data, tmp_path):
+    with pytest.raises(MissingColumnError, match="'english' \\(the English caption ED also distils\\)"):
+        _trainer(tokenizer, tmp_path, data.remove_columns("english"), method="ed")
+
+
+def test_eval_dataset_missing_a_column_is_named(tokenizer, data, tmp_path):
+    with pytest.raises(MissingColumnError, match="eval_dataset is missing column"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), processing_class=tokenizer, train_dataset=data,
+                            eval_dataset=data.remove_columns("caption"), args=_args(tmp_path))
+
+
+def test_empty_dataset(tokenizer, data, tmp_path):
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        _trainer(tokenizer, tmp_path, data.select([]))
+
+
+# ----------------------------------------------------------------------------------------------- captions
+@pytest.mark.parametrize("bad,error,message", [
+    ("", ValueError, r"caption\[5\] is empty or whitespace only; drop or fix such rows"),
+    (" \t\n", ValueError, r"caption\[5\] is empty or whitespace only"),
+    (None, TypeError, r"caption\[5\] is a NoneType, expected a string"),
+])
+def test_bad_caption_stops_before_any_update(tokenizer, data, tmp_path, bad, error, message):
+    rows = _replace(data, "caption", lambda i, v: bad if i == 5 else v)
+    student = tiny_student(tokenizer, 16)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer = _trainer(tokenizer, tmp_path, rows, student=student, train_sampling_strategy="sequential")
+    with pytest.raises(error, match=message):
+        trainer.train()
+    assert _unchanged(student, before)
+
+
+def test_non_string_caption_column(tokenizer, data, tmp_path):
+    rows = _replace(data, "caption", lambda i, v: i)  # an int column
+    with pytest.raises(TypeError, match=r"caption\[0\] is a int, expected a string"):
+        _trainer(tokenizer, tmp_path, rows, train_sampling_strategy="sequential").train()
+
+
+def test_long_captions_are_truncated_with_a_warning(tokenizer, data, tmp_path, caplog):
+    rows = _replace(data, "caption", lambda i, v: " ".join([v] * 30) if i % 3 == 0 else v)
+    trainer = _trainer(tokenizer, tmp_path, rows, max_length=16)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf.data"):
+        trainer.train()
+    warnings = [r.getMessage() for r in caplog.records if "longer than max_length=16" in r.getMessage()]
+    assert len(warnings) == 1 and "truncated" in warnings[0] and "training proceeds" in warnings[0]
+    assert len([e for e in trainer.state.log_history if "loss" in e]) == 2
+
+
+# -------------------------------------------------------------------------------------- teacher / student
+def test_teacher_student_dimension_mismatch(tokenizer, teacher, toy_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"student projects to 24 dims but teacher 'tiny-random-clip' embeds in 16: "
+                                         r"build the student with projection_dim=16"):
+        _trainer(tokenizer, tmp_path, toy_dataset, student=tiny_student(tokenizer, 24), teacher=teacher)
+
+
+def test_precomputed_embeddings_of_the_wrong_dimension(tokenizer, data, tmp_path):
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: v[:8])
+    with pytest.raises(ValueError, match="'teacher_text_embeds' holds 8-dim vectors but the student projects to "
+                                         "16 dims: they were computed by another teacher"):
+        _trainer(tokenizer, tmp_path, rows)
+
+
+def test_ragged_embeddings_in_a_stream(tokenizer, data, tmp_path):
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: v[:8] if i == 3 else v)
+    trainer = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset())
+    with pytest.raises(ValueError, match="rows of 'teacher_text_embeds' are not vectors of one length"):
+        trainer.train()
+
+
+def test_image_anchor_with_a_text_only_teacher(tokenizer, teacher, toy_dataset, tmp_path):
+    text_only = DualEncoderTeacher(teacher.model, teacher.tokenizer, image_processor=None, name_or_path="text-only")
+    with pytest.raises(TeacherCapabilityError, match="'text-only' is text-only.*use anchor='text'"):
+        _trainer(tokenizer, tmp_path, toy_dataset, teacher=text_only, anchor="image")
+    with pytest.raises(TeacherCapabilityError, match="text-only"):
+        precompute_teacher_embeddings(toy_dataset, text_only, anchor="image")
+
+
+# ------------------------------------------------------------------------------------------ method string
+@pytest.mark.parametrize("method,message", [
+    ("xd", "unknown method 'xd' in 'xd'; choose from fd, ed, sd, mcl, dr"),
+    ("dr:abc", "weight 'abc' of 'dr' in 'dr:abc' is not a number"),
+    ("dr:-1", "must be a positive finite number"),
+    ("dr:inf", "must be a positive finite number"),
+    ("dr::1,fd", "malformed term 'dr::1'"),
+    ("dr+dr", "method 'dr' appears twice"),
+    ("", "method must be a non-empty string"),
+])
+def test_bad_method_string(tmp_path, method, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _args(tmp_path, method=method)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(anchor="audio"), "anchor must be one of"),
+    (dict(method="sd", teacher_temperature=0), "teacher_temperature must be a positive number"),
+    (dict(max_length=0), "max_length must be positive"),
+])
+def test_other_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **kwargs)
+
+
+def test_plain_training_arguments_or_no_tokenizer(tokenizer, data, tmp_path):
+    with pytest.raises(TypeError, match="args must be DistillationArguments, got TrainingArguments"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), processing_class=tokenizer, train_dataset=data,
+                            args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    with pytest.raises(ValueError, match="pass the student's tokenizer as processing_class"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), train_dataset=data, args=_args(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------- queue
+@pytest.mark.parametrize("queue_size,message", [
+    (8, r"queue_size \(8\) must be a positive multiple of the batch size \(16 per device"),
+    (24, r"queue_size \(24\) must be a positive multiple of the batch size"),
+])
+def test_queue_smaller_than_or_not_a_multiple_of_the_batch(tmp_path, queue_size, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, method="dr", queue_size=queue_size)
+
+
+def test_queue_not_a_multiple_of_the_global_batch(tokenizer, data, tmp_path, monkeypatch):
+    args = _args(tmp_path, method="dr", queue_size=64)
+    monkeypatch.setattr(DistillationArguments, "world_size", property(lambda self: 3))  # as if 3 processes
+    with pytest.raises(ValueError, match=r"queue_size \(64\) must be a multiple of the global batch size "
+                                         r"\(16 x 3 processes = 48\)"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), processing_class=tokenizer, train_dataset=data,
+                            args=args)
+
+
+# ------------------------------------------------------------------------------------------------- images
+@pytest.fixture(scope="module")
+def image_rows(toy_rows):
+    rows = []
+    for i, row in enumerate(toy_rows[:24]):
+        buffer = io.BytesIO()
+        row["image"].save(buffer, format="PNG")
+        data = buffer.getvalue()
+        rows.append({"caption": row["caption"], "english": row["english"],
+                     "image": {"bytes": data[:40] if i == 7 else data, "path": None}})
+    return datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+
+
+def test_corrupt_image_bytes_when_precomputing(image_rows, teacher):
+    with pytest.raises(ValueError, match=r"the image of row 7 \('image'\) could not be decoded.*drop or re-encode"):
+        precompute_teacher_embeddings(image_rows, teacher, anchor="image", batch_size=10)
+    good = precompute_teacher_embeddings(image_rows.select([i for i in range(24) if i != 7]), teacher,
+                                         anchor="image")
+    assert good.features["image"].decode and len(good[0]["teacher_image_embeds"]) == 16  # images decode as before
+
+
+def test_corrupt_image_bytes_in_the_step(image_rows, tokenizer, teacher, tmp_path):
+    student = tiny_student(tokenizer, 16)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer = _trainer(tokenizer, tmp_path, image_rows, student=student, teacher=teacher, anchor="image",
+                       per_device_train_batch_size=8, train_sampling_strategy="sequential")
+    caption = image_rows.cast_column("image", datasets.Image(decode=False))[7]["caption"]
+    with pytest.raises(ValueError, match=f"the image of the row captioned '{caption}' could not be decoded"):
+        trainer.train()
+    assert _unchanged(student, before)
+
+
+# ---------------------------------------------------------------------------------------------- NaN / inf
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tokenizer, data, tmp_path, bad):
+    bad_row = 3 * BATCH + 2  # read at step 4 (sequential sampling)
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: [bad] * 16 if i == bad_row else v)
+    student = tiny_student(tokenizer, 16)
+    trainer = _trainer(tokenizer, tmp_path, rows, student=student, max_steps=6, save_strategy="steps", save_steps=2,
+                       train_sampling_strategy="sequential")
+    checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-2")
+    with pytest.raises(NonFiniteLossError, match=rf"loss is (nan|inf) at step 4 \(training.*The last complete "
+                                                 rf"checkpoint, {checkpoint}, is intact"):
+        trainer.train()
+    assert all(torch.isfinite(p).all() for p in student.parameters())  # the bad update was never applied
+    assert not os.path.exists(os.path.join(trainer.args.output_dir, "checkpoint-4"))
+    verify_checkpoint(checkpoint)
+    reloaded = MultilingualTextTower.from_pretrained(checkpoint)
+    assert all(torch.isfinite(p).all() for p in reloaded.parameters())
+    # and training resumes from it once the bad row is gone
+    fixed = _trainer(tokenizer, tmp_path, data, max_steps=3, save_strategy="steps", save_steps=2,
+                     train_sampling_strategy="sequential")
+    fixed.train(resume_from_checkpoint=checkpoint)
+    assert fixed.state.global_step == 3
+
+
+# ---------------------------------------------------------------------------------- evaluation and export
+def test_evaluation_language_absent_from_the_data(toy_dataset):
+    from mvld_hf.evaluation.evaluator import MultilingualEvaluator
+
+    with pytest.raises(ValueError, match=r"language\(s\) \['sw'\] not in the dataset; available languages: "
+                                         r"\['de', 'en', 'fr'\]"):
+        MultilingualEvaluator(toy_dataset, languages=["de", "sw"])
+
+
+def test_export_refuses_a_checkpoint_that_is_not_an_mvld_student(tmp_path):
+    from mvld_hf.export import NotAStudentError, export_sentence_transformer
+
+    config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16)
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    with pytest.raises(NotAStudentError, match="is not an mvld_hf student: its config.json has model_type 'bert'"):
+        export_sentence_transformer(str(tmp_path / "bert"), output_dir=str(tmp_path / "export"))
+    assert not os.path.exists(tmp_path / "export")
