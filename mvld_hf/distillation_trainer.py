@@ -310,7 +310,8 @@ class DistillationTrainer(Trainer):
             kept = (f"The last complete checkpoint, {last}, is intact: resume from it with "
                     f"train(resume_from_checkpoint={last!r})" if last else "No checkpoint had been saved yet")
             raise NonFiniteLossError(
-                f"the distillation loss is {float(loss)} at step {step} ({'training' if model.training else 'evaluation'}"
+                f"the distillation loss is {float(loss.detach())} at step {step} "
+                f"({'training' if model.training else 'evaluation'}"
                 f"; parts: {parts}); stopping before the update. {kept}. Lower the learning rate, raise the "
                 "temperatures, or check the batch's teacher embeddings for NaN/inf.")
         loss = scale_grad(loss, world)  # DDP averages gradients over ranks; undo it for the global loss

@@ -55,7 +55,7 @@ def apply_lora(student, args):
     Adapters of rank ``args.lora_r`` (scaling ``lora_alpha / lora_r``, dropout ``lora_dropout``) go on
     ``args.lora_target_modules`` (default: query/value for XLM-R/RoBERTa/BERT, q_lin/v_lin for DistilBERT); the
     backbone's own weights are frozen; the projection to the teacher's space stays fully trainable and is saved
-    with the adapter (``modules_to_save``). With ``args.gradient_checkpointing`` the input embeddings are made
+    with the adapter (``modules_to_save``). With ``args.activation_checkpointing`` (alias ``gradient_checkpointing``) the input embeddings are made
     to require grad, so checkpointed blocks still pass gradients to the adapters. A model that already is a
     ``PeftModel`` is returned unchanged.
     """
@@ -79,7 +79,7 @@ def apply_lora(student, args):
     config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                         target_modules=targets, modules_to_save=[PROJECTION], bias="none")
     model = get_peft_model(student, config)
-    if getattr(args, "gradient_checkpointing", False):
+    if getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False):
         model.base_model.model.enable_input_require_grads()
     return model
 

@@ -39,6 +39,9 @@ def _targets(model):
                    if ".lora_A." in name})
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")  # raised inside peft
+
+
 @pytest.mark.parametrize("model_type,expected", [("xlm-roberta", ["query", "value"]), ("bert", ["query", "value"]),
                                                  ("distilbert", ["q_lin", "v_lin"])])
 def test_default_targets_per_backbone(tokenizer, tmp_path, model_type, expected):
@@ -139,11 +142,13 @@ def test_lora_checkpoint_resumes_exactly(tokenizer, data, tmp_path):
                           merge_lora(full.model, copy_model=True).encode(TEXTS, tokenizer), atol=1e-6)
 
 
-@pytest.mark.parametrize("lora_r", [0, 4])
-def test_gradient_checkpointing_trains(tokenizer, data, tmp_path, lora_r):
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated")
+@pytest.mark.parametrize("lora_r,flag", [(0, "gradient_checkpointing"), (4, "gradient_checkpointing"),
+                                         (4, "activation_checkpointing")])
+def test_gradient_checkpointing_trains(tokenizer, data, tmp_path, lora_r, flag):
     student = tiny_student(tokenizer, 16, seed=3)
     trainer = DistillationTrainer(model=student, train_dataset=data, processing_class=tokenizer,
-                                  args=_args(tmp_path, lora_r=lora_r, gradient_checkpointing=True, max_steps=3))
+                                  args=_args(tmp_path, lora_r=lora_r, max_steps=3, **{flag: True}))
     names = [n for n, p in trainer.model.named_parameters() if p.requires_grad and "encoder.layer.0." in n]
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n in names}
     trainer.train()

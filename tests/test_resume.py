@@ -162,3 +162,11 @@ def test_resume_with_another_setup_is_refused(complete_copy, workdir, change, me
     with pytest.raises(CheckpointMismatchError, match=message) as err:
         trainer.train(resume_from_checkpoint=complete_copy)
     assert "from_pretrained" in str(err.value)
+
+
+def test_old_checkpoints_rotate_out_only_after_the_new_one_is_complete(workdir, tmp_path):
+    trainer = script.build_trainer(workdir, str(tmp_path / "rotated"), save_total_limit=1)
+    trainer.train()
+    assert os.listdir(tmp_path / "rotated") == [f"checkpoint-{script.MAX_STEPS}"]
+    assert verify_checkpoint(str(tmp_path / "rotated" / f"checkpoint-{script.MAX_STEPS}"))["metadata"]["global_step"] \
+        == script.MAX_STEPS
