@@ -125,7 +125,8 @@ class DistillationCollator:
             elif raw_column in features[0]:
                 values = [f[raw_column] for f in features]
                 if raw_key == "images":  # undecoded rows (see undecoded_images) are decoded here, naming the bad one
-                    values = [decode_image(v, f"the image of the row captioned {c!r}") for v, c in zip(values, captions)]
+                    values = [decode_image(v, f"the image of the row captioned {c!r}")
+                              for v, c in zip(values, captions)]
                 out[raw_key] = values
             else:
                 raise MissingColumnError(

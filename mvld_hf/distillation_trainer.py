@@ -131,9 +131,22 @@ class DistillationTrainer(Trainer):
     :func:`~mvld_hf.precompute_teacher_embeddings`, the fast path) or computed by ``teacher`` inside the step.
     The teacher is never trained: its embeddings enter the losses as constants.
 
-    Every named part of every selected loss is logged (``loss_dr``, ``loss_ed_caption``, ``dr_accuracy``, ...),
-    the DR queue is saved in every checkpoint and restored on resume, and in multi-process runs the losses see
-    the global batch (negatives and queue entries from every rank).
+    Every named part of every selected loss is logged (``loss_dr``, ``loss_ed_caption``, ``dr_accuracy``, ...).
+
+    - Multi-process (DDP, or FSDP/DeepSpeed through accelerate's configs): every rank gathers the global batch
+      (:func:`~mvld_hf.distributed.gather_with_local_grad`), so MCL/SD negatives and DR queue entries come from
+      every rank, and the loss and gradients equal a 1-process run on the global batch.
+    - Checkpoints: the DR queue (``dr_queue.pt``, contents and pointer) is saved in every checkpoint, then a
+      manifest (``mvld_checkpoint.json``: every file with its size, plus the run's method/queue/anchor) is
+      written last and atomically. ``train(resume_from_checkpoint=...)`` verifies it, so a partial or damaged
+      checkpoint raises :class:`IncompleteCheckpointError` instead of loading; ``resume_from_checkpoint=True``
+      skips a newest partial one (a save that was killed) with a warning and resumes from the newest complete
+      one. A resumed run logs the same losses as an uninterrupted one (when ``save_steps`` is a multiple of
+      ``logging_steps``: metrics are averaged between logs). Older checkpoints are rotated out
+      (``save_total_limit``) only once the new one is complete.
+    - ``args.lora_r > 0`` wraps the student with :func:`~mvld_hf.lora.apply_lora`; :meth:`save_model` then writes
+      the merged plain student (``lora_merge_on_save``), checkpoints the adapter.
+    - Streamed data (an ``IterableDataset``) needs ``max_steps``.
 
     Args:
         model: the student, a :class:`~mvld_hf.MultilingualTextTower` (or any model whose forward returns

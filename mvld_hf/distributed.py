@@ -37,8 +37,9 @@ def gather_with_local_grad(x: torch.Tensor) -> torch.Tensor:
 def scale_grad(loss: torch.Tensor, factor: float) -> torch.Tensor:
     """Same value, gradient multiplied by ``factor``.
 
-    DDP averages gradients over ranks; when every rank computes the global-batch loss through its own slice,
-    the average is the global gradient divided by the world size, which this factor undoes.
+    DDP averages gradients over ranks (so do FSDP's reduce-scatter and DeepSpeed's data-parallel reduction);
+    when every rank computes the global-batch loss through its own slice, the average is the global gradient
+    divided by the world size, which this factor undoes.
     """
     if factor == 1:
         return loss

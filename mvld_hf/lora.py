@@ -55,8 +55,9 @@ def apply_lora(student, args):
     Adapters of rank ``args.lora_r`` (scaling ``lora_alpha / lora_r``, dropout ``lora_dropout``) go on
     ``args.lora_target_modules`` (default: query/value for XLM-R/RoBERTa/BERT, q_lin/v_lin for DistilBERT); the
     backbone's own weights are frozen; the projection to the teacher's space stays fully trainable and is saved
-    with the adapter (``modules_to_save``). With ``args.activation_checkpointing`` (alias ``gradient_checkpointing``) the input embeddings are made
-    to require grad, so checkpointed blocks still pass gradients to the adapters. A model that already is a
+    with the adapter (``modules_to_save``). With ``args.activation_checkpointing`` (alias
+    ``gradient_checkpointing``) the input embeddings are made to require grad, so checkpointed blocks still
+    pass gradients to the adapters. A model that already is a
     ``PeftModel`` is returned unchanged.
     """
     if args.lora_r <= 0:

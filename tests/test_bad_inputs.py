@@ -13,7 +13,6 @@ import os
 import datasets
 import pytest
 import torch
-from PIL import Image
 from transformers import BertConfig, BertModel, TrainingArguments
 
 from mvld_hf import (
