@@ -434,10 +434,13 @@ class DistillationTrainer(Trainer):
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> str:
         """The checkpoint ``train`` resumes from, verified complete and compatible.
 
-        ``True`` picks the newest *complete* checkpoint in ``output_dir``: newer partial ones (a save that was
-        killed) are skipped with a warning. An explicit path must be complete, else
+        ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
+        checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An explicit path must be complete, else
         :class:`IncompleteCheckpointError`.
         """
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "latest") \
+                and not os.path.isdir(resume_from_checkpoint):  # --resume_from_checkpoint true on a command line
+            resume_from_checkpoint = True
         if resume_from_checkpoint is True:
             checkpoint, skipped = last_complete_checkpoint(self.args.output_dir)
             for reason in skipped:

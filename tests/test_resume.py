@@ -144,7 +144,7 @@ def test_no_complete_checkpoint_is_reported(killed, workdir, tmp_path):
     shutil.copytree(os.path.join(killed["output_dir"], f"checkpoint-{KILL_STEP}"), output_dir / "checkpoint-4")
     trainer = script.build_trainer(workdir, str(output_dir))
     with pytest.raises(IncompleteCheckpointError, match="no complete checkpoint"):
-        trainer.train(resume_from_checkpoint=True)
+        trainer.train(resume_from_checkpoint="true")  # as --resume_from_checkpoint true gives it
 
 
 @pytest.mark.parametrize("change,message", [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mvld_hf import DistillationArguments, DistillationTrainer, MissingColumnError, precompute_teacher_embeddings
-from mvld_hf.data import TeacherEmbeddingCache, join_precomputed_embeddings
+from mvld_hf.streaming import TeacherEmbeddingCache, join_precomputed_embeddings
 from mvld_hf.testing import tiny_student
 
 BATCH = 16
@@ -130,6 +130,15 @@ def test_join_precomputed_embeddings_by_id(text_rows, tokenizer, teacher, tmp_pa
                                   train_dataset=stream, processing_class=tokenizer)
     trainer.train()
     assert len(english) < len(text_rows) and len(trainer.queue) == 2 * BATCH
+
+    # published embeddings usually name their column otherwise: pick it and rename it to what the trainer reads
+    published = embeddings.rename_columns({"image_id": "id", "teacher_text_embeds": "embedding"})
+    renamed = join_precomputed_embeddings(endless_stream(text_rows, []), published, id_column="image_id",
+                                          embeddings_id_column="id", embedding_column="embedding",
+                                          output_column="teacher_text_embeds")
+    row = next(iter(renamed))
+    assert "embedding" not in row and torch.allclose(torch.tensor(row["teacher_text_embeds"]).float(), want[0],
+                                                     atol=1e-6)
 
     with pytest.raises(KeyError, match="has no row in the embeddings dataset"):
         list(itertools.islice(join_precomputed_embeddings(endless_stream(text_rows, []), embeddings.select(range(3)),

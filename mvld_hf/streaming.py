@@ -1,0 +1,133 @@
+"""Streamed training data: datasets too big to materialise (``load_dataset(..., streaming=True)``).
+
+- :func:`~mvld_hf.precompute_teacher_embeddings` maps an ``IterableDataset`` lazily (teacher embeddings are
+  computed batch by batch as the trainer reads), optionally through an on-disk :class:`TeacherEmbeddingCache`
+  so each caption is embedded once across epochs and runs;
+- :func:`join_precomputed_embeddings` adds embeddings published as their own dataset (one row per id) to a
+  stream by id;
+- :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .data import MissingColumnError, check_columns, is_iterable_dataset
+
+__all__ = ["TeacherEmbeddingCache", "is_iterable_dataset", "join_precomputed_embeddings"]
+
+
+class TeacherEmbeddingCache:
+    """An on-disk cache of teacher text embeddings keyed by ``sha256(teacher fingerprint, text)`` (SQLite).
+
+    Made for streamed data, which ``datasets`` cannot cache by fingerprint: every caption is embedded by the
+    teacher once, across epochs and runs, and read back as float32. Safe to share between processes (SQLite
+    locking); the connection opens lazily, so the object pickles into ``datasets`` workers.
+    """
+
+    def __init__(self, path: str, teacher_fingerprint: str):
+        if os.path.isdir(path) or path.endswith(os.sep):
+            os.makedirs(path, exist_ok=True)
+            path = os.path.join(path, "teacher_embeddings.sqlite")
+        self.path, self.teacher_fingerprint = path, teacher_fingerprint
+        self._connection = None
+        self.hits = self.misses = 0
+
+    def __getstate__(self):
+        return {**self.__dict__, "_connection": None}
+
+    @property
+    def connection(self):
+        if self._connection is None:
+            import sqlite3
+
+            self._connection = sqlite3.connect(self.path, timeout=600)
+            self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER, "
+                                     "value BLOB)")
+        return self._connection
+
+    def key(self, text: str) -> bytes:
+        return hashlib.sha256(f"{self.teacher_fingerprint}\0{text}".encode()).digest()
+
+    def get(self, texts: list[str]) -> dict[str, np.ndarray]:
+        keys = {self.key(t): t for t in texts}
+        found: dict[str, np.ndarray] = {}
+        items = list(keys)
+        for start in range(0, len(items), 500):  # SQLite limits the number of parameters
+            chunk = items[start:start + 500]
+            rows = self.connection.execute(
+                f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            for key, dim, value in rows:
+                found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
+        self.hits += len(found)
+        self.misses += len(texts) - len(found)
+        return found
+
+    def put(self, embeddings: dict[str, np.ndarray]) -> None:
+        rows = [(self.key(t), int(e.shape[-1]), np.ascontiguousarray(e, dtype=np.float32).tobytes())
+                for t, e in embeddings.items()]
+        with self.connection:
+            self.connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+
+
+def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_column: str | None = None,
+                                output_column: str | None = None, columns: Sequence[str] | None = None,
+                                embeddings_id_column: str | None = None, batch_size: int = 1000):
+    """Add precomputed teacher embeddings to ``stream`` by joining on an id column.
+
+    ``embeddings`` is a map-style ``datasets.Dataset`` (memory-mapped from disk, e.g. published per-teacher
+    embeddings of a caption corpus) with an id column and embedding column(s); ``stream`` is the training data
+    (an ``IterableDataset`` or a ``Dataset``) with the same ids in ``id_column``. The join is lazy for streams:
+    an id->row index is built once (it holds every id in memory), and each batch of the stream looks its rows
+    up. ``embedding_column`` picks one column of ``embeddings`` and ``output_column`` names it in the stream
+    (e.g. ``"embedding"`` -> ``"teacher_text_embeds"``, what the trainer reads); otherwise ``columns`` (default:
+    every column but the id) are added under their own names. ``embeddings_id_column`` is the id column of
+    ``embeddings`` when it is named differently. Unknown ids raise ``KeyError``; ids repeated in
+    ``embeddings`` raise ``ValueError``.
+    """
+    embeddings_id_column = embeddings_id_column or id_column
+    check_columns(embeddings.column_names, {embeddings_id_column: "the id joined on"}, "the embeddings dataset")
+    rename = {}
+    if embedding_column is not None:
+        if columns is not None:
+            raise ValueError("pass embedding_column or columns, not both")
+        columns = [embedding_column]
+        if output_column is not None and output_column != embedding_column:
+            rename = {embedding_column: output_column}
+    elif output_column is not None:
+        raise ValueError("output_column renames embedding_column: pass both")
+    if columns is None:
+        columns = [c for c in embeddings.column_names if c != embeddings_id_column]
+    check_columns(embeddings.column_names, {c: "an embedding column to join" for c in columns},
+                  "the embeddings dataset")
+    stream_columns = getattr(stream, "column_names", None)
+    if stream_columns is not None:
+        check_columns(stream_columns, {id_column: "the id joined on"}, "the stream")
+        clash = [rename.get(c, c) for c in columns if rename.get(c, c) in stream_columns]
+        if clash:
+            raise ValueError(f"the stream already has column(s) {clash}; remove them or pass columns=")
+    ids = embeddings[embeddings_id_column]
+    index: dict[Any, int] = {}
+    for row, id_ in enumerate(ids):
+        if id_ in index:
+            raise ValueError(f"id {id_!r} appears twice in the embeddings dataset (rows {index[id_]} and {row})")
+        index[id_] = row
+    table = embeddings.select_columns(list(columns))
+
+    def join(batch):
+        if id_column not in batch:
+            raise MissingColumnError(f"the stream has no '{id_column}' column to join on; columns: {sorted(batch)}")
+        rows = []
+        for id_ in batch[id_column]:
+            if id_ not in index:
+                raise KeyError(f"id {id_!r} of the stream has no row in the embeddings dataset")
+            rows.append(index[id_])
+        joined = table[rows]
+        return {rename.get(name, name): values for name, values in joined.items()}
+
+    return stream.map(join, batched=True, batch_size=batch_size)
