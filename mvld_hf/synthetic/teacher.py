@@ -36,9 +36,10 @@ MAX_TEXT_LENGTH = 32
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]  # the usual CLIP statistics
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
-DEFAULT_TEXT_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+# ~1.1M parameters; 600 steps of batch 128 take ~2-4 minutes on 2 CPU cores
+DEFAULT_TEXT_CONFIG = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                            max_position_embeddings=MAX_TEXT_LENGTH)
-DEFAULT_VISION_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+DEFAULT_VISION_CONFIG = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
                              image_size=IMAGE_SIZE, patch_size=8)
 DEFAULT_PROJECTION_DIM = 128
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -51,15 +52,40 @@ def default_teacher_dir(fingerprint: str) -> str:
     return os.path.join(default_cache_dir(), f"teacher-v{TEACHER_VERSION}-{fingerprint}")
 
 
-def auto_num_threads() -> int:
-    """All cores, or a single thread when the machine is already busy: oversubscribed intra-op threads make
-    small CPU models several times slower than one thread."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        busy = os.getloadavg()[0] > 0.75 * cores
-    except OSError:  # not available on this platform
-        busy = False
-    return 1 if busy or cores <= 1 else cores
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class ThreadChooser:
+    """Picks the intra-op thread count by timing real training steps.
+
+    On a machine shared with other jobs, oversubscribed intra-op threads make a small CPU model several times
+    slower than a single thread; on an idle machine all cores are faster. Every ``every`` steps the candidates
+    (all cores, 1) each run two steps and the faster one is kept until the next probe.
+    """
+
+    def __init__(self, torch, candidates: list[int], every: int = 200):
+        self.torch, self.candidates, self.every = torch, candidates, every
+        self.best = candidates[0]
+        self.window = 2 * len(candidates)
+        self.times: dict[int, float] = {}
+
+    def threads_for(self, step: int) -> int:
+        w = step % self.every
+        n = self.candidates[(w - 1) // 2] if len(self.candidates) > 1 and 1 <= w <= self.window else self.best
+        if self.torch.get_num_threads() != n:
+            self.torch.set_num_threads(n)
+        return n
+
+    def record(self, step: int, threads: int, seconds: float) -> None:
+        w = step % self.every
+        if len(self.candidates) < 2 or not 1 <= w <= self.window:
+            return
+        self.times[threads] = min(seconds, self.times.get(threads, math.inf)) if w % 2 == 0 else seconds
+        if w == self.window:
+            self.best = min(self.times, key=self.times.get)
+            logger.debug("thread probe at step %d: %s -> %d", step, self.times, self.best)
+            self.times = {}
 
 
 def is_complete(path) -> bool:
@@ -140,8 +166,8 @@ def _fingerprint(image_ids, captions, hparams: dict) -> str:
 
 
 # --- training --------------------------------------------------------------------------------------------------------
-def train_english_teacher(world=None, output_dir=None, seed: int = 0, *, steps: int = 600, batch_size: int = 256,
-                          lr: float = 2e-3, weight_decay: float = 0.05, warmup_steps: int = 40,
+def train_english_teacher(world=None, output_dir=None, seed: int = 0, *, steps: int = 600, batch_size: int = 128,
+                          lr: float = 2e-3, weight_decay: float = 0.05, warmup_steps: int = 30,
                           text_config: dict | None = None, vision_config: dict | None = None,
                           projection_dim: int = DEFAULT_PROJECTION_DIM, num_threads: int | None = None,
                           evaluate: bool = True, progress: bool = True, overwrite: bool = False) -> str:
@@ -182,7 +208,8 @@ def train_english_teacher(world=None, output_dir=None, seed: int = 0, *, steps: 
             return output_dir
 
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(num_threads or auto_num_threads())
+    chooser = ThreadChooser(torch, [num_threads] if num_threads else sorted({_cores(), 1}, reverse=True))
+    chooser.threads_for(0)
     try:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -221,6 +248,7 @@ def train_english_teacher(world=None, output_dir=None, seed: int = 0, *, steps: 
         t0 = time.perf_counter()
         bar = tqdm(range(steps), desc="English CLIP teacher", disable=not progress)
         for step in bar:
+            threads, t_step = chooser.threads_for(step), time.perf_counter()
             if pos + bs > n:
                 perm, pos = torch.randperm(n, generator=gen), 0
             idx = perm[pos:pos + bs]
@@ -237,8 +265,10 @@ def train_english_teacher(world=None, output_dir=None, seed: int = 0, *, steps: 
             opt.zero_grad(set_to_none=True)
             with torch.no_grad():
                 model.logit_scale.clamp_(0.0, max_scale)
+            chooser.record(step, threads, time.perf_counter() - t_step)
             if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{out.loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+                bar.set_postfix(loss=f"{out.loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}",
+                                threads=threads)
         t_train = time.perf_counter() - t0
     finally:
         torch.set_num_threads(prev_threads)

@@ -65,3 +65,30 @@ def test_eval_and_reuse(tiny_teacher):
     mtime = os.path.getmtime(os.path.join(path, "model.safetensors"))
     assert train_english_teacher(world, output_dir=path, steps=3) == str(path)  # complete folder: no training
     assert os.path.getmtime(os.path.join(path, "model.safetensors")) == mtime
+
+
+class _FakeTorch:
+    def __init__(self):
+        self.threads = 2
+
+    def get_num_threads(self):
+        return self.threads
+
+    def set_num_threads(self, n):
+        self.threads = n
+
+
+@pytest.mark.parametrize("slow", [1, 2])
+def test_thread_chooser_keeps_the_faster_setting(slow):
+    from mvld_hf.synthetic.teacher import ThreadChooser
+
+    fake = _FakeTorch()
+    chooser = ThreadChooser(fake, [2, 1], every=10)
+    used = []
+    for step in range(25):
+        n = chooser.threads_for(step)
+        assert fake.threads == n
+        used.append(n)
+        chooser.record(step, n, 1.0 if n == slow else 0.1)
+    assert used[1:5] == [2, 2, 1, 1]  # the probe window
+    assert set(used[5:10]) == {3 - slow} and set(used[15:20]) == {3 - slow}
