@@ -67,16 +67,13 @@ def load_retrieval_data(args):
         from mvld_hf.synthetic import build_vqa, build_world
 
         return build_world()["test"], None if args.no_vqa else build_vqa(), columns
-    from mvld_hf.evaluation.presets import PRESETS, load_benchmark
+    from mvld_hf.evaluation.presets import get_preset, load_benchmark
 
-    preset = PRESETS.get(args.benchmark)
-    if preset is None:
-        raise SystemExit(f"unknown benchmark {args.benchmark!r}; known: offline, {', '.join(sorted(PRESETS))}")
+    preset = get_preset(args.benchmark)  # unknown or unverified names raise with the list of known ones
     data = load_benchmark(args.benchmark, languages=args.languages)
     if preset.kind == "vqa":
-        return None, data, columns
-    return data, None, dict(image_column="image", caption_column="caption", language_column="language",
-                            image_id_column="image_id")
+        return None, data, preset.evaluator_kwargs()
+    return data, None, preset.evaluator_kwargs()
 
 
 def main(argv=None) -> dict:
@@ -111,9 +108,10 @@ def main(argv=None) -> dict:
         for name, encode_text in encoders.items():
             results[name].update(evaluator(encode_text, image_embeddings=images))
     if vqa_data is not None:
+        vqa_columns = columns if retrieval_data is None else {"image_id_column": "image_id"}
         for name, encode_text in encoders.items():
             results[name]["vqa"] = evaluate_vqa(encode_text, encode_image, vqa_data, languages=args.languages,
-                                                image_id_column="image_id", batch_size=args.batch_size)
+                                                batch_size=args.batch_size, **vqa_columns)
 
     output_dir = args.output_dir or (os.path.join(args.model, "eval") if os.path.isdir(args.model) else "eval")
     os.makedirs(output_dir, exist_ok=True)

@@ -20,11 +20,18 @@ from .clustering import (
     spherical_kmeans,
 )
 from .evaluator import MultilingualEvaluator, encode_in_batches, evaluate_vqa
+from .presets import PRESETS, UNVERIFIED, DatasetPreset, get_preset, load_benchmark, prepare_benchmark
 from .report import format_report, format_table, load_json, plot_per_language, save_json
 from .retrieval import metrics_from_ranks, per_language_retrieval, retrieval_metrics, retrieval_ranks
 from .vqa import format_option, vqa_accuracy, vqa_scores
 
 __all__ = [
+    "DatasetPreset",
+    "PRESETS",
+    "UNVERIFIED",
+    "get_preset",
+    "load_benchmark",
+    "prepare_benchmark",
     "KMeansResult",
     "MultilingualEvaluator",
     "clustering_purity",
