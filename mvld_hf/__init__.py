@@ -2,10 +2,18 @@
 
 from .data import DistillationCollator, MissingColumnError, precompute_teacher_embeddings
 from .distillation_config import METHODS, DistillationArguments, parse_method
-from .distillation_trainer import DistillationTrainer, NonFiniteLossError
+from .distillation_trainer import (
+    CheckpointMismatchError,
+    DistillationTrainer,
+    IncompleteCheckpointError,
+    NonFiniteLossError,
+    last_complete_checkpoint,
+    verify_checkpoint,
+)
 from .encode import encode_texts
 from .export import ExportResult, NotAStudentError, export_sentence_transformer, load_student
 from .hub import build_hub_folder, push_to_hub
+from .lora import apply_lora, merge_lora
 from .model_card import load_eval_results, render_model_card
 from .modeling_student import (
     MultilingualTextTower,
@@ -24,6 +32,7 @@ from .modeling_paired import (
 )
 from .processing_paired import MultilingualCLIPProcessor
 from .queue import EmbeddingQueue
+from .streaming import TeacherEmbeddingCache, join_precomputed_embeddings
 from .teachers import (
     DualEncoderTeacher,
     SentenceTransformerTeacher,
@@ -38,6 +47,14 @@ register_paired_auto_classes()
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointMismatchError",
+    "IncompleteCheckpointError",
+    "TeacherEmbeddingCache",
+    "apply_lora",
+    "join_precomputed_embeddings",
+    "last_complete_checkpoint",
+    "merge_lora",
+    "verify_checkpoint",
     "DistillationArguments",
     "DistillationCollator",
     "DistillationTrainer",
