@@ -160,7 +160,8 @@ class DistillationTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, model=None, args: DistillationArguments | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, teacher=None, data_collator=None, **kwargs):
+                 processing_class=None, teacher=None, data_collator=None, retrieval_evaluator=None,
+                 retrieval_image_embeddings=None, **kwargs):
         if args is None:
             args = DistillationArguments(output_dir="mvld_hf_output")
         if not isinstance(args, DistillationArguments):
@@ -170,6 +171,14 @@ class DistillationTrainer(Trainer):
                 raise ValueError("pass the student's tokenizer as processing_class (or a data_collator)")
             data_collator = DistillationCollator(processing_class, args)
         self.teacher = teacher
+        self.retrieval_evaluator = retrieval_evaluator
+        self.retrieval_image_embeddings = retrieval_image_embeddings
+        if retrieval_evaluator is not None and retrieval_image_embeddings is None:
+            if teacher is None or not teacher.supports_images:
+                raise ValueError("retrieval_evaluator needs retrieval_image_embeddings (the teacher's embeddings of "
+                                 "evaluator.encode_images) or an image-capable teacher to compute them")
+            self.retrieval_image_embeddings = retrieval_evaluator.encode_images(
+                lambda images: teacher.encode_image(images).cpu())
         if model is not None and args.lora_r > 0:
             model = apply_lora(model, args)
         self._check_dimensions(model, teacher)
@@ -188,8 +197,15 @@ class DistillationTrainer(Trainer):
                                  " so the FIFO queue holds whole global batches")
         train_dataset = self._check_dataset("train_dataset", train_dataset, args, teacher, model)
         eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, teacher, model)
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=processing_class, data_collator=data_collator, **kwargs)
+        eval_strategy = args.eval_strategy
+        if retrieval_evaluator is not None and eval_dataset is None:
+            # retrieval alone is a valid evaluation: keep Trainer from demanding an eval_dataset
+            args.eval_strategy = "no"
+        try:
+            super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             processing_class=processing_class, data_collator=data_collator, **kwargs)
+        finally:
+            args.eval_strategy = eval_strategy
         self.queue: EmbeddingQueue | None = None
         if "dr" in args.method_weights:
             self.queue = EmbeddingQueue(args.queue_size, self._embedding_dim(model))
@@ -329,6 +345,39 @@ class DistillationTrainer(Trainer):
                 "temperatures, or check the batch's teacher embeddings for NaN/inf.")
         loss = scale_grad(loss, world)  # DDP averages gradients over ranks; undo it for the global loss
         return (loss, {"text_embeds": s}) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The distillation losses on ``eval_dataset`` (if any) plus, with a ``retrieval_evaluator``,
+        held-out retrieval of the student paired with the teacher's images, logged per language as
+        ``eval_t2i_R@1_<lang>`` and averaged over languages as ``eval_<metric>_mean``."""
+        metrics = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.retrieval_evaluator is not None:
+            retrieval = self.retrieval_metrics(metric_key_prefix)
+            self.log(retrieval)
+            metrics.update(retrieval)
+        return metrics
+
+    def retrieval_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        from .encode import encode_texts
+
+        model = self.accelerator.unwrap_model(self.model)
+        encode = lambda texts: encode_texts(model, self.processing_class, texts,  # noqa: E731
+                                            batch_size=self.args.per_device_eval_batch_size,
+                                            max_length=self.args.max_length)
+        results = self.retrieval_evaluator(encode, image_embeddings=self.retrieval_image_embeddings)
+        out = {}
+        for lang, values in results["retrieval"].items():
+            if lang == "all":
+                continue
+            if lang == "mean":
+                out.update({f"{prefix}_{metric}_mean": value for metric, value in values.items()})
+            else:
+                out[f"{prefix}_t2i_R@1_{lang}"] = values["t2i_R@1"]
+        if "purity" in results:
+            out[f"{prefix}_purity_mixed"] = results["purity"]["mixed"]
+        return {k: round(float(v), 4) for k, v in out.items()}
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -185,3 +185,22 @@ def test_precompute_dedups_and_is_cached(toy_dataset, teacher, tmp_path):
     row = first[0]
     assert torch.allclose(torch.tensor(row["teacher_text_embeds"]), teacher.encode_text([row["english"]])[0],
                           atol=1e-5)
+
+
+def test_retrieval_is_logged_during_training(tokenizer, teacher, toy_dataset, precomputed, tmp_path):
+    from mvld_hf.evaluation import MultilingualEvaluator
+
+    evaluator = MultilingualEvaluator(toy_dataset, compute_purity=True, show_progress_bar=False)
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer,
+                                  train_dataset=precomputed["text"], teacher=teacher, retrieval_evaluator=evaluator,
+                                  args=_args(tmp_path, method="mcl", eval_strategy="epoch", num_train_epochs=4))
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_t2i_R@1_mean" in e]
+    assert len(evals) == 4  # one per epoch, without an eval_dataset
+    assert {"eval_t2i_R@1_de", "eval_t2i_R@1_fr", "eval_t2i_R@1_en", "eval_i2t_MRR@10_mean",
+            "eval_purity_mixed"} <= set(evals[-1])
+    # the same numbers as evaluating the trained student directly
+    direct = evaluator(lambda texts: trainer.model.encode(texts, tokenizer),
+                       image_embeddings=trainer.retrieval_image_embeddings)["retrieval"]
+    assert evals[-1]["eval_t2i_R@1_de"] == pytest.approx(direct["de"]["t2i_R@1"], abs=1e-4)
+    assert all(0.0 <= v <= 1.0 for k, v in evals[-1].items() if k.startswith("eval_t2i"))
