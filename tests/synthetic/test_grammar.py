@@ -209,3 +209,11 @@ def test_english_variants():
     assert caption(d3, "en", 0) == "from top to bottom: a big red circle, a small blue square and a big green star"
     assert caption(d3, "en", 1) == \
         "three objects, from bottom to top: a big green star, a small blue square and a big red circle"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_text_is_nfc_normalised(lang):
+    for d in DESCS[:40]:
+        for v in (0, 1):
+            text = caption(d, lang, v)
+            assert unicodedata.normalize("NFC", text) == text and text == text.strip() and "  " not in text
