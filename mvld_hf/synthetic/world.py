@@ -29,12 +29,12 @@ import numpy as np
 
 from .grammar import get_realiser
 from .scenes import Scene, sample_scenes
-from .vocab import COLOURS, LANGUAGE_INFO, RELATIONS, SHAPES
+from .vocab import COLOURS, LANGUAGE_INFO, SHAPES, SIZES
 
 logger = logging.getLogger(__name__)
 
 #: bump when the world (scenes, rendering, grammar or vocabulary) changes: it names the cache folders
-VERSION = "1"
+VERSION = "2"
 #: ISO 639-1 codes, English first
 LANGUAGES: list[str] = list(LANGUAGE_INFO)
 #: language -> script
@@ -178,58 +178,94 @@ def build_world(seed: int = 0, num_train_scenes: int = DEFAULT_TRAIN_SCENES,
 # --- VQA ----------------------------------------------------------------------------------------------------------
 def scene_question(scene: Scene, rng: np.random.Generator) -> dict:
     """One language-independent multiple-choice question about ``scene``:
-    ``{"type", "subject", "options": [4 option specs], "answer": int}``.
+    ``{"type", "subject", "options": [4 scene descriptions], "answer": int, "variant": int}``.
 
-    Types: ``colour`` (what colour is the <shape>; options vary the colour of that object), ``shape`` (what
-    shape is the <colour> object, asked only when that colour is unique in the scene; options vary the shape),
-    ``count`` (how many objects; one..four objects) and ``relation`` (where is A relative to B, for two
-    neighbouring objects; options are the four relation sentences A left of/right of/above/below B).
+    Every option is a whole-scene description that differs from the true one only in what the question asks
+    about, realised as a caption of the world's grammar (CVQA-style: score each option against the image):
+
+    - ``colour``: what colour is the <shape>? -- that object's colour varies;
+    - ``shape``: what shape is the <colour> object? (asked only when that colour is unique in the scene) --
+      that object's shape varies;
+    - ``count``: how many objects are there? -- 1, 2, 3 or 4 objects (objects dropped from or added to the
+      scene), realised with caption variant 1, which starts with the count (``two objects: ...``);
+    - ``relation``: where is A relative to B? (two neighbouring objects) -- the true arrangement, A and B
+      swapped, row <-> column, and both: for two objects these are A left of / right of / above / below B.
     """
-    objs = scene.objects
-    colours = [o.colour for o in objs]
-    unique_colour = [o for o in objs if colours.count(o.colour) == 1]
-    types = ["colour", "count"] + (["shape"] if unique_colour else []) + (["relation"] if len(objs) > 1 else [])
+    desc = scene.description()
+    objs, layout = desc["objects"], desc["layout"]
+    n = len(objs)
+    colours = [o["colour"] for o in objs]
+    unique_colour = [i for i, o in enumerate(objs) if colours.count(o["colour"]) == 1]
+    types = ["colour", "count"] + (["shape"] if unique_colour else []) + (["relation"] if n > 1 else [])
     qtype = types[int(rng.integers(len(types)))]
+
+    def with_object(i: int, **change) -> dict:
+        return {"layout": layout, "objects": [dict(o, **change) if j == i else dict(o) for j, o in enumerate(objs)]}
+
+    variant = 0
     if qtype == "colour":
-        o = objs[int(rng.integers(len(objs)))]
-        others = [c for c in COLOURS if c != o.colour]
-        picks = [o.colour] + [others[i] for i in rng.choice(len(others), 3, replace=False)]
-        specs = [{"shape": o.shape, "colour": c, "size": o.size} for c in picks]
-        subject = {"shape": o.shape}
+        i = int(rng.integers(n))
+        others = [c for c in COLOURS if c != objs[i]["colour"]]
+        picks = [objs[i]["colour"]] + [others[k] for k in rng.choice(len(others), 3, replace=False)]
+        options = [with_object(i, colour=c) for c in picks]
+        subject = {"shape": objs[i]["shape"]}
     elif qtype == "shape":
-        o = unique_colour[int(rng.integers(len(unique_colour)))]
-        others = [s for s in SHAPES if s != o.shape]
-        picks = [o.shape] + [others[i] for i in rng.choice(len(others), 3, replace=False)]
-        specs = [{"shape": s, "colour": o.colour, "size": o.size} for s in picks]
-        subject = {"colour": o.colour}
+        i = unique_colour[int(rng.integers(len(unique_colour)))]
+        taken = {o["shape"] for o in objs}
+        others = [x for x in SHAPES if x not in taken]  # shapes stay distinct within a scene
+        if len(others) < 3:
+            others += [x for x in SHAPES if x in taken and x != objs[i]["shape"]]
+        picks = [objs[i]["shape"]] + [others[k] for k in rng.choice(len(others), 3, replace=False)]
+        options = [with_object(i, shape=x) for x in picks]
+        subject = {"colour": objs[i]["colour"]}
     elif qtype == "count":
-        specs = [len(objs)] + [k for k in (1, 2, 3, 4) if k != len(objs)]
+        variant = 1
+        options = [desc] + [_with_count(desc, k, rng) for k in (1, 2, 3, 4) if k != n]
         subject = {}
     else:
-        i = int(rng.integers(len(objs) - 1))
-        first, second = ("left", "right") if scene.layout == "horizontal" else ("above", "below")
-        if rng.integers(2):
-            a, b, rel = objs[i], objs[i + 1], first
-        else:
-            a, b, rel = objs[i + 1], objs[i], second
-        specs = [(a.attrs(), r, b.attrs()) for r in [rel] + [r for r in RELATIONS if r != rel]]
-        subject = {"a": a.shape, "b": b.shape}
-    perm = rng.permutation(len(specs))
-    return {"type": qtype, "subject": subject, "options": [specs[p] for p in perm],
-            "answer": int(np.flatnonzero(perm == 0)[0])}
+        i = int(rng.integers(n - 1))
+        a, b = (i, i + 1) if rng.integers(2) else (i + 1, i)
+        swapped = [dict(o) for o in objs]
+        swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+        flipped = "vertical" if layout == "horizontal" else "horizontal"
+        options = [desc, {"layout": layout, "objects": swapped}, {"layout": flipped, "objects": [dict(o) for o in objs]},
+                   {"layout": flipped, "objects": swapped}]
+        subject = {"a": objs[a]["shape"], "b": objs[b]["shape"]}
+    perm = rng.permutation(len(options))
+    return {"type": qtype, "subject": subject, "options": [options[p] for p in perm],
+            "answer": int(np.flatnonzero(perm == 0)[0]), "variant": variant}
+
+
+def _with_count(desc: dict, k: int, rng: np.random.Generator) -> dict:
+    """``desc`` with ``k`` objects: a random ordered subset, or new objects (unused shapes) inserted."""
+    objs, layout = [dict(o) for o in desc["objects"]], desc["layout"]
+    if k < len(objs):
+        keep = sorted(int(x) for x in rng.choice(len(objs), k, replace=False))
+        objs = [objs[x] for x in keep]
+    while len(objs) < k:
+        free = [x for x in SHAPES if x not in {o["shape"] for o in objs}]
+        new = {"shape": free[int(rng.integers(len(free)))], "colour": COLOURS[int(rng.integers(len(COLOURS)))],
+               "size": SIZES[int(rng.integers(len(SIZES)))]}
+        objs.insert(int(rng.integers(len(objs) + 1)), new)
+    if k == 1:
+        layout = "single"
+    elif layout == "single":
+        layout = ("horizontal", "vertical")[int(rng.integers(2))]
+    return {"layout": layout, "objects": objs}
 
 
 def realise_question(q: dict, language: str) -> tuple[str, list[str]]:
-    """Question text and option strings of :func:`scene_question`'s output in ``language``."""
+    """Question text and option captions of :func:`scene_question`'s output in ``language``."""
     real = get_realiser(language)
     t, s = q["type"], q["subject"]
+    options = [real.caption(d, q["variant"]) for d in q["options"]]
     if t == "colour":
-        return real.q_colour(s["shape"]), [real.np(o) for o in q["options"]]
+        return real.q_colour(s["shape"]), options
     if t == "shape":
-        return real.q_shape(s["colour"]), [real.np(o) for o in q["options"]]
+        return real.q_shape(s["colour"]), options
     if t == "count":
-        return real.q_count(), [real.count(n) for n in q["options"]]
-    return real.q_relation(s["a"], s["b"]), [real.relation(a, r, b) for a, r, b in q["options"]]
+        return real.q_count(), options
+    return real.q_relation(s["a"], s["b"]), options
 
 
 def build_vqa(seed: int = 0, num_scenes: int = DEFAULT_VQA_SCENES, languages=None, cache_dir=None):
@@ -237,8 +273,8 @@ def build_vqa(seed: int = 0, num_scenes: int = DEFAULT_VQA_SCENES, languages=Non
     question, options and answer index across languages). Columns: ``image``, ``image_id``, ``question``,
     ``options`` (4 strings), ``answer`` (index of the correct option), ``language``.
 
-    Options are caption-like phrases (``a big red circle``, ``two objects``, ``a big red circle above a small
-    blue square``) so that they can be scored by text-image similarity, CVQA style.
+    Options are whole-scene captions in the world's grammar that differ only in what is asked (see
+    :func:`scene_question`), so that they can be scored by text-image similarity, CVQA style.
     """
     from datasets import Dataset, load_from_disk
 

@@ -2,26 +2,36 @@
 
 import numpy as np
 
-from mvld_hf.synthetic import LANGUAGES, build_vqa, build_world, make_scenes, realise_question, scene_question
+from mvld_hf.synthetic import LANGUAGES, build_vqa, get_realiser, build_world, make_scenes, realise_question, scene_question
 from mvld_hf.synthetic.world import _SPLIT_STREAM
 
 
 def _truth(scene, q):
-    """The answer computed independently from the scene's object positions."""
+    """The answer computed independently from the scene's objects and their positions."""
     objs, s = scene.objects, q["subject"]
     if q["type"] == "colour":
-        o = next(o for o in objs if o.shape == s["shape"])
-        return next(i for i, opt in enumerate(q["options"]) if opt["colour"] == o.colour)
+        colour = next(o.colour for o in objs if o.shape == s["shape"])
+        return next(i for i, d in enumerate(q["options"])
+                    if next(o["colour"] for o in d["objects"] if o["shape"] == s["shape"]) == colour)
     if q["type"] == "shape":
-        o = next(o for o in objs if o.colour == s["colour"])
-        return next(i for i, opt in enumerate(q["options"]) if opt["shape"] == o.shape)
+        shape = next(o.shape for o in objs if o.colour == s["colour"])
+        return next(i for i, d in enumerate(q["options"])
+                    if next(o["shape"] for o in d["objects"] if o["colour"] == s["colour"]) == shape)
     if q["type"] == "count":
-        return q["options"].index(len(objs))
+        return next(i for i, d in enumerate(q["options"]) if len(d["objects"]) == len(objs))
     a = next(o for o in objs if o.shape == s["a"])
     b = next(o for o in objs if o.shape == s["b"])
     dx, dy = a.x - b.x, a.y - b.y
     rel = ("left" if dx < 0 else "right") if abs(dx) > abs(dy) else ("above" if dy < 0 else "below")
-    return next(i for i, (_, r, _) in enumerate(q["options"]) if r == rel)
+
+    def relation_in(d):
+        shapes = [o["shape"] for o in d["objects"]]
+        before = shapes.index(s["a"]) < shapes.index(s["b"])
+        if d["layout"] == "horizontal":
+            return "left" if before else "right"
+        return "above" if before else "below"
+
+    return next(i for i, d in enumerate(q["options"]) if relation_in(d) == rel)
 
 
 def test_questions_answer_points_to_the_correct_option():
@@ -33,6 +43,8 @@ def test_questions_answer_points_to_the_correct_option():
         types.add(q["type"])
         assert len(q["options"]) == 4
         assert q["answer"] == _truth(sc, q), (sc.key(), q)
+        assert q["options"][q["answer"]] == sc.description()  # the true option describes the scene
+        assert sum(d == sc.description() for d in q["options"]) == 1
         if q["type"] == "shape":  # only asked when the colour picks out one object
             assert [o.colour for o in sc.objects].count(q["subject"]["colour"]) == 1
     assert types == {"colour", "shape", "count", "relation"}
@@ -46,6 +58,10 @@ def test_options_are_distinct_in_every_language():
         for lang in LANGUAGES:
             question, options = realise_question(q, lang)
             assert question and len(options) == 4 and len(set(options)) == 4, (lang, options)
+            if q["type"] == "count":  # variant-1 captions start with the number of objects
+                real = get_realiser(lang)
+                for d, text in zip(q["options"], options):
+                    assert real.count(len(d["objects"])) in text
 
 
 def test_build_vqa_dataset(tmp_path):
