@@ -17,9 +17,9 @@ from .world import (LANGUAGES, SCRIPTS, VERSION, build_vqa, build_world, default
 __all__ = ["LANGUAGES", "SCRIPTS", "VERSION", "IMAGE_SIZE", "SHAPES", "COLOURS", "SIZES", "build_world",
            "build_vqa", "default_cache_dir", "make_scenes", "scene_question", "realise_question", "caption",
            "get_realiser", "composition_key", "parse_composition_key", "train_english_teacher",
-           "english_retrieval", "default_teacher_dir"]
+           "english_retrieval", "english_vqa", "default_teacher_dir"]
 
-_LAZY = {"train_english_teacher", "english_retrieval", "default_teacher_dir"}
+_LAZY = {"train_english_teacher", "english_retrieval", "english_vqa", "default_teacher_dir"}
 
 
 def __getattr__(name):

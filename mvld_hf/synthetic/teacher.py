@@ -287,6 +287,7 @@ def train_english_teacher(world=None, output_dir=None, seed: int = 0, *, steps: 
         if evaluate:
             t1 = time.perf_counter()
             metrics = english_retrieval(tmp, world)
+            metrics.update(english_vqa(tmp, seed=seed))
             info["seconds"]["eval"] = round(time.perf_counter() - t1, 2)
             with open(os.path.join(tmp, "teacher_eval.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
@@ -352,3 +353,39 @@ def english_retrieval(path, world=None, split: str = "test", batch_size: int = 2
         out[f"i2t_r{k}"] = round(hit_i2t[:, :k].any(1).float().mean().item(), 4)
     return out
 
+
+
+def english_vqa(path, vqa=None, seed: int = 0, batch_size: int = 256) -> dict:
+    """Accuracy of the teacher at ``path`` on the English rows of the multiple-choice VQA (default:
+    ``build_vqa(seed, languages=["en"])``, not cached): each option caption is scored by its cosine similarity
+    with the image. Returns ``{"vqa_en_accuracy", "vqa_en_questions"}``."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    from .world import build_vqa
+
+    if vqa is None:
+        vqa = build_vqa(seed=seed, languages=["en"], cache_dir=False)
+    vqa = vqa.filter(lambda lang: lang == "en", input_columns="language")
+    model = AutoModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    processor = AutoImageProcessor.from_pretrained(path)
+    meta = vqa.remove_columns("image").to_dict()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(vqa), batch_size):
+            stop = min(start + batch_size, len(vqa))
+            images = [im.convert("RGB") for im in vqa.select(range(start, stop))["image"]]
+            img = model.get_image_features(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"])
+            img = torch.nn.functional.normalize(img.pooler_output, dim=-1)
+            options = meta["options"][start:stop]
+            flat = [o for opts in options for o in opts]
+            enc = tokenizer(flat, padding=True, truncation=True, return_tensors="pt")
+            txt = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            txt = torch.nn.functional.normalize(txt.pooler_output, dim=-1)
+            k = 0
+            for row, opts in enumerate(options):
+                scores = txt[k:k + len(opts)] @ img[row]
+                k += len(opts)
+                correct += int(scores.argmax()) == meta["answer"][start + row]
+    return {"vqa_en_accuracy": round(correct / max(1, len(vqa)), 4), "vqa_en_questions": len(vqa)}

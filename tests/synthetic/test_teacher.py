@@ -60,6 +60,7 @@ def test_eval_and_reuse(tiny_teacher):
     for k in ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"):
         assert 0.0 <= metrics[k] <= 1.0
     assert metrics["t2i_r10"] >= metrics["t2i_r1"]
+    assert metrics["vqa_en_questions"] > 0 and 0.0 <= metrics["vqa_en_accuracy"] <= 1.0
     again = english_retrieval(path, world)
     assert again["t2i_r10"] == pytest.approx(metrics["t2i_r10"])
     mtime = os.path.getmtime(os.path.join(path, "model.safetensors"))
