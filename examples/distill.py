@@ -108,13 +108,8 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
                                           num_test_scenes=data_args.world_test_scenes,
                                           languages=data_args.languages).items() if v is not None}
     world = build_world(seed=data_args.world_seed, **world_kwargs)
+    # the teacher's cache folder is fingerprinted by its training data and settings: a changed world retrains it
     teacher_kwargs = {"steps": data_args.teacher_steps} if data_args.teacher_steps else {}
-    if world_kwargs or data_args.world_seed:
-        from mvld_hf.synthetic import default_cache_dir
-
-        tag = "-".join(f"{k}{v if not isinstance(v, list) else '_'.join(v)}" for k, v in sorted(world_kwargs.items()))
-        teacher_kwargs["output_dir"] = os.path.join(default_cache_dir(), f"teacher-seed{data_args.world_seed}-{tag}"
-                                                    f"-steps{data_args.teacher_steps or 'default'}")
     with args.main_process_first(desc="offline teacher"):
         teacher_path = train_english_teacher(world, seed=data_args.world_seed, **teacher_kwargs)
     teacher = mvld_hf.load_teacher(teacher_path)
@@ -186,10 +181,9 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
                              image_embeddings=images),
     }
     teacher_en = models["teacher"]["retrieval"].get(args.anchor_language, {}).get("t2i_R@1")
-    ratios = {}
-    if teacher_en:
-        ratios = {lang: m["t2i_R@1"] / teacher_en for lang, m in models["student"]["retrieval"].items()
-                  if lang not in ("all", "mean")}
+    # a ratio is undefined (None) when the teacher retrieves nothing in its own language
+    ratios = {lang: (m["t2i_R@1"] / teacher_en if teacher_en else None)
+              for lang, m in models["student"]["retrieval"].items() if lang not in ("all", "mean")}
     results = {**models, "student_t2i_R@1_over_teacher_en": ratios,
                "meta": {"teacher": teacher.name_or_path, "method": args.method, "anchor": args.anchor,
                         "images": len(evaluator.image_rows), "captions": len(evaluator.captions),
@@ -200,7 +194,7 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
                       title=f"Held-out text-to-image R@1 per language ({args.method}, {args.anchor} anchor)")
     print()
     print(format_report(models, metrics=None))
-    if ratios:
+    if teacher_en:
         print(f"student T2I R@1 / teacher English T2I R@1 ({100 * teacher_en:.1f}):")
         print("  " + "  ".join(f"{lang} {ratio:.2f}" for lang, ratio in sorted(ratios.items())))
     return results
@@ -219,8 +213,10 @@ def main(argv: list[str] | None = None) -> dict:
     train, evaluation, teacher, tokenizer, student = setup(model_args, data_args, args)
 
     with args.main_process_first(desc="teacher embeddings"):
+        if args.anchor == "text" and args.image_column in (train.column_names or []):
+            train = train.remove_columns(args.image_column)  # text anchors: no image is read, don't rewrite them
         if args.teacher_text_column not in (train.column_names or []):
-            train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor,
+            train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor, batch_size=1000,
                                                   english_column=args.english_column, image_column=args.image_column,
                                                   text_output_column=args.teacher_text_column,
                                                   image_output_column=args.teacher_image_column)

@@ -103,6 +103,11 @@ class DistillationArguments(TrainingArguments):
     )
     teacher_image_column: str = field(
         default="teacher_image_embeds", metadata={"help": "Column with precomputed teacher image embeddings."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={"help": "Kept False: compute_loss already stops on a non-finite loss, and the Trainer's filter "
+                          "costs a host-device sync per step."},
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the collator needs the raw caption columns, which forward() does not name."},

@@ -1,0 +1,39 @@
+import json
+import os
+
+import torch
+
+
+def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, capsys):
+    """The offline main job on a tiny world: teacher training, distillation, evaluation, outputs."""
+    monkeypatch.setenv("MVLD_HF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    results = distill_script.main([
+        "--output_dir", str(out), "--world_train_scenes", "40", "--world_test_scenes", "12",
+        "--teacher_steps", "3", "--offline_hidden_size", "32", "--offline_layers", "1", "--offline_heads", "2",
+        "--offline_vocab_size", "400", "--max_steps", "4", "--per_device_train_batch_size", "16",
+        "--queue_size", "32", "--logging_steps", "2", "--save_strategy", "no", "--disable_tqdm", "true",
+    ])
+    # distillation ran and logged its DR component
+    # outputs: checkpoint + tokenizer, results JSON with per-language numbers for both models, the plot
+    from mvld_hf import MultilingualTextTower
+    from transformers import AutoTokenizer
+
+    student = MultilingualTextTower.from_pretrained(str(out))
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    assert student.encode(["ein großes rotes Herz"], tokenizer).shape == (1, student.config.projection_dim)
+    assert student.config.teacher_name_or_path and student.config.distillation_method == "dr"
+    saved = json.loads((out / "eval_results.json").read_text())
+    from mvld_hf.synthetic import LANGUAGES
+
+    assert set(LANGUAGES) <= set(saved["student"]["retrieval"])
+    for metric in ("t2i_R@1", "t2i_R@5", "t2i_R@10", "t2i_MRR@10", "i2t_R@1"):
+        assert 0.0 <= saved["student"]["retrieval"]["de"][metric] <= 1.0
+    assert "en" in saved["teacher"]["retrieval"] and "mixed" in saved["student"]["purity"]
+    assert set(saved["student_t2i_R@1_over_teacher_en"]) == set(LANGUAGES)
+    assert (out / "retrieval_per_language.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "t2i_R@1" in printed and "teacher" in printed and "student" in printed
+    assert results["student"]["retrieval"]["mean"]["t2i_R@1"] == saved["student"]["retrieval"]["mean"]["t2i_R@1"]
+    assert torch.isfinite(student.projection.weight).all()
+    assert os.path.isdir(tmp_path / "cache")  # world and teacher were cached under MVLD_HF_CACHE
