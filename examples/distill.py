@@ -42,10 +42,10 @@ class ModelArguments:
                          "style encoder with a tokenizer trained on the captions) or a Hub id/path "
                          "(xlm-roberta-base, distilbert-base-multilingual-cased, ...)."})
     pooling: str = field(default="mean", metadata={"help": "Student pooling: mean or cls."})
-    offline_hidden_size: int = field(default=256, metadata={"help": "Offline student: hidden size."})
-    offline_layers: int = field(default=4, metadata={"help": "Offline student: transformer layers."})
+    offline_hidden_size: int = field(default=128, metadata={"help": "Offline student: hidden size."})
+    offline_layers: int = field(default=2, metadata={"help": "Offline student: transformer layers."})
     offline_heads: int = field(default=4, metadata={"help": "Offline student: attention heads."})
-    offline_vocab_size: int = field(default=4000, metadata={"help": "Offline student: BPE vocabulary size."})
+    offline_vocab_size: int = field(default=3000, metadata={"help": "Offline student: BPE vocabulary size."})
 
 
 @dataclass
@@ -71,11 +71,15 @@ class DataArguments:
     teacher_steps: int | None = field(default=None, metadata={"help": "Offline teacher: training steps."})
 
 
+# Offline defaults, chosen by measurement on the offline world (README, "The offline main job"): a 2-layer
+# student trained from scratch binds colours to shapes far better with CLS pooling than with mean pooling
+# (held-out T2I R@1 0.56 vs 0.35 after 1000 DR steps), and lr 3e-3 beat 1e-3/2e-3.
 OFFLINE_TRAINING_DEFAULTS = dict(
-    output_dir="outputs/distill-offline", method="dr", learning_rate=1e-3, weight_decay=0.01,
-    per_device_train_batch_size=128, per_device_eval_batch_size=256, num_train_epochs=6, warmup_steps=0.05,
-    lr_scheduler_type="cosine", queue_size=4096, logging_steps=25, save_strategy="epoch", save_total_limit=1,
-    report_to="none", seed=0, dataloader_drop_last=True,
+    output_dir="outputs/distill-offline", method="dr", learning_rate=3e-3, weight_decay=0.01,
+    per_device_train_batch_size=128, per_device_eval_batch_size=256, max_steps=1500, warmup_steps=0.05,
+    lr_scheduler_type="cosine", queue_size=4096, logging_steps=50, save_strategy="steps", save_steps=500,
+    save_total_limit=1, report_to="none", seed=0, dataloader_drop_last=True, max_length=64,
+    pooling="cls", offline_hidden_size=128, offline_layers=2, offline_heads=4, offline_vocab_size=3000,
 )
 
 
@@ -92,7 +96,8 @@ def parse_args(argv: list[str] | None = None):
         unknown = sorted(set(values) - known)
         if unknown:
             raise SystemExit(f"unknown keys in {f.name}: {unknown}")
-    if values.get("teacher", OFFLINE) == OFFLINE:
+    teacher = argv[argv.index("--teacher") + 1] if "--teacher" in argv[:-1] else values.get("teacher", OFFLINE)
+    if teacher == OFFLINE:
         values = {**OFFLINE_TRAINING_DEFAULTS, **values}
     parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv)
