@@ -46,6 +46,8 @@ class ModelArguments:
     offline_layers: int = field(default=2, metadata={"help": "Offline student: transformer layers."})
     offline_heads: int = field(default=4, metadata={"help": "Offline student: attention heads."})
     offline_vocab_size: int = field(default=3000, metadata={"help": "Offline student: BPE vocabulary size."})
+    offline_max_token_length: int = field(default=8, metadata={"help": "Offline student: longest BPE token, in "
+                                          "characters (keeps tokens of unspaced scripts within one object)."})
 
 
 @dataclass
@@ -120,7 +122,8 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
     teacher = mvld_hf.load_teacher(teacher_path)
 
     texts = list(world["train"]["caption"])
-    tokenizer = train_tokenizer(texts, vocab_size=model_args.offline_vocab_size, model_max_length=args.max_length)
+    tokenizer = train_tokenizer(texts, vocab_size=model_args.offline_vocab_size, model_max_length=args.max_length,
+                                max_token_length=model_args.offline_max_token_length)
     backbone = tiny_backbone_config(len(tokenizer), hidden_size=model_args.offline_hidden_size,
                                     layers=model_args.offline_layers, heads=model_args.offline_heads,
                                     max_positions=args.max_length + 2)
@@ -210,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if args.should_log else logging.WARNING)
     start = time.perf_counter()
+    if args.device.type == "cpu":
+        # `accelerate launch` sets OMP_NUM_THREADS=1 when unset; share the cores among the processes instead
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.world_size)))
     set_seed(args.seed)
     offline = model_args.teacher == OFFLINE
     if offline != (model_args.student == OFFLINE) or offline != (data_args.dataset == OFFLINE):
