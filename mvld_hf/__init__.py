@@ -2,14 +2,13 @@
 
 from .data import DistillationCollator, MissingColumnError, precompute_teacher_embeddings
 from .distillation_config import METHODS, DistillationArguments, parse_method
-from .distillation_trainer import (
+from .checkpointing import (
     CheckpointMismatchError,
-    DistillationTrainer,
     IncompleteCheckpointError,
-    NonFiniteLossError,
     last_complete_checkpoint,
     verify_checkpoint,
 )
+from .distillation_trainer import DistillationTrainer, NonFiniteLossError
 from .encode import encode_texts
 from .export import ExportResult, NotAStudentError, export_sentence_transformer, load_student
 from .hub import build_hub_folder, push_to_hub

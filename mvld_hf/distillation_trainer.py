@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections import defaultdict
 
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from .checkpointing import (
+    QUEUE_FILE,
+    CheckpointMismatchError,
+    IncompleteCheckpointError,
+    _fsync_write,
+    last_complete_checkpoint,
+    verify_checkpoint,
+    write_checkpoint_manifest,
+)
 from .data import DistillationCollator, check_columns, is_iterable_dataset, required_columns, undecoded_images
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
@@ -20,108 +27,10 @@ from .losses import contrastive, distributional_replication, english_control, fe
 from .queue import EmbeddingQueue
 
 logger = logging.getLogger(__name__)
-QUEUE_FILE = "dr_queue.pt"
-CHECKPOINT_MANIFEST = "mvld_checkpoint.json"
-TRAINER_STATE = "trainer_state.json"
-_CHECKPOINT_DIR = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops before the bad update is applied."""
-
-
-class IncompleteCheckpointError(RuntimeError):
-    """A checkpoint is partial or corrupt (interrupted save, truncated or missing files)."""
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was written by a run with a different method, anchor, queue or student set-up."""
-
-
-def _fsync_write(path: str, write) -> None:
-    """Write through ``write(tmp_path)``, flush it to disk, then atomically rename onto ``path``."""
-    tmp = f"{path}.tmp"
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _checkpoint_files(checkpoint: str) -> dict[str, int]:
-    files = {}
-    for root, _, names in os.walk(checkpoint):
-        for name in names:
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, checkpoint)
-            if rel != CHECKPOINT_MANIFEST and not rel.endswith(".tmp"):
-                files[rel.replace(os.sep, "/")] = os.path.getsize(path)
-    return files
-
-
-def write_checkpoint_manifest(checkpoint: str, metadata: dict) -> None:
-    """Mark ``checkpoint`` complete: ``mvld_checkpoint.json`` lists every file with its size, plus ``metadata``.
-
-    Written last and atomically, so a checkpoint without it (or whose files no longer match it) is one whose
-    save was interrupted or that was damaged afterwards.
-    """
-    manifest = {"format": 1, "files": _checkpoint_files(checkpoint), "metadata": metadata}
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            json.dump(manifest, handle, indent=1, sort_keys=True)
-
-    _fsync_write(os.path.join(checkpoint, CHECKPOINT_MANIFEST), write)
-
-
-def verify_checkpoint(checkpoint: str) -> dict:
-    """Return the manifest of a complete ``DistillationTrainer`` checkpoint, or raise
-    :class:`IncompleteCheckpointError` saying what is missing or truncated."""
-    if not os.path.isdir(checkpoint):
-        raise IncompleteCheckpointError(f"checkpoint {checkpoint} does not exist")
-    path = os.path.join(checkpoint, CHECKPOINT_MANIFEST)
-    if not os.path.isfile(path):
-        raise IncompleteCheckpointError(
-            f"checkpoint {checkpoint} has no {CHECKPOINT_MANIFEST}: its save was interrupted (the manifest is "
-            "written last), or it was not written by DistillationTrainer. Resume from an earlier checkpoint.")
-    try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise IncompleteCheckpointError(f"checkpoint {checkpoint}: unreadable {CHECKPOINT_MANIFEST} ({err})") from err
-    problems = []
-    for rel, size in sorted(files.items()):
-        full = os.path.join(checkpoint, rel)
-        if not os.path.isfile(full):
-            problems.append(f"{rel} is missing")
-        elif os.path.getsize(full) != size:
-            problems.append(f"{rel} is {os.path.getsize(full)} bytes, {size} were written (truncated or replaced)")
-    if TRAINER_STATE not in files:
-        problems.append(f"{TRAINER_STATE} was never written")
-    if problems:
-        raise IncompleteCheckpointError(f"checkpoint {checkpoint} is corrupt or incomplete: {'; '.join(problems)}")
-    return manifest
-
-
-def list_checkpoints(output_dir: str) -> list[str]:
-    """``checkpoint-N`` folders of ``output_dir``, newest (highest N) first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = [(int(m.group(1)), name) for name in os.listdir(output_dir)
-             if (m := _CHECKPOINT_DIR.match(name)) and os.path.isdir(os.path.join(output_dir, name))]
-    return [os.path.join(output_dir, name) for _, name in sorted(found, reverse=True)]
-
-
-def last_complete_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
-    """(newest complete checkpoint or None, the reasons newer ones were skipped)."""
-    skipped = []
-    for checkpoint in list_checkpoints(output_dir):
-        try:
-            verify_checkpoint(checkpoint)
-            return checkpoint, skipped
-        except IncompleteCheckpointError as err:
-            skipped.append(str(err))
-    return None, skipped
 
 
 class DistillationTrainer(Trainer):

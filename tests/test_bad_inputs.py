@@ -25,7 +25,7 @@ from mvld_hf import (
     TeacherCapabilityError,
     precompute_teacher_embeddings,
 )
-from mvld_hf.distillation_trainer import verify_checkpoint
+from mvld_hf.checkpointing import verify_checkpoint
 from mvld_hf.testing import tiny_student
 
 BATCH = 16

@@ -14,7 +14,7 @@ from mvld_hf import (
     NonFiniteLossError,
     precompute_teacher_embeddings,
 )
-from mvld_hf.distillation_trainer import QUEUE_FILE
+from mvld_hf.checkpointing import QUEUE_FILE
 from mvld_hf.testing import tiny_student
 
 BATCH = 16

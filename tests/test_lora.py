@@ -14,7 +14,7 @@ from mvld_hf import (
     MultilingualTextTowerConfig,
     precompute_teacher_embeddings,
 )
-from mvld_hf.distillation_trainer import CheckpointMismatchError
+from mvld_hf.checkpointing import CheckpointMismatchError
 from mvld_hf.lora import apply_lora, is_peft_model, merge_lora
 from mvld_hf.testing import tiny_student
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mvld_hf import precompute_teacher_embeddings
-from mvld_hf.distillation_trainer import (
+from mvld_hf.checkpointing import (
     CHECKPOINT_MANIFEST,
     QUEUE_FILE,
     CheckpointMismatchError,

@@ -1,0 +1,65 @@
+"""The checkpoint format on its own (no training): the manifest is written last and lists every file with its
+size; verification names what is missing or truncated; the newest complete checkpoint is found past partial
+ones. The kill-and-resume behaviour of the trainer is tested in test_resume.py."""
+
+import json
+import os
+
+import pytest
+
+from mvld_hf.checkpointing import (
+    CHECKPOINT_MANIFEST,
+    TRAINER_STATE,
+    IncompleteCheckpointError,
+    last_complete_checkpoint,
+    list_checkpoints,
+    verify_checkpoint,
+    write_checkpoint_manifest,
+)
+
+
+def _checkpoint(output_dir, step: int, complete: bool = True) -> str:
+    path = os.path.join(output_dir, f"checkpoint-{step}")
+    os.makedirs(os.path.join(path, "sub"))
+    with open(os.path.join(path, TRAINER_STATE), "w") as handle:
+        json.dump({"global_step": step}, handle)
+    with open(os.path.join(path, "sub", "weights.bin"), "wb") as handle:
+        handle.write(b"x" * (10 + step))
+    if complete:
+        write_checkpoint_manifest(path, {"global_step": step})
+    return path
+
+
+def test_manifest_lists_every_file_with_its_size(tmp_path):
+    path = _checkpoint(str(tmp_path), 3)
+    manifest = verify_checkpoint(path)
+    assert manifest["files"] == {TRAINER_STATE: os.path.getsize(os.path.join(path, TRAINER_STATE)),
+                                 "sub/weights.bin": 13}
+    assert manifest["metadata"] == {"global_step": 3}
+    assert not [name for name in os.listdir(path) if name.endswith(".tmp")]
+
+
+def test_damage_is_named(tmp_path):
+    path = _checkpoint(str(tmp_path), 1)
+    with open(os.path.join(path, "sub", "weights.bin"), "wb") as handle:
+        handle.write(b"x")
+    with pytest.raises(IncompleteCheckpointError, match=r"sub/weights\.bin is 1 bytes, 11 were written"):
+        verify_checkpoint(path)
+    os.remove(os.path.join(path, TRAINER_STATE))
+    with pytest.raises(IncompleteCheckpointError, match=f"{TRAINER_STATE} is missing"):
+        verify_checkpoint(path)
+    with pytest.raises(IncompleteCheckpointError, match="does not exist"):
+        verify_checkpoint(str(tmp_path / "nowhere"))
+
+
+def test_newest_complete_checkpoint_skips_partial_ones(tmp_path):
+    out = str(tmp_path)
+    _checkpoint(out, 2)
+    _checkpoint(out, 10)
+    _checkpoint(out, 12, complete=False)
+    os.makedirs(os.path.join(out, "checkpoint-x"))  # not a checkpoint-N folder
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-12", "checkpoint-10", "checkpoint-2"]
+    checkpoint, skipped = last_complete_checkpoint(out)
+    assert os.path.basename(checkpoint) == "checkpoint-10"
+    assert len(skipped) == 1 and f"no {CHECKPOINT_MANIFEST}" in skipped[0]
+    assert last_complete_checkpoint(str(tmp_path / "empty")) == (None, [])
