@@ -122,7 +122,7 @@ def main(argv=None):
     import transformers
 
     from mvld_hf import precompute_teacher_embeddings
-    from mvld_hf.data import _teacher_fingerprint
+    from mvld_hf.precompute import _teacher_fingerprint
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()

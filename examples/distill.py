@@ -154,7 +154,7 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
         train = train.take(data_args.max_train_samples) if data_args.streaming else \
             train.select(range(min(data_args.max_train_samples, len(train))))
     if data_args.precomputed_embeddings:
-        from mvld_hf.streaming import join_precomputed_embeddings
+        from mvld_hf.precompute import join_precomputed_embeddings
 
         embeddings = load_dataset(data_args.precomputed_embeddings, data_args.precomputed_embeddings_config,
                                   split=data_args.train_split)

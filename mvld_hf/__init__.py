@@ -1,6 +1,7 @@
 """mvld_hf: distil multilingual text students into frozen English vision-language teachers (arXiv 2510.26271)."""
 
-from .data import DistillationCollator, MissingColumnError, precompute_teacher_embeddings
+from .data import DistillationCollator
+from .data_utils import MissingColumnError
 from .distillation_config import METHODS, DistillationArguments, parse_method
 from .checkpointing import (
     CheckpointMismatchError,
@@ -31,7 +32,7 @@ from .modeling_paired import (
 )
 from .processing_paired import MultilingualCLIPProcessor
 from .queue import EmbeddingQueue
-from .streaming import TeacherEmbeddingCache, join_precomputed_embeddings
+from .precompute import TeacherEmbeddingCache, join_precomputed_embeddings, precompute_teacher_embeddings
 from .teachers import (
     DualEncoderTeacher,
     SentenceTransformerTeacher,
@@ -43,7 +44,7 @@ from .teachers import (
 register_auto_classes()
 register_paired_auto_classes()
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "CheckpointMismatchError",

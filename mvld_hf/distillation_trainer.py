@@ -19,7 +19,8 @@ from .checkpointing import (
     verify_checkpoint,
     write_checkpoint_manifest,
 )
-from .data import DistillationCollator, check_columns, is_iterable_dataset, required_columns, undecoded_images
+from .data import DistillationCollator, is_iterable_dataset, required_columns, undecoded_images
+from .data_utils import check_columns
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import apply_lora, is_peft_model, merge_lora

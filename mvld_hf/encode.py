@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .data_utils import embedding_from_output
+
 
 def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     """Reject non-strings and empty/whitespace-only strings with a message naming the first offender."""
@@ -49,9 +51,7 @@ def encode_texts(
                           return_tensors="pt")
         emb = model.get_text_features(input_ids=batch["input_ids"].to(device),
                                       attention_mask=batch["attention_mask"].to(device))
-        if not torch.is_tensor(emb):  # transformers dual encoders return a ModelOutput
-            emb = emb.pooler_output
-        emb = emb.float().cpu()
+        emb = embedding_from_output(emb).float().cpu()  # transformers dual encoders return a ModelOutput
         for j, i in enumerate(idx):
             out[i] = emb[j]
     model.train(was_training)

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .data_utils import is_local_path
 from .modeling_student import MultilingualTextTower, MultilingualTextTowerConfig, register_auto_classes
 from .teachers import DualEncoderTeacher, Teacher, TeacherCapabilityError, load_teacher
 
@@ -110,12 +111,6 @@ def _unwrap(model):
         model = inner
 
 
-def _is_local_path(name: str) -> bool:
-    """Written as a filesystem path rather than a Hub id (``org/name``)."""
-    return (os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
-            or (os.sep != "/" and os.sep in name))
-
-
 def _merge_peft(model):
     """A PEFT-wrapped model -> a merged copy of the base model (the caller's model is left untouched)."""
     if not hasattr(model, "merge_and_unload"):
@@ -156,7 +151,7 @@ def load_student(checkpoint, **kwargs) -> MultilingualTextTower:
                 f"expected {MultilingualTextTowerConfig.model_type!r}")
     elif os.path.exists(checkpoint):
         raise NotAStudentError(f"{checkpoint!r} is a file; pass the checkpoint folder")
-    elif _is_local_path(checkpoint):
+    elif is_local_path(checkpoint):
         raise OSError(f"checkpoint {checkpoint!r} not found: no such directory")
     try:
         from transformers import AutoConfig
@@ -213,7 +208,7 @@ def _resolve_teacher(teacher, student_config, include_images: bool):
     if not name:
         raise ValueError("the student does not record its teacher (config.teacher_name_or_path is empty): "
                          "pass the teacher (or export text-only)")
-    if _is_local_path(name) and not os.path.isdir(name):
+    if is_local_path(name) and not os.path.isdir(name):
         raise OSError(f"teacher {name!r} not found: no such directory (pass --teacher / teacher= to point to it)")
     loaded = load_teacher(name, revision=revision)  # OSError naming the teacher when it cannot be found
     recorded = student_config.teacher_name_or_path or name
@@ -524,7 +519,7 @@ def _fp32_bytes(model: nn.Module) -> int:
 
 def _annotate_config(output_dir: str, teacher: str | None, revision: str | None, config, image_route) -> None:
     """Record the teacher (and a version requirement) in config_sentence_transformers.json."""
-    from . import __version__
+    from ._version import __version__
 
     path = os.path.join(output_dir, "config_sentence_transformers.json")
     with open(path, encoding="utf-8") as f:

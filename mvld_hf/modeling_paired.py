@@ -37,6 +37,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
+from .data_utils import embedding_from_output
 from .modeling_student import MultilingualTextTower, MultilingualTextTowerConfig
 
 # vision config model_type -> family. CLIP adds a bias-free linear projection after the pooled vision output;
@@ -409,10 +410,6 @@ def register_paired_auto_classes() -> None:
 # ----------------------------------------------------------------------------------------------------- evaluation
 
 
-def _embedding(out) -> torch.Tensor:
-    return out if torch.is_tensor(out) else out.pooler_output
-
-
 @torch.no_grad()
 def zero_shot_accuracy(
     model_path_or_pipeline,
@@ -470,7 +467,7 @@ def zero_shot_accuracy(
                  for im in images[start : start + batch_size]]
         inputs = image_processor(images=chunk, return_tensors="pt").to(device)
         inputs = {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in inputs.items()}
-        image_embeds.append(_embedding(model.get_image_features(**inputs)).float())
+        image_embeds.append(embedding_from_output(model.get_image_features(**inputs)).float())
     image_embeds = nn.functional.normalize(torch.cat(image_embeds), dim=-1)
 
     # the pipeline's tokenizer settings: SigLIP models are padded to 64 tokens
@@ -484,7 +481,7 @@ def zero_shot_accuracy(
                     else hypothesis_template)
         batch = tokenizer([template.format(label) for label in labels], return_tensors="pt",
                           **tokenizer_kwargs).to(device)
-        text_embeds = nn.functional.normalize(_embedding(model.get_text_features(**batch)).float(), dim=-1)
+        text_embeds = nn.functional.normalize(embedding_from_output(model.get_text_features(**batch)).float(), dim=-1)
         predicted = (image_embeds @ text_embeds.t()).argmax(dim=-1).cpu()
         accuracies[language] = float((predicted == truth).float().mean())
     return accuracies

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .data_utils import decode_image, embedding_from_output, is_local_path
 from .encode import check_texts
 
 # SigLIP models were trained on text padded to a fixed length of 64 tokens and embed differently otherwise.
@@ -63,7 +64,7 @@ class Teacher:
         """Embed PIL images: float32 [N, dim] on the teacher's device, in input order."""
         if not self.supports_images:
             return self._encode_image_batch(list(images))  # raises TeacherCapabilityError
-        images = [_as_rgb(im, i) for i, im in enumerate(images)]
+        images = [decode_image(im, f"image {i}", rgb=True) for i, im in enumerate(images)]
         return self._batched(self._encode_image_batch, images, batch_size, show_progress_bar, "Teacher images")
 
     @staticmethod
@@ -77,22 +78,6 @@ class Teacher:
     def fingerprint(self) -> str:
         """A string identifying the teacher's embedding space, used for caching precomputed embeddings."""
         return f"{self.name_or_path}@{self.revision or 'local'}"
-
-
-def _as_rgb(image, index: int):
-    from PIL import Image
-
-    if isinstance(image, dict) and image.get("bytes") is not None:  # datasets Image(decode=False)
-        import io
-
-        try:
-            image = Image.open(io.BytesIO(image["bytes"]))
-            image.load()
-        except Exception as err:  # PIL raises several types for corrupt data
-            raise ValueError(f"image {index} could not be decoded ({type(err).__name__}: {err})") from err
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image {index} is a {type(image).__name__}, expected a PIL.Image.Image")
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 class DualEncoderTeacher(Teacher):
@@ -138,10 +123,6 @@ class DualEncoderTeacher(Teacher):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @staticmethod
-    def _embedding(out) -> torch.Tensor:
-        return out if torch.is_tensor(out) else out.pooler_output
-
     def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
         padding = "max_length" if self.fixed_length else True
         batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
@@ -149,7 +130,7 @@ class DualEncoderTeacher(Teacher):
         kwargs = {"input_ids": batch["input_ids"]}
         if "attention_mask" in batch and not self.fixed_length:
             kwargs["attention_mask"] = batch["attention_mask"]
-        return self._embedding(self.model.get_text_features(**kwargs))
+        return embedding_from_output(self.model.get_text_features(**kwargs))
 
     def _encode_image_batch(self, images: list) -> torch.Tensor:
         # SigLIP2's processor also returns pixel_attention_mask and spatial_shapes: pass everything through
@@ -157,7 +138,7 @@ class DualEncoderTeacher(Teacher):
         dtype = next(self.model.parameters()).dtype
         inputs = {k: v.to(self.device, dtype=dtype) if k == "pixel_values" else v.to(self.device)
                   for k, v in inputs.items() if torch.is_tensor(v)}
-        return self._embedding(self.model.get_image_features(**inputs))
+        return embedding_from_output(self.model.get_image_features(**inputs))
 
 
 class SentenceTransformerTeacher(Teacher):
@@ -209,8 +190,7 @@ def load_teacher(name_or_path: str, revision: str | None = None, device=None, dt
 
     Raises ``OSError`` naming the teacher when it cannot be found locally or on the Hub.
     """
-    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1
-    if looks_local and not os.path.isdir(name_or_path):
+    if is_local_path(name_or_path) and not os.path.isdir(name_or_path):
         raise OSError(f"teacher {name_or_path!r} not found: no such directory (a Hub id looks like 'org/name')")
     try:
         if _is_sentence_transformer(name_or_path, revision):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mvld_hf import DistillationArguments, DistillationTrainer, MissingColumnError, precompute_teacher_embeddings
-from mvld_hf.streaming import TeacherEmbeddingCache, join_precomputed_embeddings
+from mvld_hf.precompute import TeacherEmbeddingCache, join_precomputed_embeddings
 from mvld_hf.testing import tiny_student
 
 BATCH = 16

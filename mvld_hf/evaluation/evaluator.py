@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data_utils import decode_image
 from .clustering import per_language_purity
 from .retrieval import AUTO_PROGRESS_MIN_CHUNKS, per_language_retrieval
 from .vqa import DEFAULT_TEMPLATE, format_option, vqa_accuracy
@@ -73,19 +74,6 @@ def encode_in_batches(encode: Callable[[list], Any], n: int, get_batch: Callable
     if not outputs:
         raise ValueError(f"{desc}: nothing to encode")
     return torch.cat(outputs)
-
-
-def _to_pil(value, where: str) -> Image.Image:
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (str, os.PathLike)):
-        return Image.open(value)
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        return Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
-    if isinstance(value, np.ndarray):
-        return Image.fromarray(value)
-    raise TypeError(f"{where} holds a {type(value).__name__}; expected a PIL image, a path, "
-                    "an {'bytes': ..., 'path': ...} dict or a uint8 array")
 
 
 def _check_dataset(dataset, columns: dict[str, str | None]) -> None:
@@ -144,7 +132,7 @@ def _image_loader(dataset, image_column: str, rows: list[int]) -> Callable[[int,
     def get(start: int, stop: int) -> list:
         batch_rows = rows[start:stop]
         values = images_only[batch_rows][image_column]
-        return [_to_pil(v, f"column {image_column!r} row {r}") for v, r in zip(values, batch_rows)]
+        return [decode_image(v, f"column {image_column!r} row {r}", paths=True) for v, r in zip(values, batch_rows)]
 
     return get
 

@@ -1,11 +1,10 @@
-"""Streamed training data: datasets too big to materialise (``load_dataset(..., streaming=True)``).
+"""Teacher embeddings computed ahead of training: :func:`precompute_teacher_embeddings` (map-style datasets
+through ``datasets``' fingerprint cache; streams lazily), the on-disk :class:`TeacherEmbeddingCache` it can read
+and fill, and :func:`join_precomputed_embeddings` (embeddings published as their own dataset, joined by id).
 
-- :func:`~mvld_hf.precompute_teacher_embeddings` maps an ``IterableDataset`` lazily (teacher embeddings are
-  computed batch by batch as the trainer reads), optionally through an on-disk :class:`TeacherEmbeddingCache`
-  so each caption is embedded once across epochs and runs;
-- :func:`join_precomputed_embeddings` adds embeddings published as their own dataset (one row per id) to a
-  stream by id;
-- :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
+Streamed training data (``load_dataset(..., streaming=True)``): :func:`precompute_teacher_embeddings` maps an
+``IterableDataset`` lazily, optionally through a :class:`TeacherEmbeddingCache` so each caption is embedded once
+across epochs and runs; :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
 """
 
 from __future__ import annotations
@@ -16,10 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
-from .data import MissingColumnError, check_columns, is_iterable_dataset
+from .data import is_iterable_dataset, undecoded_images
+from .data_utils import MissingColumnError, check_columns, decode_image
+from .encode import check_texts
 
-__all__ = ["TeacherEmbeddingCache", "is_iterable_dataset", "join_precomputed_embeddings"]
+__all__ = ["TeacherEmbeddingCache", "join_precomputed_embeddings", "precompute_teacher_embeddings"]
 
 
 class TeacherEmbeddingCache:
@@ -131,3 +133,102 @@ def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_co
         return {rename.get(name, name): values for name, values in joined.items()}
 
     return stream.map(join, batched=True, batch_size=batch_size)
+
+
+def _teacher_fingerprint(teacher) -> str:
+    """Identify the teacher's weights cheaply (name, revision and a checksum of every parameter)."""
+    digest = hashlib.sha256(teacher.fingerprint().encode())
+    model = getattr(teacher, "model", None)
+    if model is not None:
+        with torch.no_grad():
+            sums = [float(p.double().sum()) for p in model.parameters()]
+        digest.update(np.asarray(sums, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def precompute_teacher_embeddings(
+    dataset,
+    teacher,
+    anchor: str = "text",
+    english_column: str = "english",
+    image_column: str = "image",
+    text_output_column: str = "teacher_text_embeds",
+    image_output_column: str = "teacher_image_embeds",
+    batch_size: int = 256,
+    encode_batch_size: int = 64,
+    num_proc: int | None = None,
+    desc: str = "Teacher embeddings",
+    cache_dir: str | None = None,
+):
+    """Add the frozen teacher's embeddings as columns so training runs no teacher forward.
+
+    Always adds ``text_output_column`` (the teacher's embedding of ``english_column``); with
+    ``anchor="image"`` also ``image_output_column``. Captions repeated inside a map batch (one English caption
+    translated into many languages) are embedded once.
+
+    - A ``datasets.Dataset`` goes through ``map`` (batched) with a fingerprint built from the dataset's, the
+      teacher's weights and the arguments, so a dataset backed by cache files reuses the result next time.
+    - A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``) is mapped *lazily*: nothing is
+      materialised, each batch of ``batch_size`` rows is embedded when the trainer reads it. Give ``cache_dir``
+      to keep every text embedding on disk (:class:`~mvld_hf.precompute.TeacherEmbeddingCache`, keyed by teacher
+      and text) so later
+      epochs and runs read them back instead of running the teacher again.
+
+    Corrupt images raise a ``ValueError`` naming the row.
+    """
+    if anchor not in ("text", "image"):
+        raise ValueError(f"anchor must be 'text' or 'image', got {anchor!r}")
+    required = {english_column: "the English caption the teacher embeds"}
+    if anchor == "image":
+        required[image_column] = "the image the teacher embeds for image anchors"
+        if not teacher.supports_images:
+            from .teachers import TeacherCapabilityError
+
+            raise TeacherCapabilityError(
+                f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only")
+    streaming = is_iterable_dataset(dataset)
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None:  # a stream may not know its columns before the first row
+        check_columns(columns, required)
+    teacher_fingerprint = _teacher_fingerprint(teacher)
+    cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
+
+    def embed_texts(unique: list[str]) -> np.ndarray:
+        found = {} if cache is None else cache.get(unique)
+        missing = [t for t in unique if t not in found]
+        if missing:
+            computed = teacher.encode_text(missing, batch_size=encode_batch_size).cpu().numpy()
+            new = dict(zip(missing, computed))
+            if cache is not None:
+                cache.put(new)
+            found.update(new)
+        return np.stack([found[t] for t in unique])
+
+    def embed(batch, indices):
+        check_columns(list(batch.keys()), required, "a batch of the dataset")
+        texts = check_texts(batch[english_column], english_column)
+        unique = list(dict.fromkeys(texts))
+        emb = embed_texts(unique)
+        index = {text: i for i, text in enumerate(unique)}
+        result = {text_output_column: emb[[index[t] for t in texts]]}
+        if anchor == "image":
+            images = [decode_image(image, f"the image of row {i} ('{image_column}')")
+                      for image, i in zip(batch[image_column], indices)]
+            result[image_output_column] = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
+        return result
+
+    source, recast = undecoded_images(dataset, image_column) if anchor == "image" else (dataset, False)
+    if streaming:
+        mapped = source.map(embed, batched=True, batch_size=batch_size, with_indices=True)
+    else:
+        fingerprint_source = "|".join(map(str, (
+            getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
+            text_output_column, image_output_column)))
+        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+        mapped = source.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
+                            new_fingerprint=fingerprint, with_indices=True)
+    if recast:
+        import datasets
+
+        mapped = mapped.cast_column(image_column, datasets.Image())
+    return mapped
