@@ -2,7 +2,7 @@
 is lost: no update is applied with bad data and earlier checkpoints stay loadable.
 
 Checkpoint damage (truncated weights/queue, missing trainer state, interrupted saves) and resuming with another
-method/queue are in ``tests/test_resume.py``; streams without ``max_steps`` in ``tests/test_streaming.py``.
+method/queue are in ``tests/test_resume.py``; streams without ``max_steps`` in ``tests/test_precompute.py``.
 """
 
 import io
