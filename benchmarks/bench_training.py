@@ -31,11 +31,14 @@ truncated at it), so the cost of a step does not depend on which rows it draws.
     python benchmarks/bench_training.py --threads 1 --size paper --student minilm --batch-size 16 --steps 5 \\
         --warmup 1 --methods fd,dr --bare tok                            # CLIP ViT-L/14 teacher, ~1.5 min
     python benchmarks/bench_training.py --size paper --student xlmr --device cuda --dtype bfloat16 \\
-        --batch-size 256 --seq 64 --steps 30 --warmup 5 --fixes dataloader,flops,nosync,workers
+        --batch-size 256 --seq 64 --steps 30 --warmup 5 --fixes nosync,workers
     python benchmarks/bench_training.py --threads 1 --data-path 16,32,256 --image-column   # dataloader CPU work
     python benchmarks/bench_training.py --profile /tmp/bench_prof --methods fd --steps 40   # cProfile per config
 
 ``--fixes`` adds configurations with candidate fixes monkeypatched in (see FIXES) beside the unpatched ones.
+The earlier candidates ``numpy``, ``dropcols``, ``dataloader`` and ``flops`` (RESULTS.md) are now part of
+``DistillationTrainer`` itself (``_remove_unused_columns``, ``floating_point_ops``), so every ``trainer``
+configuration measures them.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import functools
 import io
 import json
 import logging
@@ -64,7 +66,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-METHODS = ("fd", "ed", "sd", "mcl", "dr")
+from mvld_hf.losses.registry import METHODS as REGISTRY  # noqa: E402
+
+METHODS = tuple(REGISTRY)  # every method of mvld_hf.losses.registry
 
 # ------------------------------------------------------------------------------------------------ models
 
@@ -342,24 +346,17 @@ class StepClock:
 # ------------------------------------------------------------------------------------------- the configs
 
 def loss_fn(method, args, queue):
-    """The loss of the bare loop: the very functions DistillationTrainer calls, no Trainer."""
-    from mvld_hf import losses
+    """The loss of the bare loop: the registry entry DistillationTrainer dispatches to, no Trainer."""
+    spec = REGISTRY[method]
 
     def fn(s, s_en, t, a):
-        if method == "fd":
-            return losses.feature_distillation(s, a)["loss"]
-        if method == "ed":
-            return losses.english_control(s, s_en, a)["loss"]
-        if method == "sd":
-            return losses.soft_logit(s, t, a, args.teacher_temperature, args.student_temperature)["loss"]
-        if method == "mcl":
-            return losses.contrastive(s, a, args.contrastive_temperature)["loss"]
-        if method == "dr":
-            loss = losses.distributional_replication(s, t, a, queue.keys(device=s.device), args.teacher_temperature,
-                                                     args.student_temperature, True)["loss"]
+        embeddings = {"s": s, "s_en": s_en, "t": t, "a": a}
+        if spec.uses_queue:
+            embeddings["keys"] = queue.keys(device=s.device)
+        loss = spec.compute(embeddings, args)["loss"]
+        if spec.uses_queue:
             queue.enqueue(a)
-            return loss
-        raise ValueError(method)
+        return loss
 
     return fn
 
@@ -479,14 +476,6 @@ def run_trainer(clock, trainer, no_sync=False):
 # -------------------------------------------------------------------------------------------------- fixes
 
 FIXES = {
-    "numpy": "the precomputed embedding columns come back as numpy arrays (dataset.with_format('numpy', "
-             "columns=[embedding columns], output_all_columns=True)) instead of Python lists of floats that the "
-             "collator converts one float at a time",
-    "dropcols": "the dataloader fetches only the columns the collator reads (no leftover 'image' column "
-                "decoded every step after precomputing image anchors)",
-    "dataloader": "both of the above: proposed_remove_unused_columns as DistillationTrainer._remove_unused_columns",
-    "flops": "DistillationTrainer.floating_point_ops caches the non-embedding parameter count (the Trainer "
-             "recounts it, walking every module, at every step)",
     "workers": "dataloader_num_workers=2 with persistent workers: rows are fetched and tokenized in worker "
                "processes, overlapping the step (useful where the accelerator, not the CPU, does the step)",
     "nosync": "no host-device sync per step: DistillationTrainer's `if not torch.isfinite(loss)` skipped and "
@@ -510,40 +499,6 @@ def install_nosync_patch():
     import mvld_hf.distillation_trainer as dt
 
     dt.torch = _TorchWithoutIsfinite()
-
-
-def proposed_floating_point_ops(self, inputs):
-    """The change proposed for ``DistillationTrainer.floating_point_ops``: same value, parameter count cached."""
-    count = getattr(self, "_non_embedding_params", None)
-    if count is None:
-        count = self._non_embedding_params = self.model.num_parameters(exclude_embeddings=True)
-    ids = inputs.get("input_ids")
-    return 0 if ids is None else 6 * ids.numel() * count
-
-
-def proposed_remove_unused_columns(self, dataset, description=None, select=True, numpy=True):
-    """The change proposed for ``DistillationTrainer`` (as a method override of ``Trainer._remove_unused_columns``,
-    which ``Trainer._get_dataloader`` calls for every ``datasets.Dataset``): keep only the columns the default
-    ``DistillationCollator`` reads, and hand the precomputed embedding columns over as numpy arrays."""
-    from mvld_hf.data import DistillationCollator
-
-    if not isinstance(self.data_collator, DistillationCollator):  # a custom collator may read anything
-        return dataset
-    args, present = self.args, set(dataset.column_names)
-    keep = [args.caption_column]
-    if args.needs_teacher_text:
-        keep.append(args.teacher_text_column if args.teacher_text_column in present else args.english_column)
-    if args.needs_english_captions:
-        keep.append(args.english_column)
-    if args.needs_teacher_image:
-        keep.append(args.teacher_image_column if args.teacher_image_column in present else args.image_column)
-    keep = [c for c in dict.fromkeys(keep) if c in present]
-    if select:
-        dataset = dataset.select_columns(keep)
-    embeds = [c for c in (args.teacher_text_column, args.teacher_image_column) if c in keep]
-    if numpy and embeds and dataset.format["type"] is None:
-        dataset = dataset.with_format("numpy", columns=embeds, output_all_columns=True)
-    return dataset
 
 
 # ------------------------------------------------------------------------------------------ data path only
@@ -786,11 +741,6 @@ def main(argv=None):
                                           processing_class=tokenizer, teacher=teacher if kind == "naive" else None,
                                           optimizers=(optimizer, None))
             trainer.remove_callback(PrinterCallback)  # it only prints the logs (kept out of the output)
-            if extra == "flops":
-                trainer.floating_point_ops = functools.partial(proposed_floating_point_ops, trainer)
-            if extra in ("numpy", "dropcols", "dataloader"):
-                trainer._remove_unused_columns = functools.partial(
-                    proposed_remove_unused_columns, trainer, select=extra != "numpy", numpy=extra != "dropcols")
             instrument_trainer(trainer, clock)
             target = (lambda clock=clock, trainer=trainer, no_sync=extra == "nosync":
                       run_trainer(clock, trainer, no_sync))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -14,44 +13,11 @@ from .losses import (
     DEFAULT_STUDENT_TEMPERATURE,
     DEFAULT_TEACHER_TEMPERATURE,
 )
+from .losses.registry import METHODS, parse_method
 
-METHODS = {
-    "fd": "feature distillation: MSE(student(caption), anchor)",
-    "ed": "English-control distillation: FD + MSE(student(English caption), anchor)",
-    "sd": "soft-logit distillation: KL over the batch's anchor similarities",
-    "mcl": "multilingual contrastive learning: symmetric InfoNCE against the anchors",
-    "dr": "distributional replication: KL over a FIFO queue of teacher anchors",
-}
+__all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
+
 ANCHORS = ("text", "image")
-_TERM = re.compile(r"^\s*([A-Za-z_]+)\s*(?::\s*([^\s:]+)\s*)?$")
-
-
-def parse_method(method: str) -> dict[str, float]:
-    """Parse ``"dr"``, ``"dr+fd"`` or ``"dr:1.0,ed:0.5,fd:0.5"`` into ``{method: weight}`` (insertion ordered).
-
-    Terms are separated by ``+`` or ``,``; a term without ``:weight`` has weight 1.
-    """
-    if not isinstance(method, str) or not method.strip():
-        raise ValueError(f"method must be a non-empty string such as 'dr' or 'dr:1.0,fd:0.5', got {method!r}")
-    weights: dict[str, float] = {}
-    for term in re.split(r"[+,]", method):
-        match = _TERM.match(term)
-        if not match:
-            raise ValueError(f"malformed term {term!r} in method {method!r}: expected NAME or NAME:WEIGHT, "
-                             f"e.g. 'dr:1.0,ed:0.5,fd:0.5'")
-        name, weight_text = match.group(1).lower(), match.group(2)
-        if name not in METHODS:
-            raise ValueError(f"unknown method {name!r} in {method!r}; choose from {', '.join(METHODS)}")
-        if name in weights:
-            raise ValueError(f"method {name!r} appears twice in {method!r}")
-        try:
-            weight = 1.0 if weight_text is None else float(weight_text)
-        except ValueError:
-            raise ValueError(f"weight {weight_text!r} of {name!r} in {method!r} is not a number") from None
-        if not math.isfinite(weight) or weight <= 0:
-            raise ValueError(f"weight of {name!r} in {method!r} must be a positive finite number, got {weight_text}")
-        weights[name] = weight
-    return weights
 
 
 @dataclass
@@ -152,7 +118,7 @@ class DistillationArguments(TrainingArguments):
                 raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
             if isinstance(self.lora_target_modules, str):
                 self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
-        if "dr" in self.method_weights:
+        if self.uses_queue:
             batch = self.per_device_train_batch_size
             if self.queue_size < batch or self.queue_size % batch:
                 raise ValueError(
@@ -162,12 +128,18 @@ class DistillationArguments(TrainingArguments):
 
     @property
     def needs_english_captions(self) -> bool:
-        return "ed" in self.method_weights
+        """A selected method also reads the student's embedding of the English caption (ED)."""
+        return any(METHODS[m].needs_english_captions for m in self.method_weights)
 
     @property
     def needs_teacher_text(self) -> bool:
         """t (the teacher's English-caption embedding) is needed as anchor or as SD/DR teacher side."""
-        return self.anchor == "text" or bool({"sd", "dr"} & set(self.method_weights))
+        return self.anchor == "text" or any(METHODS[m].needs_teacher_text for m in self.method_weights)
+
+    @property
+    def uses_queue(self) -> bool:
+        """A selected method reads the FIFO queue of anchors (DR)."""
+        return any(METHODS[m].uses_queue for m in self.method_weights)
 
     @property
     def needs_teacher_image(self) -> bool:

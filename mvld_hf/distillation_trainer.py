@@ -24,7 +24,7 @@ from .data_utils import check_columns
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import apply_lora, is_peft_model, merge_lora
-from .losses import contrastive, distributional_replication, english_control, feature_distillation, soft_logit
+from .losses.registry import METHODS
 from .queue import EmbeddingQueue
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class DistillationTrainer(Trainer):
                 f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only (it has "
                 "no image tower or image processor): use anchor='text', a CLIP/SigLIP teacher, or precomputed "
                 f"'{args.teacher_image_column}'")
-        if "dr" in args.method_weights:
+        if args.uses_queue:
             global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
             if args.queue_size % global_batch:
                 raise ValueError(f"queue_size ({args.queue_size}) must be a multiple of the global batch size "
@@ -117,7 +117,7 @@ class DistillationTrainer(Trainer):
         finally:
             args.eval_strategy = eval_strategy
         self.queue: EmbeddingQueue | None = None
-        if "dr" in args.method_weights:
+        if args.uses_queue:
             self.queue = EmbeddingQueue(args.queue_size, self._embedding_dim(model))
         self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list),
                                                                     "eval": defaultdict(list)}
@@ -203,25 +203,16 @@ class DistillationTrainer(Trainer):
         return (emb[:n], emb[n:]) if english else (emb, None)
 
     def distillation_losses(self, s, s_en, t, a, update_queue: bool) -> dict[str, dict[str, torch.Tensor]]:
-        """Every selected method's loss dict on (already gathered) embeddings."""
+        """Every selected method's loss dict on (already gathered) embeddings; one entry of
+        :data:`~mvld_hf.losses.registry.METHODS` per method."""
         args = self.args
-        results = {}
-        for method in args.method_weights:
-            if method == "fd":
-                results[method] = feature_distillation(s, a, normalize=args.normalize_features)
-            elif method == "ed":
-                results[method] = english_control(s, s_en, a, normalize=args.normalize_features)
-            elif method == "sd":
-                results[method] = soft_logit(s, t, a, args.teacher_temperature, args.student_temperature)
-            elif method == "mcl":
-                results[method] = contrastive(s, a, args.contrastive_temperature)
-            elif method == "dr":
-                keys = self.queue.keys(device=s.device)
-                include_positive = args.include_positive
-                if len(keys) == 0 and not include_positive:
-                    keys = a  # CompRess style with an empty memory: use this batch's anchors until it fills
-                results[method] = distributional_replication(
-                    s, t, a, keys, args.teacher_temperature, args.student_temperature, include_positive)
+        embeddings = {"s": s, "s_en": s_en, "t": t, "a": a}
+        if self.queue is not None:
+            keys = self.queue.keys(device=s.device)
+            if len(keys) == 0 and not args.include_positive:
+                keys = a  # CompRess style with an empty memory: use this batch's anchors until it fills
+            embeddings["keys"] = keys
+        results = {method: METHODS[method].compute(embeddings, args) for method in args.method_weights}
         if update_queue and self.queue is not None:
             self.queue.enqueue(a)  # after the loss: this step's anchors become later steps' keys
         return results

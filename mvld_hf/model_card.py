@@ -33,6 +33,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .losses.registry import METHODS, parse_method
+
 __all__ = [
     "CITATION",
     "RetrievalResults",
@@ -61,13 +63,6 @@ _TASKS = {"t2i": ("text-to-image-retrieval", "Text-to-image retrieval", "T2I"),
 _METRIC = re.compile(r"^(?:(t2i|i2t)_)?(r|recall|mrr)@(\d+)$", re.IGNORECASE)
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-METHOD_NAMES = {
-    "fd": "feature distillation (FD)",
-    "ed": "English-control distillation (ED)",
-    "sd": "soft-logit distillation (SD)",
-    "mcl": "multilingual contrastive learning (MCL)",
-    "dr": "distributional replication (DR)",
-}
 
 
 # ------------------------------------------------------------------------------------ evaluation results
@@ -247,12 +242,10 @@ def _method_text(method: str | None) -> str:
     if not method:
         return "not recorded"
     try:
-        from .distillation_config import parse_method
-
         weights = parse_method(method)
-    except (ImportError, ValueError):
+    except ValueError:
         return f"`{method}`"
-    terms = [f"{METHOD_NAMES.get(n, n)}" + (f" x {w:g}" if len(weights) > 1 or w != 1 else "")
+    terms = [f"{METHODS[n].display_name}" + (f" x {w:g}" if len(weights) > 1 or w != 1 else "")
              for n, w in weights.items()]
     return f"`{method}`: " + " + ".join(terms)
 

@@ -8,6 +8,7 @@ from .contrastive import DEFAULT_CONTRASTIVE_TEMPERATURE, contrastive
 from .distributional_replication import DEFAULT_QUEUE_SIZE, distributional_replication
 from .english_control import english_control
 from .feature_distillation import feature_distillation
+from .registry import METHODS, MethodSpec, parse_method
 from .soft_logit import DEFAULT_STUDENT_TEMPERATURE, DEFAULT_TEACHER_TEMPERATURE, soft_logit
 
 __all__ = [
@@ -20,4 +21,7 @@ __all__ = [
     "DEFAULT_STUDENT_TEMPERATURE",
     "DEFAULT_CONTRASTIVE_TEMPERATURE",
     "DEFAULT_QUEUE_SIZE",
+    "METHODS",
+    "MethodSpec",
+    "parse_method",
 ]

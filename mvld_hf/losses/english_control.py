@@ -34,7 +34,7 @@ def english_control(
         >>> english_control(torch.ones(1, 2), 2 * torch.ones(1, 2), a)["loss"]
         tensor(5.)
     """
-    check_embeddings("s_en", s_en)
+    check_embeddings("s", s)
     check_embeddings("s_en", s_en, s, "s")
     caption = feature_distillation(s, a, normalize=normalize)["loss"]
     english = feature_distillation(s_en, a, normalize=normalize)["loss"]

@@ -58,3 +58,10 @@ def test_ed_rejects_mismatched_english_batch():
 def test_integer_tensor_rejected():
     with pytest.raises(TypeError, match="floating"):
         feature_distillation(torch.ones(2, 2, dtype=torch.long), torch.ones(2, 2))
+
+
+def test_english_control_checks_the_caption_embeddings():
+    with pytest.raises(ValueError, match=r"s must be 2-D"):
+        english_control(torch.randn(4, 8, 1), torch.randn(4, 8), torch.randn(4, 8))
+    with pytest.raises(TypeError, match=r"s must be a torch.Tensor"):
+        english_control([[0.0]], torch.randn(1, 1), torch.randn(1, 1))
