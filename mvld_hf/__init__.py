@@ -28,8 +28,8 @@ from .modeling_paired import (
     MultilingualSiglipConfig,
     MultilingualSiglipModel,
     register_paired_auto_classes,
-    zero_shot_accuracy,
 )
+from .evaluation.zero_shot import zero_shot_accuracy
 from .processing_paired import MultilingualCLIPProcessor
 from .queue import EmbeddingQueue
 from .precompute import TeacherEmbeddingCache, join_precomputed_embeddings, precompute_teacher_embeddings

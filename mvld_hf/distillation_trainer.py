@@ -26,6 +26,7 @@ from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import apply_lora, is_peft_model, merge_lora
 from .losses.registry import METHODS
 from .queue import EmbeddingQueue
+from .teachers import TeacherCapabilityError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class DistillationTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, model=None, args: DistillationArguments | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, teacher=None, data_collator=None, retrieval_evaluator=None,
+                 processing_class=None, teacher=None, data_collator=None, evaluators=None, retrieval_evaluator=None,
                  retrieval_image_embeddings=None, **kwargs):
         if args is None:
             args = DistillationArguments(output_dir="mvld_hf_output")
@@ -81,24 +82,19 @@ class DistillationTrainer(Trainer):
                 raise ValueError("pass the student's tokenizer as processing_class (or a data_collator)")
             data_collator = DistillationCollator(processing_class, args)
         self.teacher = teacher
+        # retrieval_evaluator= is an alias: one more evaluator, with its image embeddings given or computed
+        self.evaluators = list(evaluators or []) + ([retrieval_evaluator] if retrieval_evaluator is not None else [])
         self.retrieval_evaluator = retrieval_evaluator
-        self.retrieval_image_embeddings = retrieval_image_embeddings
-        if retrieval_evaluator is not None and retrieval_image_embeddings is None:
-            if teacher is None or not teacher.supports_images:
-                raise ValueError("retrieval_evaluator needs retrieval_image_embeddings (the teacher's embeddings of "
-                                 "evaluator.encode_images) or an image-capable teacher to compute them")
-            self.retrieval_image_embeddings = retrieval_evaluator.encode_images(
-                lambda images: teacher.encode_image(images).cpu())
+        self._evaluator_kwargs = [
+            self._evaluator_inputs(ev, teacher, retrieval_image_embeddings if ev is retrieval_evaluator else None)
+            for ev in self.evaluators]
+        self.retrieval_image_embeddings = (self._evaluator_kwargs[-1].get("image_embeddings")
+                                           if retrieval_evaluator is not None else None)
         if model is not None and args.lora_r > 0:
             model = apply_lora(model, args)
         self._check_dimensions(model, teacher)
         if teacher is not None and args.needs_teacher_image and not teacher.supports_images:
-            from .teachers import TeacherCapabilityError
-
-            raise TeacherCapabilityError(
-                f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only (it has "
-                "no image tower or image processor): use anchor='text', a CLIP/SigLIP teacher, or precomputed "
-                f"'{args.teacher_image_column}'")
+            raise TeacherCapabilityError.text_only(teacher.name_or_path, args.teacher_image_column)
         if args.uses_queue:
             global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
             if args.queue_size % global_batch:
@@ -108,8 +104,8 @@ class DistillationTrainer(Trainer):
         train_dataset = self._check_dataset("train_dataset", train_dataset, args, teacher, model)
         eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, teacher, model)
         eval_strategy = args.eval_strategy
-        if retrieval_evaluator is not None and eval_dataset is None:
-            # retrieval alone is a valid evaluation: keep Trainer from demanding an eval_dataset
+        if self.evaluators and eval_dataset is None:
+            # evaluators alone are a valid evaluation: keep Trainer from demanding an eval_dataset
             args.eval_strategy = "no"
         try:
             super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -123,6 +119,19 @@ class DistillationTrainer(Trainer):
                                                                     "eval": defaultdict(list)}
 
     # ----------------------------------------------------------------------------------------------- set-up
+    @staticmethod
+    def _evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:
+        """The keyword arguments ``evaluator.metrics`` gets besides the text encoder: the teacher's embeddings
+        of its images for an evaluator that has an image gallery (``encode_images``), computed once here."""
+        if not hasattr(evaluator, "encode_images"):
+            return {}
+        if image_embeddings is None:
+            if teacher is None or not teacher.supports_images:
+                raise ValueError(f"{type(evaluator).__name__} needs retrieval_image_embeddings (the teacher's "
+                                 "embeddings of evaluator.encode_images) or an image-capable teacher to compute them")
+            image_embeddings = evaluator.encode_images(lambda images: teacher.encode_image(images).cpu())
+        return {"image_embeddings": image_embeddings}
+
     @staticmethod
     def _embedding_dim(model) -> int:
         config = getattr(model, "config", None)
@@ -248,37 +257,35 @@ class DistillationTrainer(Trainer):
         return (loss, {"text_embeds": s}) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """The distillation losses on ``eval_dataset`` (if any) plus, with a ``retrieval_evaluator``,
-        held-out retrieval of the student paired with the teacher's images, logged per language as
-        ``eval_t2i_R@1_<lang>`` and averaged over languages as ``eval_<metric>_mean``."""
+        """The distillation losses on ``eval_dataset`` (if any) plus every evaluator's flat metrics
+        (:meth:`~mvld_hf.evaluation.base.Evaluator.metrics`), e.g. a ``MultilingualEvaluator``'s held-out
+        retrieval per language as ``eval_t2i_R@1_<lang>`` and averaged over languages as ``eval_<metric>_mean``."""
         metrics = {}
         if eval_dataset is not None or self.eval_dataset is not None:
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        if self.retrieval_evaluator is not None:
-            retrieval = self.retrieval_metrics(metric_key_prefix)
-            self.log(retrieval)
-            metrics.update(retrieval)
+        if self.evaluators:
+            extra = self.evaluator_metrics(metric_key_prefix)
+            self.log(extra)
+            metrics.update(extra)
         return metrics
 
-    def retrieval_metrics(self, prefix: str = "eval") -> dict[str, float]:
+    def evaluator_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        """Every evaluator's flat metrics for the current student, keys prefixed with ``<prefix>_``."""
         from .encode import encode_texts
 
         model = self.accelerator.unwrap_model(self.model)
-        encode = lambda texts: encode_texts(model, self.processing_class, texts,  # noqa: E731
-                                            batch_size=self.args.per_device_eval_batch_size,
-                                            max_length=self.args.max_length)
-        results = self.retrieval_evaluator(encode, image_embeddings=self.retrieval_image_embeddings)
+
+        def encode(texts):
+            return encode_texts(model, self.processing_class, texts, batch_size=self.args.per_device_eval_batch_size,
+                                max_length=self.args.max_length)
+
         out = {}
-        for lang, values in results["retrieval"].items():
-            if lang == "all":
-                continue
-            if lang == "mean":
-                out.update({f"{prefix}_{metric}_mean": value for metric, value in values.items()})
-            else:
-                out[f"{prefix}_t2i_R@1_{lang}"] = values["t2i_R@1"]
-        if "purity" in results:
-            out[f"{prefix}_purity_mixed"] = results["purity"]["mixed"]
-        return {k: round(float(v), 4) for k, v in out.items()}
+        for evaluator, kwargs in zip(self.evaluators, self._evaluator_kwargs):
+            out.update({f"{prefix}_{key}": round(float(value), 4)
+                        for key, value in evaluator.metrics(encode, **kwargs).items()})
+        return out
+
+    retrieval_metrics = evaluator_metrics  # the name before evaluators= existed
 
     # ------------------------------------------------------------------------------------------- data path
     def _remove_unused_columns(self, dataset, description=None):

@@ -184,8 +184,7 @@ def precompute_teacher_embeddings(
         if not teacher.supports_images:
             from .teachers import TeacherCapabilityError
 
-            raise TeacherCapabilityError(
-                f"anchor='image' needs image embeddings but teacher {teacher.name_or_path!r} is text-only")
+            raise TeacherCapabilityError.text_only(teacher.name_or_path, image_output_column)
     streaming = is_iterable_dataset(dataset)
     columns = getattr(dataset, "column_names", None)
     if columns is not None:  # a stream may not know its columns before the first row

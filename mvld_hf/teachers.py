@@ -28,6 +28,13 @@ _FIXED_LENGTH_PADDING = {"siglip": 64, "siglip2": 64}
 class TeacherCapabilityError(ValueError):
     """The teacher cannot produce what was asked (e.g. image embeddings from a text-only model)."""
 
+    @classmethod
+    def text_only(cls, name_or_path: str, image_column: str = "teacher_image_embeds") -> TeacherCapabilityError:
+        """The one wording of "a text-only teacher cannot give image anchors"."""
+        return cls(f"anchor='image' needs image embeddings but teacher {name_or_path!r} is text-only (it has no "
+                   "image tower or image processor): use anchor='text', a CLIP/SigLIP teacher, or precomputed "
+                   f"'{image_column}'")
+
 
 class Teacher:
     """Base class. Subclasses implement ``_encode_text_batch`` and optionally ``_encode_image_batch``."""
@@ -48,10 +55,7 @@ class Teacher:
         raise NotImplementedError
 
     def _encode_image_batch(self, images: list) -> torch.Tensor:
-        raise TeacherCapabilityError(
-            f"teacher {self.name_or_path!r} is text-only and has no image tower: use anchor='text', "
-            "or a CLIP/SigLIP teacher for image anchors"
-        )
+        raise TeacherCapabilityError.text_only(self.name_or_path)
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:

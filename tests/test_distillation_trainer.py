@@ -204,3 +204,19 @@ def test_retrieval_is_logged_during_training(tokenizer, teacher, toy_dataset, pr
                        image_embeddings=trainer.retrieval_image_embeddings)["retrieval"]
     assert evals[-1]["eval_t2i_R@1_de"] == pytest.approx(direct["de"]["t2i_R@1"], abs=1e-4)
     assert all(0.0 <= v <= 1.0 for k, v in evals[-1].items() if k.startswith("eval_t2i"))
+
+
+def test_any_evaluator_is_logged_through_one_path(tokenizer, precomputed, tmp_path):
+    from mvld_hf.evaluation import Evaluator
+
+    class CaptionCount(Evaluator):
+        name, primary_metric = "count", "n"
+
+        def __call__(self, encode_text, **kwargs):
+            return self.prefix_name_to_metrics({"n": float(len(encode_text(["a", "b", "c"])))})
+
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer,
+                                  train_dataset=precomputed["text"], evaluators=[CaptionCount()],
+                                  args=_args(tmp_path, method="fd", eval_strategy="epoch"))
+    assert trainer.evaluate()["eval_count_n"] == 3.0
+    assert trainer.args.eval_strategy == "epoch"  # restored after Trainer.__init__

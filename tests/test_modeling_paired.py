@@ -30,8 +30,8 @@ from mvld_hf.modeling_paired import (
     MultilingualSiglipConfig,
     MultilingualSiglipModel,
     register_paired_auto_classes,
-    zero_shot_accuracy,
 )
+from mvld_hf.evaluation.zero_shot import zero_shot_accuracy
 from mvld_hf.processing_paired import MultilingualCLIPProcessor
 from mvld_hf.teachers import DualEncoderTeacher
 from mvld_hf.testing import COLOURS, tiny_student

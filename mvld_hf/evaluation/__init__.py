@@ -8,10 +8,13 @@ Embedding-level metrics:
   with all languages mixed;
 * :func:`vqa_accuracy`: multiple-choice VQA by image-option similarity.
 
-Dataset-level: :class:`MultilingualEvaluator` (retrieval + purity on a captioned-image
-``datasets.Dataset``) and :func:`evaluate_vqa`. Reporting: :mod:`mvld_hf.evaluation.report`.
+Dataset-level: :class:`MultilingualEvaluator` (retrieval + purity on a captioned-image ``datasets.Dataset``;
+an :class:`~mvld_hf.evaluation.base.Evaluator`, so the trainer logs it) and :func:`evaluate_vqa`;
+:func:`zero_shot_accuracy` scores a paired model as the zero-shot pipeline does. Reporting:
+:mod:`mvld_hf.evaluation.report`.
 """
 
+from .base import Evaluator, group_by_language
 from .clustering import (
     KMeansResult,
     clustering_purity,
@@ -24,9 +27,13 @@ from .presets import PRESETS, UNVERIFIED, DatasetPreset, get_preset, load_benchm
 from .report import format_report, format_table, load_json, plot_per_language, save_json
 from .retrieval import metrics_from_ranks, per_language_retrieval, retrieval_metrics, retrieval_ranks
 from .vqa import format_option, vqa_accuracy, vqa_scores
+from .zero_shot import zero_shot_accuracy
 
 __all__ = [
     "DatasetPreset",
+    "Evaluator",
+    "group_by_language",
+    "zero_shot_accuracy",
     "PRESETS",
     "UNVERIFIED",
     "get_preset",

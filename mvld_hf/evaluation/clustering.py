@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .base import group_by_language
+
 __all__ = [
     "KMeansResult",
     "spherical_kmeans",
@@ -232,12 +234,7 @@ def per_language_purity(
     if not (embeddings.shape[0] == len(labels) == len(languages)):
         raise ValueError(f"embeddings ({embeddings.shape[0]} rows), labels ({len(labels)}) and languages "
                          f"({len(languages)}) must have the same length")
-    by_lang: dict[str, list[int]] = {}
-    for i, lang in enumerate(languages):
-        by_lang.setdefault(lang, []).append(i)
-    clash = sorted({"mean", "mixed"} & set(by_lang), key=str)
-    if clash:
-        raise ValueError(f"language name(s) {clash} clash with the summary entries 'mean'/'mixed'; rename them")
+    by_lang = group_by_language(languages, ("mean", "mixed"))
     out: dict[str, float] = {}
     for lang in sorted(by_lang, key=str):
         idx = by_lang[lang]

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data_utils import decode_image
+from .base import Evaluator
 from .clustering import per_language_purity
 from .retrieval import AUTO_PROGRESS_MIN_CHUNKS, per_language_retrieval
 from .vqa import DEFAULT_TEMPLATE, format_option, vqa_accuracy
@@ -140,7 +141,7 @@ def _image_loader(dataset, image_column: str, rows: list[int]) -> Callable[[int,
 # ----------------------------------------------------------------------------------------------------
 # captioned images: retrieval + clustering purity
 # ----------------------------------------------------------------------------------------------------
-class MultilingualEvaluator:
+class MultilingualEvaluator(Evaluator):
     """Retrieval (per language) and clustering purity on a captioned-image ``datasets.Dataset``.
 
     One row per (image, caption, language); a caption cell may also hold a list of captions. Images are
@@ -151,7 +152,13 @@ class MultilingualEvaluator:
 
     Calling the evaluator returns ``{"retrieval": per_language_retrieval(...), "purity":
     per_language_purity(...)}`` (see those functions for the keys).
+
+    :meth:`metrics` returns the same numbers flat, prefixed with ``name`` (what the trainer logs; primary
+    metric ``t2i_R@1_mean``, greater is better).
     """
+
+    primary_metric = "t2i_R@1_mean"
+    greater_is_better = True
 
     def __init__(
         self,
@@ -171,7 +178,9 @@ class MultilingualEvaluator:
         purity_seed: int = 0,
         purity_n_init: int = 3,
         show_progress_bar: bool | None = None,
+        name: str = "",
     ):
+        self.name = name
         _check_dataset(dataset, {"image_column": image_column, "caption_column": caption_column,
                                  "language_column": language_column, "image_id_column": image_id_column,
                                  "label_column": label_column})
@@ -255,6 +264,21 @@ class MultilingualEvaluator:
         return results
 
     evaluate = __call__
+
+    def metrics(self, encode_text: TextEncoder, encode_image: ImageEncoder | None = None, *,
+                image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
+        """Flat metrics prefixed with ``name``: ``t2i_R@1_<lang>`` per language, ``<metric>_mean`` for every
+        retrieval metric averaged over languages and, with purity, ``purity_mixed``."""
+        results = self(encode_text, encode_image, image_embeddings=image_embeddings)
+        out = {}
+        for lang, values in results["retrieval"].items():
+            if lang == "mean":
+                out.update({f"{metric}_mean": value for metric, value in values.items()})
+            elif lang != "all":
+                out[f"t2i_R@1_{lang}"] = values["t2i_R@1"]
+        if "purity" in results:
+            out["purity_mixed"] = results["purity"]["mixed"]
+        return self.prefix_name_to_metrics({k: float(v) for k, v in out.items()})
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .base import group_by_language
+
 __all__ = [
     "retrieval_ranks",
     "metrics_from_ranks",
@@ -302,13 +304,7 @@ def per_language_retrieval(
     t2i_ranks = _ranks_prepared(texts, images, text_ids, t2i, chunk_size, show_progress_bar, "Text->image",
                                 buffer)
 
-    by_lang: dict[str, list[int]] = {}
-    for i, lang in enumerate(languages):
-        by_lang.setdefault(lang, []).append(i)
-    reserved = sorted(set(by_lang) & set(SUMMARY_KEYS), key=str)
-    if reserved:
-        raise ValueError(f"language name(s) {reserved} clash with the summary entries {list(SUMMARY_KEYS)}; "
-                         "rename them")
+    by_lang = group_by_language(languages, SUMMARY_KEYS)
     results: dict[str, dict[str, float]] = {}
     for lang in sorted(by_lang, key=str):
         idx = torch.tensor(by_lang[lang], dtype=torch.long, device=device)

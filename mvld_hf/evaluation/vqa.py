@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .base import group_by_language
+
 __all__ = ["format_option", "vqa_scores", "vqa_accuracy", "DEFAULT_TEMPLATE"]
 
 DEFAULT_TEMPLATE = "{question} {option}"
@@ -147,12 +149,7 @@ def vqa_accuracy(
         languages = list(languages)
         if len(languages) != n:
             raise ValueError(f"languages has {len(languages)} entries but there are {n} questions")
-        by_lang: dict[str, list[int]] = {}
-        for i, lang in enumerate(languages):
-            by_lang.setdefault(lang, []).append(i)
-        clash = sorted({"all", "mean"} & set(by_lang), key=str)
-        if clash:
-            raise ValueError(f"language name(s) {clash} clash with the summary entries 'all'/'mean'; rename them")
+        by_lang = group_by_language(languages, ("all", "mean"))
         for lang in sorted(by_lang, key=str):
             out[lang] = {"accuracy": float(correct[by_lang[lang]].double().mean())}
     out["all"] = {"accuracy": float(correct.double().mean())}

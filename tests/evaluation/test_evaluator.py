@@ -205,3 +205,16 @@ def test_with_the_tiny_clip_teacher(teacher, toy_dataset):
     for metrics in res["retrieval"].values():
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert all(0.0 < v <= 1.0 for v in res["purity"].values())
+
+
+def test_metrics_are_flat_prefixed_and_match_the_nested_results():
+    ev = MultilingualEvaluator(caption_dataset(), compute_purity=True, purity_n_init=1, name="toy")
+    images = ev.encode_images(FakeImageEncoder())
+    nested = ev(hashing_text_encoder, image_embeddings=images)
+    flat = ev.metrics(hashing_text_encoder, image_embeddings=images)
+    assert (ev.primary_metric_key, ev.greater_is_better) == ("toy_t2i_R@1_mean", True)
+    assert flat["toy_t2i_R@1_mean"] == pytest.approx(nested["retrieval"]["mean"]["t2i_R@1"])
+    for lang in ev.languages:
+        assert flat[f"toy_t2i_R@1_{lang}"] == pytest.approx(nested["retrieval"][lang]["t2i_R@1"])
+    assert flat["toy_purity_mixed"] == pytest.approx(nested["purity"]["mixed"])
+    assert all(key.startswith("toy_") and isinstance(value, float) for key, value in flat.items())
