@@ -22,7 +22,8 @@ demo: install
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no examples/distill.py
 
 test: install
-	$(PY) -m pytest tests
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
 
 bench: install
 	$(PY) benchmarks/bench_training.py

@@ -65,7 +65,8 @@ def precompute_images_once(dataset, teacher, image_column="image", output_column
         first = {}
         for i, key in enumerate(keys):
             first.setdefault(key, i)
-        images = [Image.open(io.BytesIO(values[i]["bytes"])) if values[i].get("bytes") else Image.open(values[i]["path"])
+        images = [Image.open(io.BytesIO(values[i]["bytes"])) if values[i].get("bytes")
+                  else Image.open(values[i]["path"])
                   for i in first.values()]
         emb = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
         pos = {key: j for j, key in enumerate(first)}

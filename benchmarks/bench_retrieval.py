@@ -130,7 +130,9 @@ def main() -> None:
     n_chunks = -(-n_text // args.chunk_size) + -(-n_image // args.chunk_size)
     block_bytes = min(args.chunk_size, max(n_text, n_image)) * max(n_text, n_image) * 4
 
-    print(f"device           : {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        platform.processor() or platform.machine()
+    print(f"device           : {device} ({device_name}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"problem          : {n_text} texts x {n_image} images, dim {d}, storage {args.dtype}, "
           f"chunk {args.chunk_size} ({n_chunks} chunks over both directions)")

@@ -158,7 +158,7 @@ _ALPHABETS = {
     "en": "abcdefghijklmnopqrstuvwxyz",
     "de": "abcdefghijklmnopqrstuvwxyzäöüß",
     "ru": "абвгдежзийклмнопрстуфхцчшщыэюя",
-    "zh": "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话",
+    "zh": "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话",  # noqa: E501
     "el": "αβγδεζηθικλμνξοπρστυφχψω",
 }
 
@@ -770,7 +770,7 @@ def main(argv=None):
     if errors:
         import traceback
 
-        for name, err in errors.items():
+        for _name, err in errors.items():
             if not (isinstance(err, RuntimeError) and "another configuration failed" in str(err)):
                 traceback.print_exception(err)
         raise SystemExit(f"failed: {sorted(errors)}")

@@ -58,7 +58,8 @@ class DistillationArguments(TrainingArguments):
     )
     normalize_features: bool = field(
         default=False, metadata={"help": "FD/ED: compare L2-normalised embeddings instead of raw ones."})
-    caption_column: str = field(default="caption", metadata={"help": "Column with the training caption (any language)."})
+    caption_column: str = field(
+        default="caption", metadata={"help": "Column with the training caption (any language)."})
     english_column: str = field(
         default="english", metadata={"help": "Column with the anchor-language caption of the same row."})
     image_column: str = field(default="image", metadata={"help": "Column with the image (image anchors only)."})
@@ -78,7 +79,8 @@ class DistillationArguments(TrainingArguments):
         default=False,
         metadata={"help": "Kept False: the collator needs the raw caption columns, which forward() does not name."},
     )
-    max_length: int = field(default=128, metadata={"help": "Student tokenizer max length; longer captions are truncated."})
+    max_length: int = field(
+        default=128, metadata={"help": "Student tokenizer max length; longer captions are truncated."})
     lora_r: int = field(
         default=0,
         metadata={"help": "LoRA rank for the student's backbone (peft); 0 trains every weight. The projection to "

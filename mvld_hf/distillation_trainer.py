@@ -423,7 +423,8 @@ class DistillationTrainer(Trainer):
         """The checkpoint ``train`` resumes from, verified complete and compatible.
 
         ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
-        checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An explicit path must be complete, else
+        checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An
+        explicit path must be complete, else
         :class:`IncompleteCheckpointError`.
         """
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "latest") \

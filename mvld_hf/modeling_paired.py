@@ -207,7 +207,7 @@ class MultilingualCLIPModel(PreTrainedModel):
         teacher,
         teacher_name_or_path: str | None = None,
         teacher_revision: str | None = None,
-    ) -> "MultilingualCLIPModel":
+    ) -> MultilingualCLIPModel:
         """Pair a trained student with a teacher's image side.
 
         ``teacher`` is a ``CLIPModel``, ``SiglipModel`` or ``Siglip2Model`` (or a
@@ -396,11 +396,11 @@ def register_paired_auto_classes() -> None:
 
     for config_class, model_class in ((MultilingualCLIPConfig, MultilingualCLIPModel),
                                       (MultilingualSiglipConfig, MultilingualSiglipModel)):
-        for register in (lambda: AutoConfig.register(config_class.model_type, config_class),
-                         lambda: AutoModel.register(config_class, model_class),
-                         lambda: AutoModelForZeroShotImageClassification.register(config_class, model_class),
-                         lambda: AutoProcessor.register(config_class, MultilingualCLIPProcessor)):
+        for register, args in ((AutoConfig.register, (config_class.model_type, config_class)),
+                               (AutoModel.register, (config_class, model_class)),
+                               (AutoModelForZeroShotImageClassification.register, (config_class, model_class)),
+                               (AutoProcessor.register, (config_class, MultilingualCLIPProcessor))):
             try:
-                register()
+                register(*args)
             except ValueError:  # already registered
                 pass

@@ -136,7 +136,7 @@ class MultilingualTextTower(PreTrainedModel):
         teacher_name_or_path: str | None = None,
         teacher_revision: str | None = None,
         **backbone_kwargs,
-    ) -> "MultilingualTextTower":
+    ) -> MultilingualTextTower:
         """Build a student from a pretrained text encoder (e.g. ``"xlm-roberta-base"``) with a fresh projection."""
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **backbone_kwargs)
         config = MultilingualTextTowerConfig(
@@ -175,7 +175,8 @@ class MultilingualTextTower(PreTrainedModel):
         return TextTowerOutput(text_embeds=self.projection(pooled), pooled_output=pooled, last_hidden_state=hidden)
 
     def get_text_features(self, input_ids=None, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).text_embeds
+        out = self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return out.text_embeds
 
     @torch.no_grad()
     def encode(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 128,

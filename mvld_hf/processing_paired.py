@@ -28,7 +28,7 @@ class MultilingualCLIPProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
-    def from_teacher_and_student_tokenizer(cls, teacher, tokenizer) -> "MultilingualCLIPProcessor":
+    def from_teacher_and_student_tokenizer(cls, teacher, tokenizer) -> MultilingualCLIPProcessor:
         """Build from a :class:`~mvld_hf.teachers.DualEncoderTeacher` (its image processor) and the student's
         tokenizer."""
         if getattr(teacher, "image_processor", None) is None:

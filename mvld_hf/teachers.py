@@ -121,7 +121,7 @@ class DualEncoderTeacher(Teacher):
     @property
     def dim(self) -> int:
         cfg = self.model.config
-        return int(getattr(cfg, "projection_dim", None) or getattr(cfg.text_config, "hidden_size"))
+        return int(getattr(cfg, "projection_dim", None) or cfg.text_config.hidden_size)
 
     @property
     def device(self) -> torch.device:

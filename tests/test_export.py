@@ -133,8 +133,9 @@ def test_peft_student_is_merged(tokenizer, texts, tmp_path):
 
 
 def test_student_save_pretrained_loads_with_automodel(student, tokenizer, texts, tmp_path):
-    import mvld_hf  # noqa: F401  (registers the auto classes)
     from transformers import AutoModel
+
+    import mvld_hf  # noqa: F401  (registers the auto classes)
 
     student.save_pretrained(tmp_path / "student")
     again = AutoModel.from_pretrained(tmp_path / "student")
@@ -152,7 +153,8 @@ def test_siglip_teacher_exports_its_vision_model_without_projection(tokenizer, i
     config = SiglipConfig(text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, pad_token_id=0,
                                            bos_token_id=2, eos_token_id=4, **common),
                           vision_config=dict(image_size=32, patch_size=8, **common))
-    siglip = DualEncoderTeacher(SiglipModel(config), tokenizer, SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+    siglip = DualEncoderTeacher(SiglipModel(config), tokenizer,
+                                SiglipImageProcessorPil(size={"height": 32, "width": 32}),
                                 name_or_path="tiny-random-siglip")
     student = tiny_student(tokenizer, projection_dim=siglip.dim, seed=6)
     result = export_sentence_transformer(student, tokenizer, siglip, tmp_path / "siglip")

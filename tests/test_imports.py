@@ -88,3 +88,13 @@ def test_no_import_cycle_in_the_package():
 
 def test_data_utils_is_a_leaf():
     assert not {m for m in import_graph()["mvld_hf.data_utils"] if m.startswith("mvld_hf")}
+
+
+def test_public_api_is_sorted_and_importable():
+    assert mvld_hf.__all__ == sorted(mvld_hf.__all__)
+    assert all(hasattr(mvld_hf, name) for name in mvld_hf.__all__)
+    assert "verify_checkpoint" not in mvld_hf.__all__ and "register_paired_auto_classes" not in mvld_hf.__all__
+    from mvld_hf import register_paired_auto_classes, verify_checkpoint  # exported before: still importable
+    from mvld_hf.checkpointing import verify_checkpoint as moved
+
+    assert verify_checkpoint is moved and callable(register_paired_auto_classes)

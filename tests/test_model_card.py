@@ -7,7 +7,8 @@ from huggingface_hub import ModelCard, metadata_load
 
 from mvld_hf.model_card import CITATION, load_eval_results, render_model_card
 
-INFO = dict(path="x", include_images=True, image_route="vision_tower", teacher_name_or_path="openai/clip-vit-base-patch32",
+INFO = dict(path="x", include_images=True, image_route="vision_tower",
+            teacher_name_or_path="openai/clip-vit-base-patch32",
             teacher_revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268", distillation_method="dr:1.0,fd:0.5",
             backbone_model_type="xlm-roberta", backbone_name_or_path="FacebookAI/xlm-roberta-base", pooling="mean",
             projection_dim=512, projection_bias=True, max_seq_length=128, text_route_bytes=1_112_000_000,
@@ -95,6 +96,7 @@ def test_text_only_card_points_to_the_teacher_for_images(tmp_path):
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     assert loaded.data.eval_results is None and "model-index" not in metadata_load(tmp_path / "README.md")
-    assert f'SentenceTransformer("{INFO["teacher_name_or_path"]}", revision="{INFO["teacher_revision"]}")' in loaded.text
+    name, revision = INFO["teacher_name_or_path"], INFO["teacher_revision"]
+    assert f'SentenceTransformer("{name}", revision="{revision}")' in loaded.text
     assert "text-only export" in loaded.text and "Image.open" not in loaded.text
     assert "No evaluation results" in loaded.text and "training languages were not recorded" in loaded.text

@@ -24,6 +24,7 @@ from transformers import (
     pipeline,
 )
 
+from mvld_hf.evaluation.zero_shot import zero_shot_accuracy
 from mvld_hf.modeling_paired import (
     MultilingualCLIPConfig,
     MultilingualCLIPModel,
@@ -31,7 +32,6 @@ from mvld_hf.modeling_paired import (
     MultilingualSiglipModel,
     register_paired_auto_classes,
 )
-from mvld_hf.evaluation.zero_shot import zero_shot_accuracy
 from mvld_hf.processing_paired import MultilingualCLIPProcessor
 from mvld_hf.teachers import DualEncoderTeacher
 from mvld_hf.testing import COLOURS, tiny_student

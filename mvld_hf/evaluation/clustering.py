@@ -172,7 +172,7 @@ def _spherical_kmeans(x: torch.Tensor, n_clusters: int, seed: int, n_init: int, 
         centroids = _kmeanspp(x, n_clusters, generator)
         labels, sims = _assign(x, centroids)
         it = 0
-        for it in range(1, max_iter + 1):
+        for _ in range(1, max_iter + 1):
             sums = torch.zeros_like(centroids).index_add_(0, labels, x)
             counts = torch.bincount(labels, minlength=n_clusters)
             empty = torch.nonzero(counts == 0).flatten()

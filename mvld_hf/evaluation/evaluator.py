@@ -16,8 +16,6 @@ The student is evaluated with the *teacher's* image tower; encode the image gall
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -255,7 +253,8 @@ class MultilingualEvaluator(Evaluator):
         image_embeddings = image_embeddings.to(text_embeddings.device)
         results: dict[str, dict] = {
             "retrieval": per_language_retrieval(
-                text_embeddings, self.caption_languages, image_embeddings, self.caption_image.to(text_embeddings.device),
+                text_embeddings, self.caption_languages, image_embeddings,
+                self.caption_image.to(text_embeddings.device),
                 ks=self.ks, mrr_k=self.mrr_k, chunk_size=self.chunk_size, show_progress_bar=self.show_progress_bar)
         }
         if self.compute_purity:

@@ -79,7 +79,7 @@ class DatasetPreset:
     config: str | None = None
     language_splits: tuple[str, ...] | None = None
     language_codes: Mapping[str, str] = field(default_factory=dict, repr=False)
-    row_language: Callable[["DatasetPreset", dict], str] | None = field(default=None, repr=False)
+    row_language: Callable[[DatasetPreset, dict], str] | None = field(default=None, repr=False)
     revision: str | None = None
     description: str = ""
 

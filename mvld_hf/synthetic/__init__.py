@@ -11,8 +11,17 @@ The teacher functions import torch/transformers lazily.
 from .grammar import caption, get_realiser
 from .scenes import IMAGE_SIZE, composition_key, parse_composition_key
 from .vocab import COLOURS, SHAPES, SIZES
-from .world import (LANGUAGES, SCRIPTS, VERSION, build_vqa, build_world, default_cache_dir, make_scenes,
-                    realise_question, scene_question)
+from .world import (
+    LANGUAGES,
+    SCRIPTS,
+    VERSION,
+    build_vqa,
+    build_world,
+    default_cache_dir,
+    make_scenes,
+    realise_question,
+    scene_question,
+)
 
 __all__ = ["LANGUAGES", "SCRIPTS", "VERSION", "IMAGE_SIZE", "SHAPES", "COLOURS", "SIZES", "build_world",
            "build_vqa", "default_cache_dir", "make_scenes", "scene_question", "realise_question", "caption",

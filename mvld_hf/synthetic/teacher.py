@@ -140,7 +140,8 @@ def build_tokenizer(captions: list[str]):
 def build_image_processor():
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    return CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    return CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                 crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                                  image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
 
 

@@ -228,7 +228,8 @@ def scene_question(scene: Scene, rng: np.random.Generator) -> dict:
         swapped = [dict(o) for o in objs]
         swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
         flipped = "vertical" if layout == "horizontal" else "horizontal"
-        options = [desc, {"layout": layout, "objects": swapped}, {"layout": flipped, "objects": [dict(o) for o in objs]},
+        options = [desc, {"layout": layout, "objects": swapped},
+                   {"layout": flipped, "objects": [dict(o) for o in objs]},
                    {"layout": flipped, "objects": swapped}]
         subject = {"a": objs[a]["shape"], "b": objs[b]["shape"]}
     perm = rng.permutation(len(options))

@@ -117,7 +117,8 @@ def fake_cvqa(label=None):
             rows["License"].append("CC BY 4.0")
     features = datasets.Features({k: datasets.Value("string") for k in rows})
     features.update({"image": datasets.Image(), "Options": datasets.Sequence(datasets.Value("string")),
-                     "Translated Options": datasets.Sequence(datasets.Value("string")), "Label": datasets.Value("int64")})
+                     "Translated Options": datasets.Sequence(datasets.Value("string")),
+                     "Label": datasets.Value("int64")})
     return datasets.Dataset.from_dict(rows, features=features)
 
 

@@ -16,8 +16,9 @@ def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, ca
     ])
     # distillation ran and logged its DR component
     # outputs: checkpoint + tokenizer, results JSON with per-language numbers for both models, the plot
-    from mvld_hf import MultilingualTextTower
     from transformers import AutoTokenizer
+
+    from mvld_hf import MultilingualTextTower
 
     student = MultilingualTextTower.from_pretrained(str(out))
     tokenizer = AutoTokenizer.from_pretrained(str(out))

@@ -151,7 +151,7 @@ def test_japanese_is_verb_final_with_particles():
             if len(d["objects"]) == 2:
                 assert "の" in text and "に" in text and "が" in text
     ja = get_realiser("ja")
-    assert ja.relation(_obj("circle"), "left", _obj("square", "blue", "small")) == "小さな青い正方形の左に大きな赤い円があります"
+    assert ja.relation(_obj("circle"), "left", _obj("square", "blue", "small")) == "小さな青い正方形の左に大きな赤い円があります"  # noqa: E501
 
 
 def test_chinese_measure_words():

@@ -2,7 +2,15 @@
 
 import numpy as np
 
-from mvld_hf.synthetic import LANGUAGES, build_vqa, get_realiser, build_world, make_scenes, realise_question, scene_question
+from mvld_hf.synthetic import (
+    LANGUAGES,
+    build_vqa,
+    build_world,
+    get_realiser,
+    make_scenes,
+    realise_question,
+    scene_question,
+)
 from mvld_hf.synthetic.world import _SPLIT_STREAM
 
 
