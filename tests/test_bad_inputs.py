@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import os
+from functools import partial
 
 import datasets
 import pytest
@@ -27,16 +28,13 @@ from mvld_hf import (
 )
 from mvld_hf.checkpointing import verify_checkpoint
 from mvld_hf.testing import tiny_student
+from tests.helpers import training_args
 
 BATCH = 16
 
 
-def _args(tmp_path, **kwargs):
-    defaults = dict(output_dir=str(tmp_path / "out"), method="fd", per_device_train_batch_size=BATCH, queue_size=64,
-                    learning_rate=3e-3, max_steps=2, logging_steps=1, report_to=[], save_strategy="no",
-                    disable_tqdm=True, use_cpu=True, seed=0)
-    defaults.update(kwargs)
-    return DistillationArguments(**defaults)
+_args = partial(training_args, method="fd", per_device_train_batch_size=BATCH, queue_size=64, learning_rate=3e-3,
+                max_steps=2, logging_steps=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 import math
 import os
+from functools import partial
 
 import datasets
 import pytest
@@ -7,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from mvld_hf import (
-    DistillationArguments,
     DistillationTrainer,
     MissingColumnError,
     MultilingualTextTower,
@@ -16,16 +16,13 @@ from mvld_hf import (
 )
 from mvld_hf.checkpointing import QUEUE_FILE
 from mvld_hf.testing import tiny_student
+from tests.helpers import training_args
 
 BATCH = 16
 
 
-def _args(tmp_path, **kwargs):
-    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=BATCH, queue_size=64,
-                    learning_rate=3e-3, num_train_epochs=6, logging_steps=6, report_to=[], save_strategy="no",
-                    disable_tqdm=True, use_cpu=True, seed=0)
-    defaults.update(kwargs)
-    return DistillationArguments(**defaults)
+_args = partial(training_args, per_device_train_batch_size=BATCH, queue_size=64, learning_rate=3e-3,
+                num_train_epochs=6, logging_steps=6)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 saves load as plain students, LoRA checkpoints resume, gradient checkpointing and bf16 flags pass through."""
 
 import os
+from functools import partial
 
 import pytest
 import torch
 from transformers import MPNetConfig, TrainerCallback
 
 from mvld_hf import (
-    DistillationArguments,
     DistillationTrainer,
     MultilingualTextTower,
     MultilingualTextTowerConfig,
@@ -17,16 +17,13 @@ from mvld_hf import (
 from mvld_hf.checkpointing import CheckpointMismatchError
 from mvld_hf.lora import apply_lora, is_peft_model, merge_lora
 from mvld_hf.testing import tiny_student
+from tests.helpers import training_args
 
 TEXTS = ["a small red circle", "un grand carré bleu", "ein kleines gelbes Dreieck"]
 
 
-def _args(tmp_path, **kwargs):
-    defaults = dict(output_dir=str(tmp_path / "out"), method="mcl", per_device_train_batch_size=16, queue_size=64,
-                    learning_rate=1e-2, max_steps=4, logging_steps=1, report_to=[], save_strategy="no",
-                    disable_tqdm=True, use_cpu=True, seed=0, lora_r=4, lora_alpha=8)
-    defaults.update(kwargs)
-    return DistillationArguments(**defaults)
+_args = partial(training_args, method="mcl", per_device_train_batch_size=16, queue_size=64, learning_rate=1e-2,
+                max_steps=4, logging_steps=1, lora_r=4, lora_alpha=8)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +128,7 @@ def test_lora_checkpoint_resumes_exactly(tokenizer, data, tmp_path):
     resumed = DistillationTrainer(model=tiny_student(tokenizer, 16, seed=4), train_dataset=data,
                                   processing_class=tokenizer, args=_args(tmp_path / "cut", **common))
     with torch.no_grad():  # the trained adapter and projection come from the checkpoint, not from the model given
-        for name, p in resumed.model.named_parameters():
+        for _name, p in resumed.model.named_parameters():
             if p.requires_grad:
                 p.add_(1.0)
     resumed.train(resume_from_checkpoint=True)

@@ -2,25 +2,23 @@
 lazily in batches (optionally cached on disk) or joined from a precomputed-embedding dataset by id."""
 
 import itertools
+from functools import partial
 
 import datasets
 import numpy as np
 import pytest
 import torch
 
-from mvld_hf import DistillationArguments, DistillationTrainer, MissingColumnError, precompute_teacher_embeddings
+from mvld_hf import DistillationTrainer, MissingColumnError, precompute_teacher_embeddings
 from mvld_hf.precompute import TeacherEmbeddingCache, join_precomputed_embeddings
 from mvld_hf.testing import tiny_student
+from tests.helpers import training_args
 
 BATCH = 16
 
 
-def _args(tmp_path, **kwargs):
-    defaults = dict(output_dir=str(tmp_path / "out"), method="dr+mcl", per_device_train_batch_size=BATCH,
-                    queue_size=32, learning_rate=3e-3, max_steps=3, logging_steps=1, report_to=[],
-                    save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0)
-    defaults.update(kwargs)
-    return DistillationArguments(**defaults)
+_args = partial(training_args, method="dr+mcl", per_device_train_batch_size=BATCH, queue_size=32, learning_rate=3e-3,
+                max_steps=3, logging_steps=1)
 
 
 class CountingTeacher:
