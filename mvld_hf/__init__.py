@@ -35,7 +35,6 @@ register_auto_classes()
 register_paired_auto_classes()
 
 __all__ = [
-    "METHODS",
     "CheckpointMismatchError",
     "DistillationArguments",
     "DistillationCollator",
@@ -44,6 +43,7 @@ __all__ = [
     "EmbeddingQueue",
     "ExportResult",
     "IncompleteCheckpointError",
+    "METHODS",
     "MissingColumnError",
     "MultilingualCLIPConfig",
     "MultilingualCLIPModel",

@@ -8,11 +8,13 @@ still has the size it was written with.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+logger = logging.getLogger(__name__)
 QUEUE_FILE = "dr_queue.pt"
 CHECKPOINT_MANIFEST = "mvld_checkpoint.json"
 TRAINER_STATE = "trainer_state.json"
@@ -111,3 +113,33 @@ def last_complete_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
         except IncompleteCheckpointError as err:
             skipped.append(str(err))
     return None, skipped
+
+
+def newest_complete_checkpoint(output_dir: str) -> str:
+    """The newest complete checkpoint of ``output_dir`` (``resume_from_checkpoint=True``); newer partial ones are
+    skipped with a warning; none at all raises :class:`IncompleteCheckpointError`."""
+    checkpoint, skipped = last_complete_checkpoint(output_dir)
+    for reason in skipped:
+        logger.warning("skipping an incomplete checkpoint: %s", reason)
+    if checkpoint is None:
+        raise IncompleteCheckpointError(
+            f"no complete checkpoint in {output_dir} to resume from"
+            + (f" ({len(skipped)} incomplete: {'; '.join(skipped)})" if skipped else ""))
+    return checkpoint
+
+
+def check_compatible(checkpoint: str, saved: dict, current: dict) -> None:
+    """Raise :class:`CheckpointMismatchError` listing every set-up difference between the run that wrote
+    ``checkpoint`` (its manifest's ``saved`` metadata) and the resuming run (``current``)."""
+    keys = ["method_weights", "anchor", "projection_dim", "lora_r", "queue_size", "include_positive"]
+    differences = [f"{key}: checkpoint {saved.get(key)!r}, this run {current.get(key)!r}"
+                   for key in keys if saved.get(key) != current.get(key)]
+    base, base_now = saved.get("lora_base_checksum"), current.get("lora_base_checksum")
+    if base is not None and base_now is not None and abs(base - base_now) > 1e-6 * max(abs(base), 1.0):
+        differences.append("the frozen base weights of the LoRA student differ from those the adapter was "
+                           "trained on (build the student from the same pretrained backbone)")
+    if differences:
+        raise CheckpointMismatchError(
+            f"checkpoint {checkpoint} was written by a different set-up ({'; '.join(differences)}). Resuming "
+            "continues the same run; to train on with another method or queue, load the weights with "
+            "from_pretrained and start a new run")

@@ -15,12 +15,13 @@ from .checkpointing import (
     CheckpointMismatchError,
     IncompleteCheckpointError,
     _fsync_write,
+    check_compatible,
     last_complete_checkpoint,
+    newest_complete_checkpoint,
     verify_checkpoint,
     write_checkpoint_manifest,
 )
-from .data import DistillationCollator, is_iterable_dataset, required_columns, undecoded_images
-from .data_utils import check_columns
+from .data import DistillationCollator, check_dataset, collator_columns_only
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import apply_lora, is_peft_model, merge_lora
@@ -149,37 +150,9 @@ class DistillationTrainer(Trainer):
                              f"embeds in {teacher_dim}: build the student with projection_dim={teacher_dim}")
 
     def _check_dataset(self, name: str, dataset, args, teacher, model):
-        """Fail early, with the reason, on data the run cannot use; returns the dataset to train on."""
-        if dataset is None:
-            return None
-        if isinstance(dataset, dict):  # several eval datasets
-            return {key: self._check_dataset(f"{name}[{key!r}]", value, args, teacher, model)
-                    for key, value in dataset.items()}
-        if is_iterable_dataset(dataset):
-            if name == "train_dataset" and args.max_steps <= 0:
-                raise ValueError(
-                    "train_dataset is streamed (an IterableDataset has no length), so the number of steps is "
-                    "unknown: set max_steps in DistillationArguments (epochs cannot be counted)")
-        elif hasattr(dataset, "__len__") and len(dataset) == 0:
-            raise ValueError(f"{name} is empty: there is nothing to distil")
-        columns = getattr(dataset, "column_names", None)
-        if isinstance(columns, list):  # a stream may not know its columns before the first row
-            check_columns(columns, required_columns(args, has_teacher=teacher is not None), name)
-            if not is_iterable_dataset(dataset) and model is not None:
-                dim = self._embedding_dim(model)
-                for column in (args.teacher_text_column, args.teacher_image_column):
-                    if column in columns:
-                        first = dataset[0][column]
-                        if not hasattr(first, "__len__") or len(first) != dim:
-                            got = len(first) if hasattr(first, "__len__") else type(first).__name__
-                            raise ValueError(
-                                f"{name} column '{column}' holds {got}-dim vectors but the student projects to "
-                                f"{dim} dims: they were computed by another teacher, or the student needs "
-                                f"projection_dim={got}")
-        if teacher is not None and args.needs_teacher_image and args.teacher_image_column not in (columns or []):
-            # the teacher embeds images in the step: decode them in the collator, which names a corrupt one
-            dataset, _ = undecoded_images(dataset, args.image_column)
-        return dataset
+        """Fail early, with the reason, on data the run cannot use (see :func:`~mvld_hf.data.check_dataset`)."""
+        return check_dataset(name, dataset, args, has_teacher=teacher is not None,
+                             dim=None if model is None else self._embedding_dim(model))
 
     # ------------------------------------------------------------------------------------------------- loss
     def _teacher_targets(self, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -295,20 +268,7 @@ class DistillationTrainer(Trainer):
         to 36 ms."""
         if not isinstance(self.data_collator, DistillationCollator) or not hasattr(dataset, "select_columns"):
             return dataset  # a custom collator may read anything; iterable datasets stream as they are
-        args, present = self.args, set(dataset.column_names or ())
-        keep = [args.caption_column]
-        if args.needs_teacher_text:
-            keep.append(args.teacher_text_column if args.teacher_text_column in present else args.english_column)
-        if args.needs_english_captions:
-            keep.append(args.english_column)
-        if args.needs_teacher_image:
-            keep.append(args.teacher_image_column if args.teacher_image_column in present else args.image_column)
-        keep = [c for c in dict.fromkeys(keep) if c in present]
-        dataset = dataset.select_columns(keep)
-        embeddings = [c for c in (args.teacher_text_column, args.teacher_image_column) if c in keep]
-        if embeddings and dataset.format["type"] is None:
-            dataset = dataset.with_format("numpy", columns=embeddings, output_all_columns=True)
-        return dataset
+        return collator_columns_only(dataset, self.args)
 
     def floating_point_ops(self, inputs) -> int:
         """Trainer's FLOP estimate with the parameter count cached (it walks every module each step)."""
@@ -405,19 +365,7 @@ class DistillationTrainer(Trainer):
             raise CheckpointMismatchError(f"checkpoint {checkpoint}: {err}") from err
 
     def _check_compatible(self, checkpoint: str, manifest: dict) -> None:
-        saved, current = manifest.get("metadata", {}), self._checkpoint_metadata()
-        keys = ["method_weights", "anchor", "projection_dim", "lora_r", "queue_size", "include_positive"]
-        differences = [f"{key}: checkpoint {saved.get(key)!r}, this run {current.get(key)!r}"
-                       for key in keys if saved.get(key) != current.get(key)]
-        base, base_now = saved.get("lora_base_checksum"), current.get("lora_base_checksum")
-        if base is not None and base_now is not None and abs(base - base_now) > 1e-6 * max(abs(base), 1.0):
-            differences.append("the frozen base weights of the LoRA student differ from those the adapter was "
-                               "trained on (build the student from the same pretrained backbone)")
-        if differences:
-            raise CheckpointMismatchError(
-                f"checkpoint {checkpoint} was written by a different set-up ({'; '.join(differences)}). Resuming "
-                "continues the same run; to train on with another method or queue, load the weights with "
-                "from_pretrained and start a new run")
+        check_compatible(checkpoint, manifest.get("metadata", {}), self._checkpoint_metadata())
 
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> str:
         """The checkpoint ``train`` resumes from, verified complete and compatible.
@@ -430,16 +378,8 @@ class DistillationTrainer(Trainer):
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "latest") \
                 and not os.path.isdir(resume_from_checkpoint):  # --resume_from_checkpoint true on a command line
             resume_from_checkpoint = True
-        if resume_from_checkpoint is True:
-            checkpoint, skipped = last_complete_checkpoint(self.args.output_dir)
-            for reason in skipped:
-                logger.warning("skipping an incomplete checkpoint: %s", reason)
-            if checkpoint is None:
-                raise IncompleteCheckpointError(
-                    f"no complete checkpoint in {self.args.output_dir} to resume from"
-                    + (f" ({len(skipped)} incomplete: {'; '.join(skipped)})" if skipped else ""))
-        else:
-            checkpoint = str(resume_from_checkpoint)
+        checkpoint = (newest_complete_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                      else str(resume_from_checkpoint))
         manifest = verify_checkpoint(checkpoint)
         self._check_compatible(checkpoint, manifest)
         return checkpoint
