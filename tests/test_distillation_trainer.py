@@ -217,3 +217,33 @@ def test_any_evaluator_is_logged_through_one_path(tokenizer, precomputed, tmp_pa
                                   args=_args(tmp_path, method="fd", eval_strategy="epoch"))
     assert trainer.evaluate()["eval_count_n"] == 3.0
     assert trainer.args.eval_strategy == "epoch"  # restored after Trainer.__init__
+
+
+@pytest.mark.parametrize("include_positive", [True, False])
+def test_dr_scores_the_batch_before_enqueueing_its_anchors(tokenizer, precomputed, tmp_path, include_positive):
+    """A row's own anchor must not also be one of the queue keys of its own step: the trainer computes the DR
+    loss against the queue as it was *before* the step, then enqueues the step's anchors."""
+    from mvld_hf.losses import distributional_replication
+
+    data = precomputed["text"]
+    args = _args(tmp_path, method="dr", queue_size=64, include_positive=include_positive)
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer, args=args,
+                                  train_dataset=data)
+    model = trainer.model.train()
+    earlier = torch.randn(BATCH, 16, generator=torch.Generator().manual_seed(0))
+    for filled in (False, True):  # an empty queue (own anchor only, or the batch for CompRess) and a filled one
+        if filled:
+            trainer.queue.enqueue(earlier)
+        keys_before = trainer.queue.keys().clone()
+        batch = trainer.data_collator([data[i] for i in range(BATCH)])
+        torch.manual_seed(1)
+        trainer.compute_loss(model, batch)
+        got = trainer._metrics["train"]["loss_dr"].pop()
+        torch.manual_seed(1)  # the same dropout draw
+        s, _ = trainer._student_embeddings(model, batch)
+        t = batch["teacher_text_embeds"]
+        keys = keys_before if len(keys_before) or include_positive else t
+        want = distributional_replication(s, t, t, keys, args.teacher_temperature, args.student_temperature,
+                                          include_positive)["loss"]
+        assert torch.allclose(got, want.detach(), atol=1e-6), (filled, got, want)
+        assert torch.equal(trainer.queue.keys()[len(keys_before):], t)  # enqueued after the loss
