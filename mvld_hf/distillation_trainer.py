@@ -24,6 +24,7 @@ from .checkpointing import (
 from .data import DistillationCollator, check_dataset, collator_columns_only
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
+from .encode import position_limit
 from .lora import apply_lora, is_peft_model, merge_lora
 from .losses.registry import METHODS
 from .queue import EmbeddingQueue
@@ -93,6 +94,8 @@ class DistillationTrainer(Trainer):
                                            if retrieval_evaluator is not None else None)
         if model is not None and args.lora_r > 0:
             model = apply_lora(model, args)
+        if model is not None and isinstance(data_collator, DistillationCollator):
+            self._limit_max_length(model, data_collator)
         self._check_dimensions(model, teacher)
         if teacher is not None and args.needs_teacher_image and not teacher.supports_images:
             raise TeacherCapabilityError.text_only(teacher.name_or_path, args.teacher_image_column)
@@ -140,6 +143,17 @@ class DistillationTrainer(Trainer):
         if dim is None:
             raise ValueError("cannot tell the student's embedding dim: its config has no projection_dim")
         return int(dim)
+
+    @staticmethod
+    def _limit_max_length(model, collator: DistillationCollator) -> None:
+        """Truncate captions to what the student's position table holds (stated once in the log)."""
+        limit = position_limit(model)
+        if limit is not None and collator.max_length > limit:
+            logger.warning("max_length=%d is more than the student's position table holds (%d tokens): captions are "
+                           "truncated to %d tokens", collator.max_length, limit, limit)
+            collator.max_length = limit
+        else:
+            logger.info("captions are truncated to max_length=%d tokens", collator.max_length)
 
     def _check_dimensions(self, model, teacher) -> None:
         if model is None or teacher is None:

@@ -22,6 +22,38 @@ def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     return texts
 
 
+def position_limit(model) -> int | None:
+    """The longest token sequence (special tokens included) ``model``'s learned position table can embed, or
+    ``None`` when it has none (rotary/relative positions).
+
+    That is ``max_position_embeddings``, less ``padding_idx + 1`` for RoBERTa-style embeddings (XLM-R,
+    CamemBERT, ...), whose position ids start after the padding index: XLM-R's 514 positions hold 512 tokens.
+    A PEFT-wrapped model is looked through.
+
+    Example::
+
+        >>> from mvld_hf.testing import tiny_backbone_config
+        >>> from transformers import AutoModel
+        >>> position_limit(AutoModel.from_config(tiny_backbone_config(100, max_positions=66)))  # padding_idx 0
+        65
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    root = getattr(model, "backbone", None) or getattr(model, "text_model", None) or model
+    for module in root.modules():
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, torch.nn.Embedding):
+            offset = table.padding_idx + 1 if table.padding_idx is not None else 0
+            return table.num_embeddings - offset
+    return None
+
+
+def effective_max_length(model, max_length: int) -> int:
+    """``min(max_length, position_limit(model))``: captions longer than the position table cannot be embedded."""
+    limit = position_limit(model)
+    return max_length if limit is None else min(max_length, limit)
+
+
 @torch.no_grad()
 def encode_texts(
     model,
@@ -34,9 +66,11 @@ def encode_texts(
 ) -> torch.Tensor:
     """Embed ``texts`` with a model exposing ``get_text_features(input_ids, attention_mask)``.
 
-    Texts are processed longest-first (less padding) and returned in input order as float32 on the CPU.
+    Texts are processed longest-first (less padding) and returned in input order as float32 on the CPU. They are
+    truncated to :func:`effective_max_length` tokens (``max_length``, at most what the position table holds).
     """
     texts = check_texts(texts)
+    max_length = effective_max_length(model, max_length)
     if not texts:
         raise ValueError("encode_texts got no texts")
     was_training = model.training

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .data_utils import is_local_path
+from .encode import position_limit
 from .modeling_student import MultilingualTextTower, MultilingualTextTowerConfig, register_auto_classes
 from .teachers import DualEncoderTeacher, Teacher, TeacherCapabilityError, load_teacher
 
@@ -425,7 +426,8 @@ def export_sentence_transformer(
         output_dir: where to write; must be empty or absent (or an earlier export with ``overwrite=True``).
         include_images: add the image route (``False``: text only, like ``clip-ViT-B-32-multilingual-v1``).
         max_seq_length: text truncation in tokens (default 128, the training default); ``None`` keeps the
-            tokenizer's own limit (capped at the backbone's positions).
+            tokenizer's own limit. Either is capped at what the backbone's position table holds
+            (:func:`~mvld_hf.encode.position_limit`).
         lean_image_route: store only the teacher's vision tower when possible (see the module docstring);
             ``False`` stores the full teacher (``get_image_features``).
         card_kwargs: extra arguments for :func:`mvld_hf.model_card.render_model_card` (``repo_id``,
@@ -462,6 +464,10 @@ def export_sentence_transformer(
         logger.warning("exporting with teacher %r, but the student records %r; the card names %r",
                        loaded_teacher.name_or_path, config.teacher_name_or_path, teacher_name)
 
+    limit = position_limit(model)
+    if limit is not None and (max_seq_length or getattr(tokenizer, "model_max_length", limit)) > limit:
+        logger.info("max_seq_length is %d, what the student's position table holds", limit)
+        max_seq_length = limit
     output_dir = os.fspath(output_dir)
     _prepare_output_dir(output_dir, overwrite)
     was_training = model.training

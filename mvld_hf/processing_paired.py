@@ -27,12 +27,32 @@ class MultilingualCLIPProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    def __call__(self, images=None, text=None, **kwargs):
+        """As ``CLIPProcessor``, but text is truncated by default (``truncation=True``) to the tokenizer's
+        ``model_max_length``: a text longer than the student's position table cannot be embedded."""
+        if text is not None:
+            kwargs.setdefault("truncation", True)
+        return super().__call__(images=images, text=text, **kwargs)
+
     @classmethod
-    def from_teacher_and_student_tokenizer(cls, teacher, tokenizer) -> MultilingualCLIPProcessor:
+    def from_teacher_and_student_tokenizer(cls, teacher, tokenizer, student=None,
+                                           max_length: int | None = None) -> MultilingualCLIPProcessor:
         """Build from a :class:`~mvld_hf.teachers.DualEncoderTeacher` (its image processor) and the student's
-        tokenizer."""
+        tokenizer. With ``student`` (a :class:`~mvld_hf.MultilingualTextTower` or the paired model) and/or
+        ``max_length``, a copy of the tokenizer truncates to the smaller of them and the student's position
+        table (:func:`~mvld_hf.encode.effective_max_length`); its ``model_max_length`` is saved with it."""
         if getattr(teacher, "image_processor", None) is None:
             raise ValueError("the teacher has no image processor")
+        limit = max_length or tokenizer.model_max_length
+        if student is not None:
+            from .encode import effective_max_length
+
+            limit = effective_max_length(student, limit)
+        if limit < tokenizer.model_max_length:
+            import copy
+
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.model_max_length = limit
         return cls(image_processor=teacher.image_processor, tokenizer=tokenizer)
 
     def save_pretrained(self, save_directory, *args, **kwargs):

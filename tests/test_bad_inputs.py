@@ -121,6 +121,32 @@ def test_long_captions_are_truncated_with_a_warning(tokenizer, data, tmp_path, c
     assert len([e for e in trainer.state.log_history if "loss" in e]) == 2
 
 
+def test_max_length_beyond_the_position_table_is_capped_everywhere(tokenizer, teacher, data, tmp_path, caplog):
+    """max_length=128 with a student whose position table holds 20 positions (19 tokens after XLM-R's padding
+    offset): training, encode, the paired processor and the export all truncate to 19 instead of crashing."""
+    from mvld_hf.encode import effective_max_length, position_limit
+    from mvld_hf.export import export_sentence_transformer
+    from mvld_hf.processing_paired import MultilingualCLIPProcessor
+
+    rows = _replace(data, "caption", lambda i, v: " ".join([v] * 12))  # ~60+ tokens each
+    student = tiny_student(tokenizer, 16, max_positions=20)
+    assert position_limit(student) == 19 and effective_max_length(student, 128) == 19
+    trainer = _trainer(tokenizer, tmp_path, rows, student=student, max_length=128)
+    with caplog.at_level(logging.INFO, logger="mvld_hf"):
+        trainer.train()
+    stated = [r.getMessage() for r in caplog.records if "position table" in r.getMessage()]
+    assert stated == [("max_length=128 is more than the student's position table holds (19 tokens): captions are "
+                       "truncated to 19 tokens")]
+    long_text = rows[0]["caption"]
+    assert student.encode([long_text], tokenizer, max_length=128).shape == (1, 16)
+    processor = MultilingualCLIPProcessor.from_teacher_and_student_tokenizer(teacher, tokenizer, student=student)
+    assert processor(text=[long_text], padding=True, return_tensors="pt")["input_ids"].shape[1] == 19
+    assert tokenizer.model_max_length != 19  # the caller's tokenizer is left alone
+    result = export_sentence_transformer(student, tokenizer, output_dir=str(tmp_path / "st"), include_images=False,
+                                         max_seq_length=128, write_card=False)
+    assert result.max_seq_length == 19
+
+
 # -------------------------------------------------------------------------------------- teacher / student
 def test_teacher_student_dimension_mismatch(tokenizer, teacher, toy_dataset, tmp_path):
     with pytest.raises(ValueError, match=r"student projects to 24 dims but teacher 'tiny-random-clip' embeds in 16: "
