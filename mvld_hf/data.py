@@ -32,6 +32,35 @@ def required_columns(args, has_teacher: bool) -> dict[str, str]:
     return required
 
 
+def check_text_column(dataset, column: str, dataset_name: str = "dataset", batch_size: int = 100_000) -> None:
+    """Raise naming the first dataset row whose ``column`` is not a string, or is empty or whitespace only.
+
+    One vectorised pass over the column (Arrow compute, ``batch_size`` rows at a time, in the dataset's row
+    order), so a bad row is reported before training instead of at the step that reads it. Streams are checked
+    batch by batch in the collator instead.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fix = f"drop or fix such rows before distilling (dataset.filter on '{column}')"
+    offset = 0
+    for table in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_size):
+        values = table.column(column)
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            row = 0 if values.null_count == 0 or pa.types.is_null(values.type) else \
+                pc.index(pc.is_valid(values), True).as_py()
+            value = values[row].as_py() if row >= 0 else None
+            raise TypeError(f"row {offset + row} of {dataset_name}: '{column}' is a {type(value).__name__} "
+                            f"({value!r}); the column holds {values.type} values, expected strings: {fix}")
+        if values.null_count:
+            row = pc.index(pc.is_null(values), True).as_py()
+            raise TypeError(f"row {offset + row} of {dataset_name}: '{column}' is None, expected a string: {fix}")
+        row = pc.index(pc.equal(pc.utf8_trim_whitespace(values), ""), True).as_py()
+        if row >= 0:
+            raise ValueError(f"row {offset + row} of {dataset_name}: '{column}' is empty or whitespace only; {fix}")
+        offset += len(values)
+
+
 class DistillationCollator:
     """Tokenize captions (and English captions for ED) and stack precomputed teacher embeddings.
 
@@ -134,10 +163,20 @@ def undecoded_images(dataset, image_column: str):
     return dataset, False
 
 
+def text_columns(args, has_teacher: bool, columns) -> list[str]:
+    """The text columns of ``columns`` the collator tokenizes or the teacher embeds in the step."""
+    texts = [args.caption_column]
+    if args.needs_english_captions or (has_teacher and args.needs_teacher_text
+                                       and args.teacher_text_column not in columns):
+        texts.append(args.english_column)
+    return [c for c in dict.fromkeys(texts) if c in columns]
+
+
 def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None = None):
     """Fail early, with the reason, on data a run with ``args`` cannot use; returns the dataset to train on.
 
-    Checks: a stream needs ``max_steps``; an empty dataset; missing columns (:func:`required_columns`);
+    Checks: a stream needs ``max_steps``; an empty dataset; missing columns (:func:`required_columns`); text
+    columns with a non-string, empty or whitespace-only row (:func:`check_text_column`, map-style datasets);
     precomputed embedding columns whose length is not the student's ``dim``. With a teacher that embeds images
     in the step, the image column is left undecoded so the collator can name a corrupt image.
     """
@@ -156,6 +195,9 @@ def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None =
     columns = getattr(dataset, "column_names", None)
     if isinstance(columns, list):  # a stream may not know its columns before the first row
         check_columns(columns, required_columns(args, has_teacher=has_teacher), name)
+        if not is_iterable_dataset(dataset):
+            for column in text_columns(args, has_teacher, columns):
+                check_text_column(dataset, column, name)
         if not is_iterable_dataset(dataset) and dim is not None:
             for column in (args.teacher_text_column, args.teacher_image_column):
                 if column in columns:

@@ -91,24 +91,42 @@ def test_empty_dataset(tokenizer, data, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- captions
 @pytest.mark.parametrize("bad,error,message", [
-    ("", ValueError, r"caption\[5\] is empty or whitespace only; drop or fix such rows"),
-    (" \t\n", ValueError, r"caption\[5\] is empty or whitespace only"),
-    (None, TypeError, r"caption\[5\] is a NoneType, expected a string"),
+    ("", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only; drop or fix such rows"),
+    (" \t\n", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only"),
+    (None, TypeError, r"row 5 of train_dataset: 'caption' is None, expected a string"),
 ])
-def test_bad_caption_stops_before_any_update(tokenizer, data, tmp_path, bad, error, message):
+def test_bad_caption_is_named_by_its_dataset_row_before_training(tokenizer, data, tmp_path, bad, error, message):
+    """Checked once over the whole column when the trainer is built (random sampling would otherwise meet the
+    row at some later step and name its position in the batch)."""
     rows = _replace(data, "caption", lambda i, v: bad if i == 5 else v)
-    student = tiny_student(tokenizer, 16)
-    before = {k: v.clone() for k, v in student.state_dict().items()}
-    trainer = _trainer(tokenizer, tmp_path, rows, student=student, train_sampling_strategy="sequential")
     with pytest.raises(error, match=message):
-        trainer.train()
-    assert _unchanged(student, before)
+        _trainer(tokenizer, tmp_path, rows)
+
+
+def test_bad_english_caption_is_named_when_the_teacher_or_ed_reads_it(tokenizer, teacher, data, tmp_path):
+    rows = _replace(data, "english", lambda i, v: "  " if i == 9 else v)
+    with pytest.raises(ValueError, match=r"row 9 of train_dataset: 'english' is empty"):
+        _trainer(tokenizer, tmp_path, rows, method="ed")
+    with pytest.raises(ValueError, match=r"row 9 of train_dataset: 'english' is empty"):
+        _trainer(tokenizer, tmp_path, rows.remove_columns("teacher_text_embeds"), teacher=teacher)
+    _trainer(tokenizer, tmp_path, rows)  # FD on precomputed embeddings never reads it
 
 
 def test_non_string_caption_column(tokenizer, data, tmp_path):
     rows = _replace(data, "caption", lambda i, v: i)  # an int column
-    with pytest.raises(TypeError, match=r"caption\[0\] is a int, expected a string"):
-        _trainer(tokenizer, tmp_path, rows, train_sampling_strategy="sequential").train()
+    with pytest.raises(TypeError, match=r"row 0 of train_dataset: 'caption' is a int \(0\); the column holds int64 "
+                                        r"values, expected strings"):
+        _trainer(tokenizer, tmp_path, rows)
+
+
+def test_bad_caption_in_a_stream_stops_before_any_update(tokenizer, data, tmp_path):
+    rows = _replace(data, "caption", lambda i, v: None if i == 5 else v)
+    student = tiny_student(tokenizer, 16)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset(), student=student)
+    with pytest.raises(TypeError, match=r"caption\[5\] is a NoneType, expected a string"):
+        trainer.train()
+    assert _unchanged(student, before)
 
 
 def test_long_captions_are_truncated_with_a_warning(tokenizer, data, tmp_path, caplog):

@@ -153,10 +153,9 @@ def test_nan_loss_stops_with_the_step(tokenizer, precomputed, tmp_path):
 
 def test_empty_caption_is_reported(tokenizer, precomputed, tmp_path):
     data = precomputed["text"].map(lambda r, i: {"caption": "  " if i == 3 else r["caption"]}, with_indices=True)
-    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16), processing_class=tokenizer, train_dataset=data,
-                                  args=_args(tmp_path, method="fd", max_steps=2, dataloader_drop_last=False))
-    with pytest.raises(ValueError, match="empty or whitespace"):
-        trainer.train()
+    with pytest.raises(ValueError, match="row 3 of train_dataset: 'caption' is empty or whitespace"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), processing_class=tokenizer, train_dataset=data,
+                            args=_args(tmp_path, method="fd", max_steps=2, dataloader_drop_last=False))
 
 
 def test_precompute_dedups_and_is_cached(toy_dataset, teacher, tmp_path):
