@@ -15,6 +15,7 @@ of the student (paired with the teacher's image tower) beside the teacher's Engl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -85,6 +86,102 @@ OFFLINE_TRAINING_DEFAULTS = dict(
 )
 
 
+class CliError(Exception):
+    """A bad command line, config or set-up, found before any work; printed as one line (cause and fix)."""
+
+
+def one_line_errors(main):
+    """Errors end ``main`` with one line, ``error: <cause and fix>``, instead of a traceback; a bare ``--debug``
+    flag (TrainingArguments' ``--debug <option>`` is left alone) re-raises them with the traceback."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None):
+        argv = list(sys.argv[1:] if argv is None else argv)
+        debug = [i for i, a in enumerate(argv) if a == "--debug" and (i + 1 == len(argv) or argv[i + 1][:2] == "--")]
+        for i in reversed(debug):
+            del argv[i]
+        try:
+            return main(argv)
+        except Exception as err:  # every error of a run is reported the same way
+            if debug:
+                raise
+            cause = " ".join(str(err).split()) or "no message"
+            if not isinstance(err, CliError):
+                cause = f"{type(err).__name__}: {cause}"
+            raise SystemExit(f"error: {cause}\n(run with --debug for the traceback)") from None
+
+    return wrapper
+
+
+def read_config(path: str) -> dict:
+    """The mapping of argument names to values in a YAML/JSON config file."""
+    if not os.path.isfile(path):
+        raise CliError(f"config file {path} does not exist: check the path (the shipped ones are in configs/)")
+    with open(path, encoding="utf-8") as f:
+        try:
+            values = (json.load(f) if path.endswith(".json") else yaml.safe_load(f)) or {}
+        except (ValueError, yaml.YAMLError) as err:
+            raise CliError(f"config file {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'} "
+                           f"({' '.join(str(err).split())}): fix its syntax") from None
+    if not isinstance(values, dict):
+        raise CliError(f"config file {path} holds a {type(values).__name__}, not a mapping of argument names to "
+                       "values: write one `name: value` line per argument (e.g. `method: dr`)")
+    return values
+
+
+def validate_cli(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments) -> None:
+    """Problems the command line shows before minutes of work (world, teacher, precompute) are spent."""
+    from mvld_hf.checkpointing import check_output_dir
+
+    out = os.path.abspath(args.output_dir)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CliError(f"--output_dir {args.output_dir} is a file: pass a folder path")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise CliError(f"--output_dir {args.output_dir} cannot be written ({existing} is read-only): choose a "
+                       "writable folder")
+    check_output_dir(out, args.resume_from_checkpoint, args.overwrite_output_dir)
+    if model_args.student != OFFLINE and os.path.isdir(model_args.student):
+        check_text_encoder_folder(model_args.student)
+
+
+def check_text_encoder_folder(path: str) -> None:
+    """A local --student folder must hold a pretrained text encoder (config.json with a vocabulary)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise CliError(f"--student {path} is not a model folder ({' '.join(str(err).split())[:200]}): pass a "
+                       "folder saved with save_pretrained (config.json, weights, tokenizer) or a Hub id") from None
+    kind = getattr(config, "model_type", type(config).__name__)
+    if getattr(config, "vocab_size", None) is None or getattr(config, "is_encoder_decoder", False) \
+            or hasattr(config, "text_config") or hasattr(config, "vision_config"):
+        raise CliError(f"--student {path} is a {kind!r} model, not a text encoder: pass a text encoder such as "
+                       "xlm-roberta-base or distilbert-base-multilingual-cased (a folder or Hub id)")
+
+
+def check_resume(args: DistillationArguments, student) -> None:
+    """The checkpoint to resume from holds a student of this run's shape (checked before precomputing)."""
+    from mvld_hf.checkpointing import last_complete_checkpoint, verify_checkpoint, weight_shape_mismatches
+
+    resume = args.resume_from_checkpoint
+    if resume in (None, False) or str(resume).lower() in ("", "false"):
+        return
+    checkpoint = resume if os.path.isdir(str(resume)) else last_complete_checkpoint(args.output_dir)[0]
+    if checkpoint is None:
+        raise CliError(f"--resume_from_checkpoint {resume}: no complete checkpoint in {args.output_dir}; drop the "
+                       "flag to start a new run or pass a checkpoint folder")
+    verify_checkpoint(checkpoint)
+    mismatches = weight_shape_mismatches(checkpoint, {k: list(v.shape) for k, v in student.state_dict().items()})
+    if mismatches:
+        raise CliError(f"checkpoint {checkpoint} holds a student of another shape ({'; '.join(mismatches[:2])}"
+                       f"{f'; {len(mismatches) - 2} more' if len(mismatches) > 2 else ''}): resume with the student "
+                       "flags of that run (e.g. --offline_hidden_size) or start a new run in a new --output_dir")
+
+
 def parse_args(argv: list[str] | None = None):
     """Command-line flags, or a YAML/JSON config file followed by optional flag overrides
     (``distill.py configs/x.yaml --bf16 false``). The offline run gets its own training defaults."""
@@ -92,12 +189,11 @@ def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     values = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        with open(argv.pop(0), encoding="utf-8") as f:
-            values = (json.load(f) if f.name.endswith(".json") else yaml.safe_load(f)) or {}
+        values = read_config(argv.pop(0))
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SystemExit(f"unknown keys in {f.name}: {unknown}")
+            raise CliError(f"unknown keys in the config file: {unknown}; see `distill.py --help` for the names")
     teacher = argv[argv.index("--teacher") + 1] if "--teacher" in argv[:-1] else values.get("teacher", OFFLINE)
     if teacher == OFFLINE:
         values = {**OFFLINE_TRAINING_DEFAULTS, **values}
@@ -208,8 +304,10 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     return results
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, args = parse_args(argv)
+    validate_cli(model_args, data_args, args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if args.should_log else logging.WARNING)
     start = time.perf_counter()
@@ -224,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
     setup = offline_setup if offline else hub_setup
     train, evaluation, teacher, tokenizer, student = setup(model_args, data_args, args)
+    check_resume(args, student)
 
     with args.main_process_first(desc="teacher embeddings"):
         if args.anchor == "text" and args.image_column in (train.column_names or []):

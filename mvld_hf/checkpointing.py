@@ -128,9 +128,11 @@ def newest_complete_checkpoint(output_dir: str) -> str:
     return checkpoint
 
 
-def check_compatible(checkpoint: str, saved: dict, current: dict) -> None:
+def check_compatible(checkpoint: str, saved: dict, current: dict,
+                     weight_shapes: dict[str, list[int]] | None = None) -> None:
     """Raise :class:`CheckpointMismatchError` listing every set-up difference between the run that wrote
-    ``checkpoint`` (its manifest's ``saved`` metadata) and the resuming run (``current``)."""
+    ``checkpoint`` (its manifest's ``saved`` metadata) and the resuming run (``current``; with ``weight_shapes``,
+    also the shapes of its model's weights, see :func:`weight_shape_mismatches`)."""
     keys = ["method_weights", "anchor", "projection_dim", "lora_r", "queue_size", "include_positive"]
     differences = [f"{key}: checkpoint {saved.get(key)!r}, this run {current.get(key)!r}"
                    for key in keys if saved.get(key) != current.get(key)]
@@ -138,8 +140,63 @@ def check_compatible(checkpoint: str, saved: dict, current: dict) -> None:
     if base is not None and base_now is not None and abs(base - base_now) > 1e-6 * max(abs(base), 1.0):
         differences.append("the frozen base weights of the LoRA student differ from those the adapter was "
                            "trained on (build the student from the same pretrained backbone)")
+    shapes = weight_shape_mismatches(checkpoint, weight_shapes) if weight_shapes else []
+    if shapes:
+        differences.append(f"the student's weights have other shapes ({'; '.join(shapes[:2])}"
+                           f"{f'; {len(shapes) - 2} more' if len(shapes) > 2 else ''}): build the same student")
     if differences:
         raise CheckpointMismatchError(
             f"checkpoint {checkpoint} was written by a different set-up ({'; '.join(differences)}). Resuming "
             "continues the same run; to train on with another method or queue, load the weights with "
             "from_pretrained and start a new run")
+
+
+def weight_shape_mismatches(checkpoint: str, current: dict[str, list[int]]) -> list[str]:
+    """``"name: checkpoint [..], this run [..]"`` for every weight of ``checkpoint``'s ``*.safetensors`` (read
+    from the file headers, no tensor is loaded) whose shape differs from ``current`` (name -> shape of this
+    run's model, e.g. ``{k: list(v.shape) for k, v in model.state_dict().items()}``): another width, depth..."""
+    from safetensors import safe_open
+
+    mismatches = []
+    for file in sorted(os.listdir(checkpoint)):
+        if not file.endswith(".safetensors") or file.startswith("adapter_"):
+            continue
+        with safe_open(os.path.join(checkpoint, file), framework="numpy") as handle:
+            for name in handle.keys():
+                shape = list(handle.get_slice(name).get_shape())
+                if name in current and current[name] != shape:
+                    mismatches.append(f"{name}: checkpoint {shape}, this run {current[name]}")
+    return mismatches
+
+
+class ExistingRunError(FileExistsError):
+    """``output_dir`` holds an earlier run's checkpoints or saved student and this run neither resumes nor
+    overwrites it."""
+
+
+#: files of a saved student (``save_model``) in an output_dir
+_SAVED_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                      "adapter_model.safetensors")
+
+
+def earlier_run(output_dir: str) -> list[str]:
+    """What an earlier run left in ``output_dir``: its ``checkpoint-N`` folders and saved-student files."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [os.path.basename(c) for c in list_checkpoints(output_dir)]
+    return found + [name for name in _SAVED_MODEL_FILES if os.path.isfile(os.path.join(output_dir, name))]
+
+
+def check_output_dir(output_dir: str, resume_from_checkpoint=None, overwrite: bool = False) -> list[str]:
+    """Refuse (:class:`ExistingRunError`) to start a new run in an ``output_dir`` holding an earlier run, unless
+    it resumes or ``overwrite`` is set; returns what the earlier run left (what ``overwrite`` replaces)."""
+    resuming = resume_from_checkpoint not in (None, False) and str(resume_from_checkpoint).lower() not in ("", "false")
+    found = [] if resuming else earlier_run(output_dir)
+    if found and not overwrite:
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise ExistingRunError(
+            f"output_dir {output_dir} holds an earlier run ({shown}); a new run there would delete its checkpoints "
+            "and overwrite its saved student. Resume it with --resume_from_checkpoint true "
+            "(train(resume_from_checkpoint=True)), choose a new --output_dir, or pass --overwrite_output_dir true "
+            "to start over and delete them")
+    return found

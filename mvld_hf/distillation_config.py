@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -18,6 +20,24 @@ from .losses.registry import METHODS, parse_method
 __all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
 
 ANCHORS = ("text", "image")
+logger = logging.getLogger(__name__)
+
+
+def _launched_processes() -> int:
+    """How many processes a launcher (``accelerate launch``, ``torchrun``) started for this run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _has_accelerator() -> bool:
+    """Whether torch sees a device that distributed training would place one process per (GPU, XPU, NPU, ...)."""
+    import torch
+    from transformers.utils import is_torch_hpu_available, is_torch_npu_available, is_torch_xpu_available
+
+    return torch.cuda.is_available() or is_torch_xpu_available() or is_torch_npu_available() \
+        or is_torch_hpu_available()
 
 
 @dataclass
@@ -93,6 +113,13 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Module names that get adapters. Default by backbone: XLM-R/RoBERTa/BERT 'query','value'; "
                           "DistilBERT 'q_lin','v_lin'; other backbones must name them."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds an earlier run's checkpoints or saved model, "
+                          "deleting them first (mvld_hf's own flag: transformers 5 dropped TrainingArguments'). "
+                          "Without it such a run stops before any work and offers --resume_from_checkpoint true or "
+                          "a new --output_dir."},
+    )
     lora_merge_on_save: bool = field(
         default=True,
         metadata={"help": "LoRA students: save_model() writes the merged plain student (loads with from_pretrained "
@@ -101,6 +128,16 @@ class DistillationArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}: set --{name} 1 or more")
+        if not self.use_cpu and _launched_processes() > 1 and not _has_accelerator():
+            # accelerate launch --multi_gpu --num_processes N on a machine without GPUs: without use_cpu every
+            # process would train alone and all of them would write into one output_dir; make it one DDP run
+            logger.warning("%d processes were launched on a machine without GPUs: training on CPU with distributed "
+                        "data parallel over them (use_cpu=True)", _launched_processes())
+            self.use_cpu = True
         super().__post_init__()
         self.method_weights = parse_method(self.method)
         if self.anchor not in ANCHORS:

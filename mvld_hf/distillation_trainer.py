@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections import defaultdict
 
 import torch
@@ -16,13 +17,14 @@ from .checkpointing import (
     IncompleteCheckpointError,
     _fsync_write,
     check_compatible,
+    check_output_dir,
     last_complete_checkpoint,
     newest_complete_checkpoint,
     verify_checkpoint,
     write_checkpoint_manifest,
 )
 from .data import DistillationCollator, check_dataset, collator_columns_only
-from .distillation_config import DistillationArguments
+from .distillation_config import DistillationArguments, _launched_processes
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .encode import position_limit
 from .lora import apply_lora, is_peft_model, merge_lora
@@ -79,6 +81,13 @@ class DistillationTrainer(Trainer):
             args = DistillationArguments(output_dir="mvld_hf_output")
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}")
+        launched = _launched_processes()
+        if launched > 1 and args.world_size != launched:
+            raise RuntimeError(
+                f"{launched} processes were launched (WORLD_SIZE={launched}) but they do not form one distributed "
+                f"run (this one sees {args.world_size} process): each would train alone, all writing into "
+                f"{args.output_dir}. Give every process its own GPU (accelerate launch --multi_gpu --num_processes "
+                "N with N GPUs), set use_cpu=True (--use_cpu true) for CPU processes, or launch one process")
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("pass the student's tokenizer as processing_class (or a data_collator)")
@@ -379,7 +388,8 @@ class DistillationTrainer(Trainer):
             raise CheckpointMismatchError(f"checkpoint {checkpoint}: {err}") from err
 
     def _check_compatible(self, checkpoint: str, manifest: dict) -> None:
-        check_compatible(checkpoint, manifest.get("metadata", {}), self._checkpoint_metadata())
+        shapes = {name: list(value.shape) for name, value in self.model.state_dict().items()}
+        check_compatible(checkpoint, manifest.get("metadata", {}), self._checkpoint_metadata(), shapes)
 
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> str:
         """The checkpoint ``train`` resumes from, verified complete and compatible.
@@ -400,7 +410,17 @@ class DistillationTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
-        restores the DR queue, so it logs the same losses as an uninterrupted run."""
+        restores the DR queue, so it logs the same losses as an uninterrupted run. A new run refuses an
+        ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``."""
+        earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
+        if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
+            logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", self.args.output_dir,
+                           ", ".join(earlier))
+            for name in earlier:
+                if name.startswith(PREFIX_CHECKPOINT_DIR):
+                    shutil.rmtree(os.path.join(self.args.output_dir, name))
+        if earlier:
+            self.accelerator.wait_for_everyone()
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
             self.load_queue(resume_from_checkpoint)

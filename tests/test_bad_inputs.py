@@ -320,3 +320,35 @@ def test_export_refuses_a_checkpoint_that_is_not_an_mvld_student(tmp_path):
     with pytest.raises(NotAStudentError, match="is not an mvld_hf student: its config.json has model_type 'bert'"):
         export_sentence_transformer(str(tmp_path / "bert"), output_dir=str(tmp_path / "export"))
     assert not os.path.exists(tmp_path / "export")
+
+
+# ------------------------------------------------------------------------------------ processes and re-runs
+def test_processes_that_are_not_one_distributed_run(tokenizer, data, tmp_path, monkeypatch):
+    args = _args(tmp_path)  # one process's arguments (no process group)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # ... but a launcher started two
+    with pytest.raises(RuntimeError, match=r"2 processes were launched \(WORLD_SIZE=2\) but they do not form one "
+                                           r"distributed run .*each would train alone.*--use_cpu true"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), processing_class=tokenizer, train_dataset=data,
+                            args=args)
+
+
+def test_rerun_into_an_output_dir_with_checkpoints(tokenizer, data, tmp_path):
+    from mvld_hf.checkpointing import ExistingRunError
+
+    first = _trainer(tokenizer, tmp_path, data, max_steps=2, save_strategy="steps", save_steps=2)
+    first.train()
+    checkpoint = os.path.join(first.args.output_dir, "checkpoint-2")
+    saved = {name: os.path.getmtime(os.path.join(checkpoint, name)) for name in os.listdir(checkpoint)}
+    again = _trainer(tokenizer, tmp_path, data, max_steps=1, save_strategy="steps", save_steps=1)
+    with pytest.raises(ExistingRunError, match=r"holds an earlier run \(checkpoint-2\); a new run there would delete "
+                                               r"its checkpoints.*--resume_from_checkpoint true.*a new --output_dir"
+                                               r".*--overwrite_output_dir true"):
+        again.train()
+    assert again.state.global_step == 0
+    assert {name: os.path.getmtime(os.path.join(checkpoint, name)) for name in os.listdir(checkpoint)} == saved
+    _trainer(tokenizer, tmp_path, data, max_steps=3, save_strategy="steps", save_steps=3).train(
+        resume_from_checkpoint=True)  # resuming is allowed
+    overwrite = _trainer(tokenizer, tmp_path, data, max_steps=1, save_strategy="steps", save_steps=1,
+                         overwrite_output_dir=True)
+    overwrite.train()  # starts over: the earlier run's checkpoints are gone, so they cannot mix with this run's
+    assert sorted(os.listdir(overwrite.args.output_dir)) == ["checkpoint-1"]

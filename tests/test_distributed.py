@@ -26,9 +26,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two_processes(script: str, *script_args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def launch_two_processes(script: str, *script_args: str, timeout: int = 240,
+                         env: dict | None = None) -> subprocess.CompletedProcess:
     """``accelerate launch`` two gloo ranks on this CPU machine (offline, one thread each, a free port)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), script, *script_args]

@@ -38,3 +38,26 @@ def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, ca
     assert results["student"]["retrieval"]["mean"]["t2i_R@1"] == saved["student"]["retrieval"]["mean"]["t2i_R@1"]
     assert torch.isfinite(student.projection.weight).all()
     assert os.path.isdir(tmp_path / "cache")  # world and teacher were cached under MVLD_HF_CACHE
+
+
+def test_readme_multi_process_line_is_one_ddp_run_on_cpu(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 examples/distill.py` on a machine without GPUs trains
+    once, data-parallel over both processes (not twice, racing on one output_dir)."""
+    from tests.test_distributed import launch_two_processes
+
+    out = tmp_path / "run"
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "distill.py")
+    env = {"MVLD_HF_CACHE": str(tmp_path / "cache")}
+    result = launch_two_processes(
+        script, "--output_dir", str(out), "--world_train_scenes", "40", "--world_test_scenes", "12",
+        "--teacher_steps", "3", "--offline_hidden_size", "32", "--offline_layers", "1", "--offline_heads", "2",
+        "--offline_vocab_size", "400", "--max_steps", "2", "--per_device_train_batch_size", "8",
+        "--queue_size", "32", "--logging_steps", "1", "--save_steps", "2", "--disable_tqdm", "true",
+        env=env, timeout=400)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    log = result.stdout + result.stderr
+    assert "2 processes were launched on a machine without GPUs: training on CPU with distributed data parallel" \
+        in log and "parallel_mode != ParallelMode.DISTRIBUTED" not in log
+    manifest = json.loads((out / "checkpoint-2" / "mvld_checkpoint.json").read_text())
+    assert manifest["metadata"]["world_size"] == 2
+    assert result.stdout.count("### retrieval") == 1  # the retrieval table: evaluated once, by rank 0
