@@ -32,6 +32,51 @@ def required_columns(args, has_teacher: bool) -> dict[str, str]:
     return required
 
 
+class NonFiniteEmbeddingError(ValueError):
+    """Teacher embeddings hold NaN or infinite values: training on them would turn every weight into NaN."""
+
+
+def non_finite_rows(embeddings) -> np.ndarray:
+    """Indices of the rows of a [N, d] array (numpy or torch) holding NaN or +-inf."""
+    if isinstance(embeddings, torch.Tensor):
+        return torch.nonzero(~torch.isfinite(embeddings).reshape(len(embeddings), -1).all(dim=1)).flatten().cpu() \
+            .numpy()
+    values = np.asarray(embeddings, dtype=np.float32)
+    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+
+
+def non_finite_error(column: str, where: str, value=None, fix: str | None = None) -> NonFiniteEmbeddingError:
+    """The error for a teacher embedding holding NaN/inf at ``where`` (e.g. ``"row 5 of train_dataset"``)."""
+    shown = "" if value is None else f" ({np.asarray(value, dtype=np.float32).ravel()[:4].tolist()}...)"
+    return NonFiniteEmbeddingError(
+        f"{where}: '{column}' holds NaN or infinite values{shown}; training on it would turn every weight into NaN. "
+        + (fix or "Drop that row or recompute its teacher embedding (precompute_teacher_embeddings)"))
+
+
+def check_finite_embeddings(dataset, column: str, dataset_name: str = "dataset", batch_size: int = 100_000) -> None:
+    """Raise :class:`NonFiniteEmbeddingError` naming the first dataset row of the embedding ``column`` that
+    holds NaN/inf (or is missing). One vectorised Arrow pass in the dataset's row order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offset = 0
+    for table in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_size):
+        values = table.column(column).combine_chunks()
+        if values.null_count:
+            row = pc.index(pc.is_null(values), True).as_py()
+            raise non_finite_error(column, f"row {offset + row} of {dataset_name}", fix="the row has no embedding: "
+                                   "drop it or recompute its teacher embedding (precompute_teacher_embeddings)")
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type) \
+                or pa.types.is_fixed_size_list(values.type):
+            flat = pc.list_flatten(values)
+            if pa.types.is_floating(flat.type):
+                bad = pc.invert(pc.is_finite(flat))
+                if pc.any(bad).as_py():
+                    row = pc.list_parent_indices(values)[pc.index(bad, True).as_py()].as_py()
+                    raise non_finite_error(column, f"row {offset + row} of {dataset_name}", values[row].as_py())
+        offset += len(values)
+
+
 def check_text_column(dataset, column: str, dataset_name: str = "dataset", batch_size: int = 100_000) -> None:
     """Raise naming the first dataset row whose ``column`` is not a string, or is empty or whitespace only.
 
@@ -94,17 +139,22 @@ class DistillationCollator:
             required[args.english_column] = "the English caption ED also distils"
         check_columns(list(features[0].keys()), required, "the training batch")
 
-    @staticmethod
-    def _stack_embeddings(features: list[dict[str, Any]], column: str) -> torch.Tensor:
+    def _stack_embeddings(self, features: list[dict[str, Any]], column: str) -> torch.Tensor:
         rows = [f[column] for f in features]
         lengths = {len(r) if hasattr(r, "__len__") else -1 for r in rows}
         if len(lengths) != 1 or -1 in lengths:
             raise ValueError(f"rows of '{column}' are not vectors of one length (found lengths {sorted(lengths)}); "
                              "recompute the teacher embeddings with precompute_teacher_embeddings")
         try:
-            return torch.as_tensor(np.asarray(rows, dtype=np.float32))
+            stacked = np.asarray(rows, dtype=np.float32)
         except (TypeError, ValueError) as err:
             raise ValueError(f"'{column}' does not hold numeric vectors ({err})") from err
+        bad = non_finite_rows(stacked)  # a streamed row's only check (map-style datasets are checked up front)
+        if len(bad):
+            caption = features[bad[0]].get(self.args.caption_column)
+            raise non_finite_error(column, f"the row captioned {caption!r} (position {bad[0]} of its batch)",
+                                   stacked[bad[0]])
+        return torch.as_tensor(stacked)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         args = self.args
@@ -176,8 +226,9 @@ def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None =
     """Fail early, with the reason, on data a run with ``args`` cannot use; returns the dataset to train on.
 
     Checks: a stream needs ``max_steps``; an empty dataset; missing columns (:func:`required_columns`); text
-    columns with a non-string, empty or whitespace-only row (:func:`check_text_column`, map-style datasets);
-    precomputed embedding columns whose length is not the student's ``dim``. With a teacher that embeds images
+    columns with a non-string, empty or whitespace-only row (:func:`check_text_column`) and embedding columns
+    with a NaN/inf row (:func:`check_finite_embeddings`), both for map-style datasets; precomputed embedding
+    columns whose length is not the student's ``dim``. With a teacher that embeds images
     in the step, the image column is left undecoded so the collator can name a corrupt image.
     """
     if dataset is None:
@@ -198,6 +249,10 @@ def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None =
         if not is_iterable_dataset(dataset):
             for column in text_columns(args, has_teacher, columns):
                 check_text_column(dataset, column, name)
+            for column, needed in ((args.teacher_text_column, args.needs_teacher_text),
+                                   (args.teacher_image_column, args.needs_teacher_image)):
+                if needed and column in columns:
+                    check_finite_embeddings(dataset, column, name)
         if not is_iterable_dataset(dataset) and dim is not None:
             for column in (args.teacher_text_column, args.teacher_image_column):
                 if column in columns:

@@ -23,7 +23,13 @@ from .checkpointing import (
     verify_checkpoint,
     write_checkpoint_manifest,
 )
-from .data import DistillationCollator, check_dataset, collator_columns_only
+from .data import (
+    DistillationCollator,
+    NonFiniteEmbeddingError,
+    check_dataset,
+    collator_columns_only,
+    non_finite_rows,
+)
 from .distillation_config import DistillationArguments, _launched_processes
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .encode import position_limit
@@ -37,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops before the bad update is applied."""
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """A gradient (or a weight about to be checkpointed) became NaN or infinite; training stops before the
+    optimizer applies it (or before the checkpoint is written)."""
 
 
 class DistillationTrainer(Trainer):
@@ -185,16 +196,29 @@ class DistillationTrainer(Trainer):
         if t is None and args.needs_teacher_text:
             if self.teacher is None:
                 raise ValueError("batch has no teacher_text_embeds and the trainer has no teacher")
-            t = self.teacher.encode_text(inputs["english_texts"])
+            t = self._checked(self.teacher.encode_text(inputs["english_texts"]), inputs["english_texts"],
+                              "the English caption")
         image = inputs.get("teacher_image_embeds")
         if image is None and args.needs_teacher_image:
             if self.teacher is None:
                 raise ValueError("batch has no teacher_image_embeds and the trainer has no teacher")
-            image = self.teacher.encode_image(inputs["images"])
+            image = self._checked(self.teacher.encode_image(inputs["images"]), inputs["input_ids"], "the image")
         device = inputs["input_ids"].device
         t = None if t is None else t.detach().float().to(device)
         anchor = t if args.anchor == "text" else image.detach().float().to(device)
         return t, anchor
+
+    def _checked(self, embeddings: torch.Tensor, rows, what: str) -> torch.Tensor:
+        """The teacher's in-step output, refused if a row is NaN/inf (one check per step, on this slow path)."""
+        bad = non_finite_rows(embeddings.detach())
+        if len(bad):
+            row = rows[int(bad[0])]
+            described = f"{what} {row!r}" if isinstance(row, str) else f"{what} of position {int(bad[0])} of the batch"
+            raise NonFiniteEmbeddingError(
+                f"the teacher's embedding of {described} at step {self.state.global_step + 1} holds NaN or infinite "
+                "values; training on it would turn every weight into NaN. Drop that row, or check the teacher (an "
+                "fp16 overflow?)")
+        return embeddings
 
     def _student_embeddings(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -241,16 +265,46 @@ class DistillationTrainer(Trainer):
         if not torch.isfinite(loss):
             parts = {m: float(r["loss"].detach()) for m, r in results.items()}
             step = self.state.global_step + (1 if model.training else 0)
-            last, _ = last_complete_checkpoint(self.args.output_dir) if self.args.should_save else (None, [])
-            kept = (f"The last complete checkpoint, {last}, is intact: resume from it with "
-                    f"train(resume_from_checkpoint={last!r})" if last else "No checkpoint had been saved yet")
             raise NonFiniteLossError(
                 f"the distillation loss is {float(loss.detach())} at step {step} "
                 f"({'training' if model.training else 'evaluation'}"
-                f"; parts: {parts}); stopping before the update. {kept}. Lower the learning rate, raise the "
-                "temperatures, or check the batch's teacher embeddings for NaN/inf.")
+                f"; parts: {parts}); stopping before the update. {self._kept()}. Lower the learning rate, raise "
+                "the temperatures, or check the batch's teacher embeddings for NaN/inf.")
         loss = scale_grad(loss, world)  # DDP averages gradients over ranks; undo it for the global loss
         return (loss, {"text_embeds": s}) if return_outputs else loss
+
+    def _kept(self) -> str:
+        """Where training can go on from after a stop: the newest complete checkpoint."""
+        last, _ = last_complete_checkpoint(self.args.output_dir) if self.args.should_save else (None, [])
+        return (f"The last complete checkpoint, {last}, is intact: resume from it with "
+                f"train(resume_from_checkpoint={last!r})" if last else "No checkpoint had been saved yet")
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The Trainer's global gradient norm (one fused reduction over every gradient, computed each optimizer
+        step anyway), checked before ``optimizer.step()``: a NaN/inf gradient stops training before it reaches
+        the weights. One host sync per optimizer step. Skipped under fp16 loss scaling, whose scaler skips such
+        steps by design."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if grad_norm is not None and getattr(self.accelerator, "scaler", None) is None \
+                and not torch.isfinite(torch.as_tensor(grad_norm)):
+            raise NonFiniteGradientError(
+                f"the gradient is non-finite (norm {float(grad_norm)}) at step {self.state.global_step + 1} although "
+                f"the loss was finite; stopping before the optimizer applies it, so the weights stay finite. "
+                f"{self._kept()}. Check the teacher embeddings of the step's rows for NaN/inf, lower the learning "
+                "rate, or raise the temperatures.")
+        return grad_norm
+
+    def _check_finite_weights(self) -> None:
+        """Refuse to checkpoint NaN/inf weights (one reduction over the parameters, once per save)."""
+        params = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
+        finite = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else torch.tensor(True)
+        finite = finite.to(self.args.device).float()
+        if world_size() > 1:  # every rank stops together (FSDP/DeepSpeed ranks hold different shards)
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
+            raise NonFiniteGradientError(
+                f"the student's weights hold NaN/inf at step {self.state.global_step}; this checkpoint is not written. "
+                f"{self._kept()}.")
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """The distillation losses on ``eval_dataset`` (if any) plus every evaluator's flat metrics
@@ -330,7 +384,8 @@ class DistillationTrainer(Trainer):
         args = self.args
         meta = {"method_weights": dict(args.method_weights), "anchor": args.anchor,
                 "projection_dim": self._embedding_dim(self.model), "lora_r": args.lora_r,
-                "global_step": self.state.global_step, "world_size": args.world_size}
+                "global_step": self.state.global_step, "world_size": args.world_size,
+                "finite_weights": True}  # _save_checkpoint checked the weights before writing them
         if self.queue is not None:
             meta.update(queue_size=args.queue_size, include_positive=args.include_positive,
                         queue_filled=len(self.queue))
@@ -349,6 +404,7 @@ class DistillationTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
         rotated out only after the new one is complete."""
+        self._check_finite_weights()
         limit = self.args.save_total_limit
         self.args.save_total_limit = None  # rotate below, once the manifest exists
         try:

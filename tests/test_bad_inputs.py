@@ -27,6 +27,8 @@ from mvld_hf import (
     precompute_teacher_embeddings,
 )
 from mvld_hf.checkpointing import verify_checkpoint
+from mvld_hf.data import NonFiniteEmbeddingError
+from mvld_hf.distillation_trainer import NonFiniteGradientError
 from mvld_hf.testing import tiny_student
 from tests.helpers import training_args
 
@@ -279,23 +281,115 @@ def test_corrupt_image_bytes_in_the_step(image_rows, tokenizer, teacher, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- NaN / inf
+def _finite(model) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _assert_stopped_at_step_4_keeping_checkpoint_2(trainer, student):
+    """The update of step 4 was never applied, no checkpoint-4 was written and checkpoint-2 is intact and finite
+    (a stream fails while its loader prefetches the bad batch, one step earlier)."""
+    assert trainer.state.global_step in (2, 3) and _finite(student)
+    assert not os.path.exists(os.path.join(trainer.args.output_dir, "checkpoint-4"))
+    checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-2")
+    assert verify_checkpoint(checkpoint)["metadata"]["finite_weights"] is True
+    assert _finite(MultilingualTextTower.from_pretrained(checkpoint))
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tokenizer, data, tmp_path, bad):
-    bad_row = 3 * BATCH + 2  # read at step 4 (sequential sampling)
-    rows = _replace(data, "teacher_text_embeds", lambda i, v: [bad] * 16 if i == bad_row else v)
+@pytest.mark.parametrize("method", ["fd", "dr"])
+def test_non_finite_precomputed_embedding_is_named_before_training(tokenizer, data, tmp_path, bad, method):
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: [bad] * 16 if i == 50 else v)
+    with pytest.raises(NonFiniteEmbeddingError, match=r"row 50 of train_dataset: 'teacher_text_embeds' holds NaN or "
+                                                      r"infinite values .*Drop that row or recompute"):
+        _trainer(tokenizer, tmp_path, rows, method=method)
+
+
+def test_non_finite_embedding_in_a_stream_stops_before_any_update(tokenizer, data, tmp_path):
+    """DR on a stream: the bad row (read at step 4) is refused by the collator, naming the row's caption; before
+    this check the step's loss was finite and its NaN gradient silently wiped every weight."""
+    bad_row = 3 * BATCH + 2
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: [math.nan] * 16 if i == bad_row else v)
     student = tiny_student(tokenizer, 16)
-    trainer = _trainer(tokenizer, tmp_path, rows, student=student, max_steps=6, save_strategy="steps", save_steps=2,
+    trainer = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset(), student=student, method="dr", max_steps=6,
+                       save_strategy="steps", save_steps=2)
+    caption = rows[bad_row]["caption"]
+    with pytest.raises(NonFiniteEmbeddingError, match=rf"the row captioned '{caption}' \(position 2 of its batch\): "
+                                                      r"'teacher_text_embeds' holds NaN"):
+        trainer.train()
+    _assert_stopped_at_step_4_keeping_checkpoint_2(trainer, student)
+
+
+def test_non_finite_teacher_output_in_the_step(tokenizer, teacher, data, tmp_path, monkeypatch):
+    encode_text, seen = teacher.encode_text, []
+
+    def broken(texts, **kwargs):  # the teacher overflows on the third caption of step 4
+        out = encode_text(texts, **kwargs)
+        if trainer.state.global_step == 3:
+            seen.append(texts[2])
+            out[2] = math.nan
+        return out
+
+    monkeypatch.setattr(teacher, "encode_text", broken)
+    student = tiny_student(tokenizer, 16)
+    trainer = _trainer(tokenizer, tmp_path, data.remove_columns("teacher_text_embeds"), student=student,
+                       teacher=teacher, method="dr", max_steps=6, save_strategy="steps", save_steps=2)
+    with pytest.raises(NonFiniteEmbeddingError) as error:
+        trainer.train()
+    assert str(error.value).startswith(f"the teacher's embedding of the English caption {seen[0]!r} at step 4 holds "
+                                       "NaN or infinite values")
+    _assert_stopped_at_step_4_keeping_checkpoint_2(trainer, student)
+
+
+def test_non_finite_gradient_stops_before_the_optimizer_step(tokenizer, data, tmp_path):
+    """A finite loss whose gradient is NaN (injected at step 4) is stopped before the weights change."""
+    student = tiny_student(tokenizer, 16)
+    trainer = _trainer(tokenizer, tmp_path, data, student=student, method="dr", max_steps=6, save_strategy="steps",
+                       save_steps=2)
+    student.projection.weight.register_hook(
+        lambda grad: grad * math.nan if trainer.state.global_step == 3 else grad)
+    with pytest.raises(NonFiniteGradientError, match=r"the gradient is non-finite \(norm nan\) at step 4 although "
+                                                     r"the loss was finite; stopping before the optimizer applies it.*"
+                                                     r"The last complete checkpoint, .*checkpoint-2, is intact"):
+        trainer.train()
+    _assert_stopped_at_step_4_keeping_checkpoint_2(trainer, student)
+
+
+def test_non_finite_weights_are_never_checkpointed(tokenizer, data, tmp_path):
+    from transformers import TrainerCallback
+
+    class Corrupt(TrainerCallback):  # weights going bad by any route (here: directly, after step 4)
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 4:  # after the update, before the save
+                with torch.no_grad():
+                    model.projection.bias[0] = math.inf
+
+    trainer = _trainer(tokenizer, tmp_path, data, max_steps=6, save_strategy="steps", save_steps=2)
+    trainer.add_callback(Corrupt())
+    with pytest.raises(NonFiniteGradientError, match=r"weights hold NaN/inf at step 4; this checkpoint is not "
+                                                     r"written.*checkpoint-2, is intact"):
+        trainer.train()
+    assert sorted(os.listdir(trainer.args.output_dir)) == ["checkpoint-2"]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tokenizer, data, tmp_path, bad,
+                                                                             monkeypatch):
+    student = tiny_student(tokenizer, 16)
+    trainer = _trainer(tokenizer, tmp_path, data, student=student, max_steps=6, save_strategy="steps", save_steps=2,
                        train_sampling_strategy="sequential")
+    targets = trainer._teacher_targets
+
+    def bad_at_step_4(inputs):  # anchors going bad past every input check
+        t, a = targets(inputs)
+        return (t, a * bad) if trainer.state.global_step == 3 else (t, a)
+
+    monkeypatch.setattr(trainer, "_teacher_targets", bad_at_step_4)
     checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-2")
     with pytest.raises(NonFiniteLossError, match=rf"loss is (nan|inf) at step 4 \(training.*The last complete "
                                                  rf"checkpoint, {checkpoint}, is intact"):
         trainer.train()
-    assert all(torch.isfinite(p).all() for p in student.parameters())  # the bad update was never applied
-    assert not os.path.exists(os.path.join(trainer.args.output_dir, "checkpoint-4"))
-    verify_checkpoint(checkpoint)
-    reloaded = MultilingualTextTower.from_pretrained(checkpoint)
-    assert all(torch.isfinite(p).all() for p in reloaded.parameters())
-    # and training resumes from it once the bad row is gone
+    _assert_stopped_at_step_4_keeping_checkpoint_2(trainer, student)
+    # and training resumes from it
     fixed = _trainer(tokenizer, tmp_path, data, max_steps=3, save_strategy="steps", save_steps=2,
                      train_sampling_strategy="sequential")
     fixed.train(resume_from_checkpoint=checkpoint)
