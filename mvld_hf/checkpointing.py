@@ -66,7 +66,8 @@ def write_checkpoint_manifest(checkpoint: str, metadata: dict) -> None:
 
 def verify_checkpoint(checkpoint: str) -> dict:
     """Return the manifest of a complete ``DistillationTrainer`` checkpoint, or raise
-    :class:`IncompleteCheckpointError` saying what is missing or truncated."""
+    :class:`IncompleteCheckpointError` saying what is missing or truncated, or that the manifest does not record
+    finite weights (``metadata["finite_weights"]``), or that a ``*.safetensors`` weight holds NaN/inf."""
     if not os.path.isdir(checkpoint):
         raise IncompleteCheckpointError(f"checkpoint {checkpoint} does not exist")
     path = os.path.join(checkpoint, CHECKPOINT_MANIFEST)
@@ -91,7 +92,33 @@ def verify_checkpoint(checkpoint: str) -> dict:
         problems.append(f"{TRAINER_STATE} was never written")
     if problems:
         raise IncompleteCheckpointError(f"checkpoint {checkpoint} is corrupt or incomplete: {'; '.join(problems)}")
+    if (manifest.get("metadata") or {}).get("finite_weights") is not True:
+        raise IncompleteCheckpointError(
+            f"checkpoint {checkpoint}: its {CHECKPOINT_MANIFEST} records no check that its weights are finite (it "
+            "was written by an mvld_hf version without that check, or by a run whose weights were not finite), so "
+            "it is not trusted for resuming. To keep its weights, load them with from_pretrained and start a new run")
+    bad = non_finite_weights(checkpoint)
+    if bad:
+        raise IncompleteCheckpointError(
+            f"checkpoint {checkpoint} holds NaN/inf weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): "
+            "resume from an earlier checkpoint")
     return manifest
+
+
+def non_finite_weights(checkpoint: str) -> list[str]:
+    """Names of the tensors in ``checkpoint``'s ``*.safetensors`` files holding NaN/inf (read one at a time)."""
+    import torch
+    from safetensors import safe_open
+
+    bad = []
+    for file in sorted(os.listdir(checkpoint)):
+        if file.endswith(".safetensors"):
+            with safe_open(os.path.join(checkpoint, file), framework="pt") as handle:
+                for name in handle.keys():
+                    tensor = handle.get_tensor(name)
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                        bad.append(name)
+    return bad
 
 
 def list_checkpoints(output_dir: str) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import is_iterable_dataset, undecoded_images
+from .data import NonFiniteEmbeddingError, is_iterable_dataset, non_finite_error, non_finite_rows, undecoded_images
 from .data_utils import MissingColumnError, check_columns, decode_image
 from .encode import check_texts
 
@@ -66,11 +66,24 @@ class TeacherEmbeddingCache:
                 f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             for key, dim, value in rows:
                 found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
+        if found:
+            bad = non_finite_rows(np.stack(list(found.values())))
+            if len(bad):
+                text = list(found)[bad[0]]
+                raise NonFiniteEmbeddingError(
+                    f"the teacher embedding cache {self.path} holds NaN/inf for {text!r}: delete that file to "
+                    "recompute its entries")
         self.hits += len(found)
         self.misses += len(texts) - len(found)
         return found
 
     def put(self, embeddings: dict[str, np.ndarray]) -> None:
+        """Store embeddings; NaN/inf ones raise :class:`~mvld_hf.data.NonFiniteEmbeddingError` (never cached)."""
+        if embeddings:
+            bad = non_finite_rows(np.stack([np.asarray(e, dtype=np.float32) for e in embeddings.values()]))
+            if len(bad):
+                raise non_finite_error("teacher embedding", f"the text {list(embeddings)[bad[0]]!r}",
+                                       fix="It is not cached; drop or fix that text, or check the teacher")
         rows = [(self.key(t), int(e.shape[-1]), np.ascontiguousarray(e, dtype=np.float32).tobytes())
                 for t, e in embeddings.items()]
         with self.connection:
@@ -90,7 +103,8 @@ def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_co
     (e.g. ``"embedding"`` -> ``"teacher_text_embeds"``, what the trainer reads); otherwise ``columns`` (default:
     every column but the id) are added under their own names. ``embeddings_id_column`` is the id column of
     ``embeddings`` when it is named differently. Unknown ids raise ``KeyError``; ids repeated in
-    ``embeddings`` raise ``ValueError``.
+    ``embeddings`` raise ``ValueError``; a NaN/inf embedding raises
+    :class:`~mvld_hf.data.NonFiniteEmbeddingError` naming its id.
     """
     embeddings_id_column = embeddings_id_column or id_column
     check_columns(embeddings.column_names, {embeddings_id_column: "the id joined on"}, "the embeddings dataset")
@@ -130,6 +144,15 @@ def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_co
                 raise KeyError(f"id {id_!r} of the stream has no row in the embeddings dataset")
             rows.append(index[id_])
         joined = table[rows]
+        for name, values in joined.items():
+            try:
+                bad = non_finite_rows(np.asarray(values, dtype=np.float32))
+            except (TypeError, ValueError):  # not a numeric column (or ragged: the collator names that)
+                continue
+            if len(bad):
+                id_ = batch[id_column][bad[0]]
+                raise non_finite_error(name, f"id {id_!r} (row {rows[bad[0]]} of the embeddings dataset)",
+                                       values[bad[0]], fix="Drop that id from the stream or fix its embedding")
         return {rename.get(name, name): values for name, values in joined.items()}
 
     return stream.map(join, batched=True, batch_size=batch_size)
@@ -174,7 +197,8 @@ def precompute_teacher_embeddings(
       and text) so later
       epochs and runs read them back instead of running the teacher again.
 
-    Corrupt images raise a ``ValueError`` naming the row.
+    Corrupt images raise a ``ValueError`` naming the row; a NaN/inf teacher embedding raises
+    :class:`~mvld_hf.data.NonFiniteEmbeddingError` naming the row, before it is cached or written.
     """
     if anchor not in ("text", "image"):
         raise ValueError(f"anchor must be 'text' or 'image', got {anchor!r}")
@@ -192,11 +216,18 @@ def precompute_teacher_embeddings(
     teacher_fingerprint = _teacher_fingerprint(teacher)
     cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
 
-    def embed_texts(unique: list[str]) -> np.ndarray:
+    def embed_texts(unique: list[str], rows: dict[str, int]) -> np.ndarray:
         found = {} if cache is None else cache.get(unique)
         missing = [t for t in unique if t not in found]
         if missing:
             computed = teacher.encode_text(missing, batch_size=encode_batch_size).cpu().numpy()
+            bad = non_finite_rows(computed)  # refused before it is cached or written into the dataset
+            if len(bad):
+                text = missing[bad[0]]
+                raise non_finite_error(text_output_column, f"row {rows[text]} of the dataset (the teacher's "
+                                       f"embedding of its '{english_column}' {text!r})", computed[bad[0]],
+                                       fix="The teacher cannot embed that caption: drop or fix the row, or check "
+                                           "the teacher (an fp16 overflow?)")
             new = dict(zip(missing, computed))
             if cache is not None:
                 cache.put(new)
@@ -206,14 +237,23 @@ def precompute_teacher_embeddings(
     def embed(batch, indices):
         check_columns(list(batch.keys()), required, "a batch of the dataset")
         texts = check_texts(batch[english_column], english_column)
-        unique = list(dict.fromkeys(texts))
-        emb = embed_texts(unique)
+        first_row = {}
+        for text, i in zip(texts, indices):
+            first_row.setdefault(text, i)
+        unique = list(first_row)
+        emb = embed_texts(unique, first_row)
         index = {text: i for i, text in enumerate(unique)}
         result = {text_output_column: emb[[index[t] for t in texts]]}
         if anchor == "image":
             images = [decode_image(image, f"the image of row {i} ('{image_column}')")
                       for image, i in zip(batch[image_column], indices)]
-            result[image_output_column] = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
+            image_emb = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
+            bad = non_finite_rows(image_emb)
+            if len(bad):
+                raise non_finite_error(image_output_column, f"row {indices[bad[0]]} of the dataset (the teacher's "
+                                       f"embedding of its '{image_column}')", image_emb[bad[0]],
+                                       fix="The teacher cannot embed that image: drop or fix the row")
+            result[image_output_column] = image_emb
         return result
 
     source, recast = undecoded_images(dataset, image_column) if anchor == "image" else (dataset, False)

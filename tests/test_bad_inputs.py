@@ -26,7 +26,7 @@ from mvld_hf import (
     TeacherCapabilityError,
     precompute_teacher_embeddings,
 )
-from mvld_hf.checkpointing import verify_checkpoint
+from mvld_hf.checkpointing import IncompleteCheckpointError, verify_checkpoint
 from mvld_hf.data import NonFiniteEmbeddingError
 from mvld_hf.distillation_trainer import NonFiniteGradientError
 from mvld_hf.testing import tiny_student
@@ -369,6 +369,93 @@ def test_non_finite_weights_are_never_checkpointed(tokenizer, data, tmp_path):
                                                      r"written.*checkpoint-2, is intact"):
         trainer.train()
     assert sorted(os.listdir(trainer.args.output_dir)) == ["checkpoint-2"]
+
+
+def _nan_for(teacher, monkeypatch, bad_text):
+    encode_text = teacher.encode_text
+
+    def broken(texts, **kwargs):
+        out = encode_text(texts, **kwargs)
+        out[[i for i, t in enumerate(texts) if t == bad_text]] = math.nan
+        return out
+
+    monkeypatch.setattr(teacher, "encode_text", broken)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_non_finite_teacher_output_when_precomputing(toy_dataset, teacher, tmp_path, monkeypatch, streamed):
+    rows = toy_dataset.remove_columns("image")
+    bad_row = min(i for i, e in enumerate(rows["english"]) if e == rows[30]["english"])
+    _nan_for(teacher, monkeypatch, rows[30]["english"])
+    source = rows.to_iterable_dataset() if streamed else rows
+    with pytest.raises(NonFiniteEmbeddingError, match=rf"row {bad_row} of the dataset \(the teacher's embedding of "
+                                                      rf"its 'english' '{rows[30]['english']}'\): "
+                                                      r"'teacher_text_embeds' holds NaN"):
+        out = precompute_teacher_embeddings(source, teacher, batch_size=10, cache_dir=str(tmp_path / "cache"))
+        list(out)  # a stream is embedded as it is read
+    from mvld_hf.precompute import TeacherEmbeddingCache
+
+    cached = TeacherEmbeddingCache(str(tmp_path / "cache"), "x").connection.execute(
+        "SELECT COUNT(*) FROM embeddings").fetchone()[0]
+    assert cached < len(set(rows["english"]))  # the bad embedding (and its batch) never reached the cache
+
+
+def test_embedding_cache_refuses_and_reports_non_finite_values(tmp_path):
+    from mvld_hf.precompute import TeacherEmbeddingCache
+
+    cache = TeacherEmbeddingCache(str(tmp_path / "cache.sqlite"), "teacher")
+    with pytest.raises(NonFiniteEmbeddingError, match=r"the text 'a red circle': 'teacher embedding' holds NaN.*It is "
+                                                      r"not cached"):
+        cache.put({"a blue square": [0.5, 1.0], "a red circle": [math.inf, 1.0]})
+    assert cache.get(["a blue square", "a red circle"]) == {}
+    with cache.connection:  # a cache written by an older version, or damaged
+        cache.connection.execute("INSERT INTO embeddings VALUES (?, ?, ?)",
+                                 (cache.key("a red circle"), 2, torch.tensor([math.nan, 1.0]).numpy().tobytes()))
+    with pytest.raises(NonFiniteEmbeddingError, match=r"cache .*cache.sqlite holds NaN/inf for 'a red circle': delete "
+                                                      r"that file"):
+        cache.get(["a red circle"])
+
+
+def test_joined_embeddings_with_a_non_finite_row(tmp_path):
+    from mvld_hf.precompute import join_precomputed_embeddings
+
+    embeddings = datasets.Dataset.from_dict({"id": ["a", "b", "c"],
+                                             "embedding": [[1.0, 0.0], [0.0, math.nan], [1.0, 1.0]]})
+    stream = datasets.Dataset.from_dict({"id": ["c", "a", "b"], "caption": ["x", "y", "z"]}).to_iterable_dataset()
+    joined = join_precomputed_embeddings(stream, embeddings, "id", embedding_column="embedding",
+                                         output_column="teacher_text_embeds")
+    with pytest.raises(NonFiniteEmbeddingError, match=r"id 'b' \(row 1 of the embeddings dataset\): 'embedding' "
+                                                      r"holds NaN or infinite values"):
+        list(joined)
+
+
+def test_verify_checkpoint_refuses_non_finite_or_unchecked_weights(tokenizer, data, tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    trainer = _trainer(tokenizer, tmp_path, data, max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-2")
+    manifest_path = os.path.join(checkpoint, "mvld_checkpoint.json")
+    manifest = json.loads(open(manifest_path).read())
+    assert manifest["metadata"]["finite_weights"] is True
+    del manifest["metadata"]["finite_weights"]
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    with pytest.raises(IncompleteCheckpointError, match=r"records no check that its weights are finite"):
+        verify_checkpoint(checkpoint)
+    manifest["metadata"]["finite_weights"] = True
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    weights = os.path.join(checkpoint, "model.safetensors")
+    tensors = load_file(weights)
+    tensors["projection.bias"][3] = math.nan  # same size on disk: only the values went bad
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert os.path.getsize(weights) == manifest["files"]["model.safetensors"]
+    with pytest.raises(IncompleteCheckpointError, match=r"holds NaN/inf weights \(projection.bias\): resume from an "
+                                                        r"earlier checkpoint"):
+        verify_checkpoint(checkpoint)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])

@@ -18,7 +18,7 @@ from mvld_hf.checkpointing import (
 )
 
 
-def _checkpoint(output_dir, step: int, complete: bool = True) -> str:
+def _checkpoint(output_dir, step: int, complete: bool = True, metadata: dict | None = None) -> str:
     path = os.path.join(output_dir, f"checkpoint-{step}")
     os.makedirs(os.path.join(path, "sub"))
     with open(os.path.join(path, TRAINER_STATE), "w") as handle:
@@ -26,7 +26,7 @@ def _checkpoint(output_dir, step: int, complete: bool = True) -> str:
     with open(os.path.join(path, "sub", "weights.bin"), "wb") as handle:
         handle.write(b"x" * (10 + step))
     if complete:
-        write_checkpoint_manifest(path, {"global_step": step})
+        write_checkpoint_manifest(path, {"global_step": step, "finite_weights": True} if metadata is None else metadata)
     return path
 
 
@@ -35,7 +35,7 @@ def test_manifest_lists_every_file_with_its_size(tmp_path):
     manifest = verify_checkpoint(path)
     assert manifest["files"] == {TRAINER_STATE: os.path.getsize(os.path.join(path, TRAINER_STATE)),
                                  "sub/weights.bin": 13}
-    assert manifest["metadata"] == {"global_step": 3}
+    assert manifest["metadata"] == {"global_step": 3, "finite_weights": True}
     assert not [name for name in os.listdir(path) if name.endswith(".tmp")]
 
 
@@ -63,3 +63,21 @@ def test_newest_complete_checkpoint_skips_partial_ones(tmp_path):
     assert os.path.basename(checkpoint) == "checkpoint-10"
     assert len(skipped) == 1 and f"no {CHECKPOINT_MANIFEST}" in skipped[0]
     assert last_complete_checkpoint(str(tmp_path / "empty")) == (None, [])
+
+
+def test_weights_not_recorded_or_not_finite_are_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = _checkpoint(str(tmp_path), 1, metadata={"global_step": 1})  # an older manifest, without the check
+    with pytest.raises(IncompleteCheckpointError, match="records no check that its weights are finite"):
+        verify_checkpoint(path)
+    path = os.path.join(str(tmp_path), "checkpoint-2")
+    os.makedirs(path)
+    tensors = {"w": torch.tensor([1.0, float("inf")]), "ids": torch.tensor([1, 2])}
+    save_file(tensors, os.path.join(path, "m.safetensors"))
+    with open(os.path.join(path, TRAINER_STATE), "w") as handle:
+        json.dump({"global_step": 2}, handle)
+    write_checkpoint_manifest(path, {"global_step": 2, "finite_weights": True})
+    with pytest.raises(IncompleteCheckpointError, match=r"holds NaN/inf weights \(w\): resume from an earlier"):
+        verify_checkpoint(path)
