@@ -73,6 +73,13 @@ class DistillationTrainer(Trainer):
     - ``args.lora_r > 0`` wraps the student with :func:`~mvld_hf.lora.apply_lora`; :meth:`save_model` then writes
       the merged plain student (``lora_merge_on_save``), checkpoints the adapter.
     - Streamed data (an ``IterableDataset``) needs ``max_steps``.
+    - Nothing lost to bad data: caption columns and precomputed embedding columns are checked once before
+      training (vectorised), naming the dataset row; streamed rows and the teacher's in-step output are checked
+      per batch. A NaN/inf gradient norm (the Trainer computes it every optimizer step) stops training before
+      ``optimizer.step()``; NaN/inf weights are never checkpointed (the manifest records ``finite_weights``).
+    - A new run refuses an ``output_dir`` holding an earlier run (:class:`ExistingRunError`) unless it resumes or
+      ``args.overwrite_output_dir`` is set; captions are truncated to the student's position table if
+      ``max_length`` exceeds it.
 
     Args:
         model: the student, a :class:`~mvld_hf.MultilingualTextTower` (or any model whose forward returns
