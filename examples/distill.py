@@ -189,11 +189,12 @@ def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     values = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        values = read_config(argv.pop(0))
+        path = argv.pop(0)
+        values = read_config(path)
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise CliError(f"unknown keys in the config file: {unknown}; see `distill.py --help` for the names")
+            raise CliError(f"unknown keys in {path}: {unknown}; see `distill.py --help` for the argument names")
     teacher = argv[argv.index("--teacher") + 1] if "--teacher" in argv[:-1] else values.get("teacher", OFFLINE)
     if teacher == OFFLINE:
         values = {**OFFLINE_TRAINING_DEFAULTS, **values}

@@ -53,5 +53,5 @@ def test_config_overrides_and_unknown_keys(distill_script, tmp_path):
     assert args.method_weights == {"fd": 1.0} and args.max_steps == 7 and args.caption_column == "caption_multi"
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: dr\nlearning_rat: 0.1\n")
-    with pytest.raises(SystemExit, match="learning_rat"):
+    with pytest.raises(distill_script.CliError, match=r"unknown keys in .*bad.yaml: \['learning_rat'\]"):
         distill_script.parse_args([str(bad)])
