@@ -6,11 +6,16 @@ reachable here through :func:`__getattr__`.
 """
 
 from ._version import __version__
-from .checkpointing import CheckpointMismatchError, IncompleteCheckpointError, last_complete_checkpoint
-from .data import DistillationCollator
+from .checkpointing import (
+    CheckpointMismatchError,
+    ExistingRunError,
+    IncompleteCheckpointError,
+    last_complete_checkpoint,
+)
+from .data import DistillationCollator, NonFiniteEmbeddingError
 from .data_utils import MissingColumnError
 from .distillation_config import METHODS, DistillationArguments, parse_method
-from .distillation_trainer import DistillationTrainer, NonFiniteLossError
+from .distillation_trainer import DistillationTrainer, NonFiniteGradientError, NonFiniteLossError
 from .encode import encode_texts
 from .evaluation.zero_shot import zero_shot_accuracy
 from .export import ExportResult, NotAStudentError, export_sentence_transformer, load_student
@@ -41,6 +46,7 @@ __all__ = [
     "DistillationTrainer",
     "DualEncoderTeacher",
     "EmbeddingQueue",
+    "ExistingRunError",
     "ExportResult",
     "IncompleteCheckpointError",
     "METHODS",
@@ -53,6 +59,8 @@ __all__ = [
     "MultilingualSiglipModel",
     "MultilingualTextTower",
     "MultilingualTextTowerConfig",
+    "NonFiniteEmbeddingError",
+    "NonFiniteGradientError",
     "NonFiniteLossError",
     "NotAStudentError",
     "SentenceTransformerTeacher",
