@@ -93,15 +93,21 @@ def test_debug_shows_the_traceback(distill_script, tmp_path, no_work):
 
 def test_resuming_with_another_student_width(distill_script, tmp_path, monkeypatch):
     """Stops after the (cached) set-up, before the teacher embeddings are precomputed and before training."""
+    from mvld_hf import MultilingualTextTower, MultilingualTextTowerConfig
+    from mvld_hf.checkpointing import TRAINER_STATE, write_checkpoint_manifest
+    from mvld_hf.testing import tiny_backbone_config
+
     monkeypatch.setenv("MVLD_HF_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    distill_script.main(["--output_dir", str(out), *TINY, "--max_steps", "2", "--save_steps", "2"])
-    manifest = json.loads((out / "checkpoint-2" / "mvld_checkpoint.json").read_text())
-    assert manifest["metadata"]["global_step"] == 2
+    checkpoint = tmp_path / "out" / "checkpoint-2"  # what a run with --offline_hidden_size 32 saved
+    backbone = tiny_backbone_config(400, hidden_size=32, layers=1, heads=2)
+    MultilingualTextTower(MultilingualTextTowerConfig(backbone_config=backbone.to_dict(), projection_dim=64)) \
+        .save_pretrained(checkpoint)
+    (checkpoint / TRAINER_STATE).write_text(json.dumps({"global_step": 2}))
+    write_checkpoint_manifest(str(checkpoint), {"global_step": 2, "finite_weights": True})
     wider = [a if a != "32" else "48" for a in TINY]  # --offline_hidden_size 48
-    line = _one_line_error(distill_script, ["--output_dir", str(out), *wider, "--max_steps", "4",
+    line = _one_line_error(distill_script, ["--output_dir", str(tmp_path / "out"), *wider, "--max_steps", "4",
                                             "--resume_from_checkpoint", "true"])
-    assert line.startswith(f"error: checkpoint {out / 'checkpoint-2'} holds a student of another shape (")
+    assert line.startswith(f"error: checkpoint {checkpoint} holds a student of another shape (")
     assert "backbone.embeddings.LayerNorm.bias: checkpoint [32], this run [48]" in line
     assert line.endswith("resume with the student flags of that run (e.g. --offline_hidden_size) or start a new run "
                          "in a new --output_dir")
