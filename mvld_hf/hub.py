@@ -178,9 +178,9 @@ def push_to_hub(trainer_or_student, repo_id: str, *, private: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "hub_upload.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="hub_upload.py",
+        prog=prog,
         description="Export an mvld_hf student as one Sentence Transformers model (text in any language + "
                     "images through the teacher's image encoder), write its model card and upload it.")
     p.add_argument("checkpoint", help="student folder (save_pretrained / Trainer checkpoint; a PEFT adapter "
@@ -205,22 +205,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``hub_upload.py`` command; returns the exit status. Expected failures print one line, no traceback."""
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "hub_upload.py") -> int:
+    """The ``hub_upload.py`` (``mvld-upload``) command; returns the exit status. Expected failures print one line,
+    no traceback."""
+    args = _parser(prog).parse_args(argv)
     upload = args.local_dir is None or args.push
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # weight loading/writing bars; upload progress (huggingface_hub) stays
     try:
-        return _run(args, upload)
+        return _run(args, upload, prog)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
 
 
-def _run(args, upload: bool) -> int:
+def _run(args, upload: bool, prog: str = "hub_upload.py") -> int:
     try:
         _check_repo_id(args.repo_id)
         token = _require_token(None) if upload else None
@@ -243,5 +244,5 @@ def _run(args, upload: bool) -> int:
         return 0
     except (HubUploadError, NotAStudentError, TeacherCapabilityError, FileExistsError, ValueError, OSError) as err:
         message = " ".join(str(err).split())  # one line
-        print(f"hub_upload.py: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 1

@@ -17,4 +17,7 @@ def load_example(name):
 
 @pytest.fixture(scope="session")
 def distill_script():
-    return load_example("distill")
+    """The main job's module (``examples/distill.py`` is a thin wrapper around it)."""
+    import mvld_hf.cli.distill
+
+    return mvld_hf.cli.distill

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Evaluate a distilled student beside its teacher: per-language retrieval, clustering purity and VQA.
+
+    python examples/evaluate.py --model outputs/distill-offline                  # offline world (+ VQA)
+    python examples/evaluate.py --model outputs/distill-offline --languages de ja sw
+    python examples/evaluate.py --model org/student --benchmark xm3600           # a preset (needs the Hub)
+    python examples/evaluate.py --model outputs/x --dataset my/data --split test \\
+        --image-column img --caption-column text --language-column lang --image-id-column img_id
+
+``--model`` is an mvld_hf student checkpoint (folder or Hub id; ``config.json`` with
+``model_type: mvld_text_tower``) whose tokenizer sits beside it; the teacher defaults to the one recorded in
+its config. Writes ``eval.json``, ``eval.md`` and one PNG per headline metric into ``--output-dir``
+(default: ``<model>/eval`` for a local model) and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+logger = logging.getLogger("mvld_hf.evaluate")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="mvld_hf student checkpoint (folder or Hub id)")
+    p.add_argument("--teacher", default=None, help="teacher id/path (default: the one in the student's config)")
+    p.add_argument("--teacher-revision", default=None)
+    p.add_argument("--benchmark", default="offline",
+                   help="'offline' (the procedural world's held-out split and VQA) or a preset name "
+                        "(see docs/benchmarks.md); ignored when --dataset is given")
+    p.add_argument("--dataset", default=None, help="any datasets dataset (Hub id or saved folder) for retrieval")
+    p.add_argument("--dataset-config", default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--image-column", default="image")
+    p.add_argument("--caption-column", default="caption")
+    p.add_argument("--language-column", default="language")
+    p.add_argument("--image-id-column", default="image_id")
+    p.add_argument("--languages", nargs="*", default=None, help="restrict to these languages")
+    p.add_argument("--no-vqa", action="store_true", help="skip the VQA evaluation of the offline benchmark")
+    p.add_argument("--no-purity", action="store_true", help="skip clustering purity")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--output-dir", default=None)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def load_retrieval_data(args):
+    """(retrieval dataset, vqa dataset or None, column kwargs for MultilingualEvaluator)."""
+    columns = dict(image_column=args.image_column, caption_column=args.caption_column,
+                   language_column=args.language_column, image_id_column=args.image_id_column)
+    if args.dataset:
+        import datasets
+
+        if os.path.isdir(args.dataset):
+            data = datasets.load_from_disk(args.dataset)
+            data = data[args.split] if isinstance(data, datasets.DatasetDict) else data
+        else:
+            data = datasets.load_dataset(args.dataset, args.dataset_config, split=args.split)
+        return data, None, columns
+    if args.benchmark == "offline":
+        from mvld_hf.synthetic import build_vqa, build_world
+
+        return build_world()["test"], None if args.no_vqa else build_vqa(), columns
+    from mvld_hf.evaluation.presets import get_preset, load_benchmark
+
+    preset = get_preset(args.benchmark)  # unknown or unverified names raise with the list of known ones
+    data = load_benchmark(args.benchmark, languages=args.languages)
+    if preset.kind == "vqa":
+        return None, data, preset.evaluator_kwargs()
+    return data, None, preset.evaluator_kwargs()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from transformers import AutoTokenizer
+
+    from mvld_hf import load_student, load_teacher
+    from mvld_hf.evaluation import MultilingualEvaluator, evaluate_vqa
+    from mvld_hf.evaluation.report import format_report, plot_per_language, save_json
+
+    student = load_student(args.model).to(args.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    teacher_name = args.teacher or student.config.teacher_name_or_path
+    if not teacher_name:
+        raise SystemExit(f"{args.model} records no teacher: pass --teacher")
+    teacher = load_teacher(teacher_name, revision=args.teacher_revision or student.config.teacher_revision,
+                           device=args.device)
+    retrieval_data, vqa_data, columns = load_retrieval_data(args)
+
+    encoders = {
+        "teacher": lambda texts: teacher.encode_text(texts, batch_size=args.batch_size).cpu(),
+        "student": lambda texts: student.encode(texts, tokenizer, batch_size=args.batch_size,
+                                                max_length=args.max_length).cpu(),
+    }
+    encode_image = lambda images: teacher.encode_image(images, batch_size=args.batch_size).cpu()  # noqa: E731
+    results = {name: {} for name in encoders}
+    if retrieval_data is not None:
+        evaluator = MultilingualEvaluator(retrieval_data, languages=args.languages, batch_size=args.batch_size,
+                                          compute_purity=not args.no_purity, show_progress_bar=True, **columns)
+        images = evaluator.encode_images(encode_image)  # one gallery, shared by teacher and student
+        for name, encode_text in encoders.items():
+            results[name].update(evaluator(encode_text, image_embeddings=images))
+    if vqa_data is not None:
+        vqa_columns = columns if retrieval_data is None else {"image_id_column": "image_id"}
+        for name, encode_text in encoders.items():
+            results[name]["vqa"] = evaluate_vqa(encode_text, encode_image, vqa_data, languages=args.languages,
+                                                batch_size=args.batch_size, **vqa_columns)
+
+    output_dir = args.output_dir or (os.path.join(args.model, "eval") if os.path.isdir(args.model) else "eval")
+    os.makedirs(output_dir, exist_ok=True)
+    report = format_report(results)
+    save_json({**results, "meta": {"model": args.model, "teacher": teacher_name, "benchmark": args.dataset
+                                   or args.benchmark, "languages": args.languages}},
+              os.path.join(output_dir, "eval.json"))
+    with open(os.path.join(output_dir, "eval.md"), "w", encoding="utf-8") as f:
+        f.write(f"# {args.model} vs teacher {teacher_name}\n\n{report}")
+    plots = []
+    if retrieval_data is not None:
+        plots.append(plot_per_language(results, metric="t2i_R@1", section="retrieval",
+                                       path=os.path.join(output_dir, "retrieval_t2i_R@1.png")))
+        if not args.no_purity:
+            plots.append(plot_per_language(results, metric="purity", section="purity",
+                                           path=os.path.join(output_dir, "purity.png")))
+    if vqa_data is not None:
+        plots.append(plot_per_language(results, metric="accuracy", section="vqa",
+                                       path=os.path.join(output_dir, "vqa_accuracy.png")))
+    print(report)
+    print(f"wrote {output_dir}/eval.json, eval.md and {len(plots)} plot(s)")
+    return results
+
+
+def console_main() -> int:
+    """The ``mvld-evaluate`` console script; exit status 0 on success."""
+    return 0 if main() is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(console_main())
