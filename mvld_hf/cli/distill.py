@@ -196,10 +196,53 @@ def parse_args(argv: list[str] | None = None):
         if unknown:
             raise CliError(f"unknown keys in {path}: {unknown}; see `distill.py --help` for the argument names")
     teacher = argv[argv.index("--teacher") + 1] if "--teacher" in argv[:-1] else values.get("teacher", OFFLINE)
+    given = set(values) | {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
     if teacher == OFFLINE:
         values = {**OFFLINE_TRAINING_DEFAULTS, **values}
     parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, args = parser.parse_args_into_dataclasses(args=argv)
+    check_flags(model_args, data_args, args, given)
+    return model_args, data_args, args
+
+
+#: flags that only mean something with the offline world / only with Hub models and data
+OFFLINE_ONLY = ("offline_hidden_size", "offline_layers", "offline_heads", "offline_vocab_size",
+                "offline_max_token_length", "world_seed", "world_train_scenes", "world_test_scenes", "teacher_steps")
+HUB_ONLY = ("teacher_revision", "dataset_config", "streaming", "precomputed_embeddings",
+            "precomputed_embeddings_config", "precomputed_id_column", "precomputed_embedding_column")
+OFFLINE_SPLITS = ("train", "test")
+
+
+def check_flags(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments,
+                given: set[str] = frozenset()) -> None:
+    """Refuse (``SystemExit`` with the reason) flags that would silently do nothing on this path.
+
+    ``given``: the flag names set on the command line or in the config file (a flag left at its default is fine).
+    """
+    offline = model_args.teacher == OFFLINE
+    if offline != (model_args.student == OFFLINE) or offline != (data_args.dataset == OFFLINE):
+        raise SystemExit("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
+    wrong = sorted(given & set(HUB_ONLY if offline else OFFLINE_ONLY))
+    if wrong:
+        where = "the offline world" if offline else "Hub models and data (they configure the offline world)"
+        raise SystemExit(f"{', '.join('--' + w for w in wrong)} do(es) nothing with {where}; remove it")
+    if offline:
+        if data_args.train_split != "train" or (data_args.eval_split or "test") != "test":
+            raise SystemExit(f"the offline world has the splits {OFFLINE_SPLITS}: use --train_split train and "
+                             "--eval_split test, or --eval_split '' to skip the evaluation")
+        if data_args.language_column != "language":
+            raise SystemExit("the offline world's language column is 'language'; --language_column applies to "
+                             "Hub datasets")
+    if args.max_steps == 0:
+        raise SystemExit("--max_steps 0 would train nothing; pass a positive number of steps (or -1 to train "
+                         "for --num_train_epochs). To evaluate a saved student, run examples/evaluate.py")
+    if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
+        raise SystemExit(f"--max_train_samples must be at least 1, got {data_args.max_train_samples}")
+    batch = args.per_device_train_batch_size * args.world_size
+    if data_args.max_train_samples and args.dataloader_drop_last and data_args.max_train_samples < batch:
+        raise SystemExit(f"--max_train_samples {data_args.max_train_samples} is fewer than one batch ({batch}) "
+                         "with --dataloader_drop_last: nothing would be trained. Raise it or lower "
+                         "--per_device_train_batch_size")
 
 
 # ---------------------------------------------------------------------------------------------- offline
@@ -218,7 +261,11 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
         teacher_path = train_english_teacher(world, seed=data_args.world_seed, **teacher_kwargs)
     teacher = mvld_hf.load_teacher(teacher_path)
 
-    texts = list(world["train"]["caption"])
+    train = world["train"]
+    if data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+        logger.info("training on the first %d offline captions (--max_train_samples)", len(train))
+    texts = list(train["caption"])
     tokenizer = train_tokenizer(texts, vocab_size=model_args.offline_vocab_size, model_max_length=args.max_length,
                                 max_token_length=model_args.offline_max_token_length)
     backbone = tiny_backbone_config(len(tokenizer), hidden_size=model_args.offline_hidden_size,
@@ -228,7 +275,8 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
     config = mvld_hf.MultilingualTextTowerConfig(
         backbone_config=backbone.to_dict(), projection_dim=teacher.dim, pooling=model_args.pooling,
         teacher_name_or_path=teacher_path, distillation_method=args.method)
-    return world["train"], world["test"], teacher, tokenizer, MultilingualTextTower(config)
+    evaluation = world["test"] if data_args.eval_split else None
+    return train, evaluation, teacher, tokenizer, MultilingualTextTower(config)
 
 
 # ------------------------------------------------------------------------------------------------- hub
@@ -318,12 +366,15 @@ def main(argv: list[str] | None = None) -> dict:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.world_size)))
     set_seed(args.seed)
+    check_flags(model_args, data_args, args)
     offline = model_args.teacher == OFFLINE
-    if offline != (model_args.student == OFFLINE) or offline != (data_args.dataset == OFFLINE):
-        raise SystemExit("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
     setup = offline_setup if offline else hub_setup
     train, evaluation, teacher, tokenizer, student = setup(model_args, data_args, args)
     check_resume(args, student)
+    batch = args.per_device_train_batch_size * args.world_size
+    if not data_args.streaming and args.dataloader_drop_last and len(train) < batch:
+        raise CliError(f"the training set has {len(train)} rows, fewer than one batch ({batch}) with "
+                       "--dataloader_drop_last: raise --max_train_samples or lower --per_device_train_batch_size")
 
     with args.main_process_first(desc="teacher embeddings"):
         if args.anchor == "text" and args.image_column in (train.column_names or []):
@@ -339,9 +390,11 @@ def main(argv: list[str] | None = None) -> dict:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
     results = {}
-    if evaluation is not None and trainer.is_world_process_zero():
+    if evaluation is None:
+        logger.info("no evaluation (--eval_split is empty)")
+    elif trainer.is_world_process_zero():
         results = evaluate(student, tokenizer, teacher, evaluation, args, data_args, args.output_dir)
-        logger.info("done in %.0f s; results in %s", time.perf_counter() - start, args.output_dir)
+    logger.info("done in %.0f s; outputs in %s", time.perf_counter() - start, args.output_dir)
     return results
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Evaluate a distilled student beside its teacher: per-language retrieval, clustering purity and VQA.
 
     python examples/evaluate.py --model outputs/distill-offline                  # offline world (+ VQA)

@@ -21,3 +21,9 @@ def distill_script():
     import mvld_hf.cli.distill
 
     return mvld_hf.cli.distill
+
+
+@pytest.fixture(scope="session")
+def offline_cache(tmp_path_factory):
+    """One MVLD_HF_CACHE for the tiny offline runs of this folder: the world and its teacher are built once."""
+    return tmp_path_factory.mktemp("mvld_cache")
