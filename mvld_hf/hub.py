@@ -15,7 +15,6 @@ checkpoints (a separate repo or branch).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -24,19 +23,12 @@ import tempfile
 from huggingface_hub import HfApi, get_token
 
 from .export import DEFAULT_MAX_SEQ_LENGTH, ExportResult, NotAStudentError, export_sentence_transformer
+from .run_record import hyperparameters_from_args, read_run_record
 from .teachers import TeacherCapabilityError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HubUploadError", "build_hub_folder", "main", "push_to_hub", "trainer_hyperparameters"]
-
-_HYPERPARAMETERS = ("method", "anchor", "anchor_language", "learning_rate", "per_device_train_batch_size",
-                    "gradient_accumulation_steps", "world_size", "num_train_epochs", "max_steps", "warmup_steps",
-                    "lr_scheduler_type", "weight_decay", "max_length", "teacher_temperature",
-                    "student_temperature", "contrastive_temperature", "queue_size", "include_positive",
-                    "normalize_features", "seed")
-_TRAINER_STATE_KEYS = ("global_step", "epoch", "train_batch_size", "num_train_epochs", "max_steps")
-
 
 class HubUploadError(RuntimeError):
     """Publishing cannot go ahead (no token, bad repo id, upload refused); the message says why."""
@@ -48,30 +40,8 @@ def _is_trainer(obj) -> bool:
 
 def trainer_hyperparameters(trainer) -> dict:
     """The card's hyperparameters from ``trainer.args`` (a ``DistillationArguments``) and ``trainer.state``."""
-    args = trainer.args
-    out = {}
-    for name in _HYPERPARAMETERS:
-        value = getattr(args, name, None)
-        if name == "queue_size" and "dr" not in getattr(args, "method_weights", {"dr": 1}):
-            continue
-        if value is not None:
-            out[name] = value.value if hasattr(value, "value") else value  # enums (lr_scheduler_type)
     step = getattr(getattr(trainer, "state", None), "global_step", 0)
-    if step:
-        out["global_step"] = step
-    return out
-
-
-def _checkpoint_hyperparameters(checkpoint) -> dict:
-    """What a checkpoint folder tells without unpickling training_args.bin: its trainer_state.json."""
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        return {}
-    try:
-        with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return {k: state[k] for k in _TRAINER_STATE_KEYS if state.get(k) not in (None, 0)}
+    return hyperparameters_from_args(trainer.args, global_step=step)
 
 
 def _training_languages(trainer) -> list[str] | None:
@@ -100,12 +70,18 @@ def build_hub_folder(
     license: str | None = None,
     max_seq_length: int | None = None,
     overwrite: bool = False,
+    teacher_hub_id: str | None = None,
 ) -> ExportResult:
     """Export ``source`` (a checkpoint path, a student, or a Trainer) and its model card into ``local_dir``.
 
     With a Trainer, the student, tokenizer, teacher, max length, hyperparameters and (when the training set
-    has a ``language`` column) the training languages come from it unless given here.
+    has a ``language`` column) the training languages come from it unless given here. With a checkpoint folder
+    they come from its run record (:func:`mvld_hf.run_record.read_run_record`: ``mvld_run.json``, else the
+    Trainer's ``training_args.bin`` / ``trainer_state.json``). ``max_seq_length`` defaults to the training
+    ``max_length`` and is capped by what the student can embed. ``teacher_hub_id`` names a teacher that the
+    student records by a local path.
     """
+    run = {}
     if _is_trainer(source):
         trainer = source
         tokenizer = tokenizer if tokenizer is not None else getattr(trainer, "processing_class", None)
@@ -116,9 +92,12 @@ def build_hub_folder(
             max_seq_length = getattr(trainer.args, "max_length", None)
         source = trainer.model
     else:
-        hyperparameters = {**_checkpoint_hyperparameters(source), **(hyperparameters or {})}
+        run = read_run_record(source)
+        if max_seq_length is None:
+            max_seq_length = (run.get("hyperparameters") or {}).get("max_length")
     card_kwargs = dict(repo_id=repo_id, eval_results=eval_results, eval_dataset=eval_dataset, languages=languages,
-                       training_data=training_data, hyperparameters=hyperparameters, license=license)
+                       training_data=training_data, hyperparameters=hyperparameters, license=license,
+                       teacher_hub_id=teacher_hub_id, run=run)
     return export_sentence_transformer(source, tokenizer, teacher, local_dir, include_images=include_images,
                                        max_seq_length=max_seq_length or DEFAULT_MAX_SEQ_LENGTH,
                                        overwrite=overwrite, card_kwargs=card_kwargs)
@@ -185,7 +164,8 @@ def _parser(prog: str = "hub_upload.py") -> argparse.ArgumentParser:
                     "images through the teacher's image encoder), write its model card and upload it.")
     p.add_argument("checkpoint", help="student folder (save_pretrained / Trainer checkpoint; a PEFT adapter "
                                       "folder is merged) or Hub id")
-    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hugging Face Hub")
+    p.add_argument("--repo-id", help="ORG/NAME on the Hugging Face Hub (needed to upload; optional with "
+                                     "--local-dir alone, where it only names the model in the card)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--revision", help="branch to upload to (created if missing)")
     p.add_argument("--local-dir", help="write the folder here; without --push nothing is uploaded")
@@ -200,8 +180,11 @@ def _parser(prog: str = "hub_upload.py") -> argparse.ArgumentParser:
     p.add_argument("--languages", help="training languages, comma-separated ISO codes (e.g. de,fr,ja)")
     p.add_argument("--training-data", help="training data, comma-separated dataset ids or descriptions")
     p.add_argument("--license", help="license id for the card (e.g. apache-2.0)")
-    p.add_argument("--max-seq-length", type=int, default=DEFAULT_MAX_SEQ_LENGTH,
-                   help=f"text truncation in tokens (default {DEFAULT_MAX_SEQ_LENGTH})")
+    p.add_argument("--teacher-hub-id", help="the teacher's Hub id, when the student records it by a local path "
+                                            "(the card never shows local paths)")
+    p.add_argument("--max-seq-length", type=int, default=None,
+                   help="text truncation in tokens (default: the run's training max_length, else "
+                        f"{DEFAULT_MAX_SEQ_LENGTH}; capped by the student's position embeddings)")
     return p
 
 
@@ -223,9 +206,14 @@ def main(argv: list[str] | None = None, prog: str = "hub_upload.py") -> int:
 
 def _run(args, upload: bool, prog: str = "hub_upload.py") -> int:
     try:
-        _check_repo_id(args.repo_id)
+        if upload and not args.repo_id:
+            raise HubUploadError("uploading needs --repo-id ORG/NAME (or pass --local-dir DIR alone to only "
+                                 "write the folder)")
+        if args.repo_id is not None:
+            _check_repo_id(args.repo_id)
         token = _require_token(None) if upload else None
         build = dict(repo_id=args.repo_id, tokenizer=args.tokenizer, teacher=args.teacher,
+                     teacher_hub_id=args.teacher_hub_id,
                      include_images=not args.text_only, eval_results=args.eval_results,
                      eval_dataset=args.eval_dataset, languages=args.languages, training_data=args.training_data,
                      license=args.license, max_seq_length=args.max_seq_length, overwrite=args.overwrite)
@@ -234,10 +222,12 @@ def _run(args, upload: bool, prog: str = "hub_upload.py") -> int:
 
             load_eval_results(args.eval_results)
         if not upload:
+            print(f"exporting {args.checkpoint} to {args.local_dir} ...", flush=True)
             result = build_hub_folder(args.checkpoint, args.local_dir, **build)
             print(f"wrote {result.path} (text route {result.text_route_bytes} bytes, image route "
-                  f"{result.image_route_bytes} bytes); not uploaded")
+                  f"{result.image_route_bytes} bytes, model card README.md); not uploaded")
             return 0
+        print(f"exporting {args.checkpoint} and uploading it to {args.repo_id} ...", flush=True)
         url = push_to_hub(args.checkpoint, args.repo_id, private=args.private or None, revision=args.revision,
                           token=token, local_dir=args.local_dir, **{k: v for k, v in build.items() if k != "repo_id"})
         print(f"uploaded to https://huggingface.co/{args.repo_id} ({url})")

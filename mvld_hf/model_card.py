@@ -1,9 +1,12 @@
-"""Model cards for exported students: ``huggingface_hub.ModelCard`` rendered from ``model_cards/template.md``.
+"""Model cards for exported students: ``huggingface_hub.ModelCard`` rendered from the package's template
+``mvld_hf/templates/model_card.md`` (package data: it ships in the wheel).
 
-The card states what makes the embedding space usable: the teacher id and revision, the languages it was
-trained on (and those it was not), the method and its hyperparameters, the training data, per-language
+The card states what makes the embedding space usable: the teacher (by its Hub id and revision), the languages
+it was trained on (and those it was not), the method and its hyperparameters, the training data, per-language
 retrieval results (as ``model-index`` eval results that the Hub can index), a usage snippet for text and
-images, limitations and the citation of arXiv 2510.26271.
+images, limitations and the citation of arXiv 2510.26271. Every statement comes from the export itself, the
+run record (:mod:`mvld_hf.run_record`: ``mvld_run.json``, ``training_args.bin``) or the caller's arguments;
+what is not recorded is said to be not recorded.
 
 Evaluation JSON (:func:`load_eval_results`) -- accepted layouts, most specific first:
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .losses.registry import METHODS, parse_method
+from .run_record import is_hub_id as _is_hub_id
 
 __all__ = [
     "CITATION",
@@ -45,8 +49,8 @@ __all__ = [
     "render_model_card",
 ]
 
-#: the card template; lives in the repository (``model_cards/template.md``)
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+#: the card template, package data of mvld_hf
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 PAPER_ARXIV_ID = "2510.26271"
 CITATION = """@article{thongwat2025distilling,
   title         = {Distilling Multilingual Vision-Language Models: When Smaller Models Stay Multilingual},
@@ -62,7 +66,6 @@ _TASKS = {"t2i": ("text-to-image-retrieval", "Text-to-image retrieval", "T2I"),
           None: ("retrieval", "Retrieval", "")}
 _METRIC = re.compile(r"^(?:(t2i|i2t)_)?(r|recall|mrr)@(\d+)$", re.IGNORECASE)
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 # ------------------------------------------------------------------------------------ evaluation results
@@ -234,10 +237,6 @@ def _as_list(value) -> list[str]:
     return [str(v) for v in value]
 
 
-def _is_hub_id(name: str | None) -> bool:
-    return bool(name) and not os.path.isabs(name) and not os.path.exists(name) and bool(_HUB_ID.match(name))
-
-
 def _method_text(method: str | None) -> str:
     if not method:
         return "not recorded"
@@ -256,13 +255,14 @@ def _info(info) -> dict:
 
 def model_card_data(info, *, repo_id: str | None = None, eval_results: list[RetrievalResults] | None = None,
                     languages=None, training_data=None, license: str | None = None,
-                    model_name: str | None = None, tags=None) -> ModelCardData:
-    """The YAML metadata: languages, library, base models (backbone and teacher when they are Hub ids),
-    training datasets, tags and the per-language ``model-index``."""
+                    model_name: str | None = None, tags=None, teacher_hub_id: str | None = None) -> ModelCardData:
+    """The YAML metadata: training languages, library, base models (backbone and teacher when they are Hub
+    ids), training datasets (Hub ids), license, tags and the per-language ``model-index``."""
     info = _info(info)
     eval_results = eval_results or []
-    langs = _as_list(languages) or sorted({l for r in eval_results for l in r.languages})
-    base = [n for n in (info.get("backbone_name_or_path"), info.get("teacher_name_or_path")) if _is_hub_id(n)]
+    langs = _as_list(languages)  # the training languages only: evaluated languages are not claimed
+    teacher = teacher_hub_id or info.get("teacher_name_or_path")
+    base = [n for n in (info.get("backbone_name_or_path"), teacher) if _is_hub_id(n)]
     all_tags = ["sentence-transformers", "feature-extraction", "sentence-similarity", "multilingual",
                 "knowledge-distillation", "mvld_hf"]
     if info.get("include_images"):
@@ -287,6 +287,42 @@ def _model_name(repo_id: str | None, model_name: str | None) -> str:
     return model_name or (repo_id.split("/")[-1] if repo_id else None) or "mvld_hf-student"
 
 
+def _teacher_text(info: dict, hub_id: str | None, description: str | None) -> str:
+    revision = info.get("teacher_revision")
+    if hub_id:
+        return f"the vision-language model `{hub_id}`" + (f" (revision `{revision}`)" if revision else "")
+    if description:
+        return description
+    return "a local teacher model whose Hub id was not recorded"
+
+
+def _backbone_text(name: str | None, pretrained: bool | None) -> str:
+    if pretrained is False:
+        return "randomly initialised and trained from scratch"
+    if _is_hub_id(name):
+        return f"pre-trained `{name}`"
+    if name:
+        return "pre-trained, from a local folder"
+    return "origin not recorded"
+
+
+def _training_data_text(training_data: list[str], run_data: dict) -> str:
+    if training_data:
+        return ", ".join(f"`{d}`" if _is_hub_id(d) and "/" in d else d for d in training_data)
+    if not run_data:
+        return ""
+    name = run_data.get("hub_id") or run_data.get("name") or ""
+    text = f"`{name}`" if run_data.get("hub_id") else name
+    details = [f"{k} `{run_data[k]}`" for k in ("config", "split") if run_data.get(k)]
+    if run_data.get("rows"):
+        details.append(f"{run_data['rows']:,} captions")
+    if details:
+        text += " (" + ", ".join(details) + ")"
+    if run_data.get("description"):
+        text += ": " + run_data["description"]
+    return text
+
+
 def render_model_card(
     info,
     *,
@@ -299,6 +335,8 @@ def render_model_card(
     model_name: str | None = None,
     tags=None,
     eval_dataset: str | None = None,
+    teacher_hub_id: str | None = None,
+    run: dict | None = None,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
     """Render the card of an export.
@@ -308,41 +346,73 @@ def render_model_card(
         repo_id: ``org/name`` used in the usage snippet and as the model-index name.
         eval_results: an evaluation JSON path/dict (see :func:`load_eval_results`) or a list of
             :class:`RetrievalResults`.
-        languages: training languages (ISO codes; list or comma-separated). Evaluated languages that are not
-            among them are listed under limitations.
+        languages: training languages (ISO codes; list or comma-separated); default: the run record's.
+            Evaluated languages that are not among them are listed under limitations.
         training_data: dataset ids or descriptions (list or comma-separated); Hub ids go into the metadata.
-        hyperparameters: ``{name: value}`` shown in the training section.
+            Default: the run record's.
+        hyperparameters: ``{name: value}`` shown in the training section, over the run record's.
+        license: license id; default: the run record's.
         eval_dataset: the benchmark name when the JSON does not carry one.
+        teacher_hub_id: the teacher's Hub id when the export names it by a local path (the card never shows
+            local paths; without a Hub id it describes the teacher from the run record, and logs a warning).
+        run: the run record (:func:`mvld_hf.run_record.read_run_record`), ``{}`` when there is none.
     """
     info = _info(info)
+    run = run or {}
     if eval_results is None:
         results = []
     elif isinstance(eval_results, list) and all(isinstance(r, RetrievalResults) for r in eval_results):
         results = eval_results
     else:
         results = load_eval_results(eval_results, dataset_type=eval_dataset)
-    train_langs = _as_list(languages)
+    run_teacher, run_student = run.get("teacher") or {}, run.get("student") or {}
+    run_data = run.get("training_data") or {}
+    teacher_name = info.get("teacher_name_or_path")
+    teacher_hub_id = (teacher_hub_id or run_teacher.get("hub_id")
+                      or (teacher_name if _is_hub_id(teacher_name) else None))
+    if not teacher_hub_id and teacher_name:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "the teacher is recorded as the local path %r and no Hub id was given: the card describes it as %r. "
+            "If the teacher is published, pass its id (--teacher-hub-id ORG/NAME, teacher_hub_id=)",
+            teacher_name, run_teacher.get("description") or "a local teacher model")
+    train_langs = _as_list(languages) or _as_list(run.get("languages"))
+    training_data = _as_list(training_data)
+    datasets = training_data or ([run_data["hub_id"]] if run_data.get("hub_id") else [])
+    license = license or run.get("license")
     eval_langs = sorted({l for r in results for l in r.languages})
     data = model_card_data(info, repo_id=repo_id, eval_results=results, languages=train_langs,
-                           training_data=training_data, license=license, model_name=model_name, tags=tags)
+                           training_data=datasets, license=license, model_name=model_name, tags=tags,
+                           teacher_hub_id=teacher_hub_id)
     path = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"model card template {str(path)!r} not found (it ships in the repository's "
-                                "model_cards/ folder); pass template_path=")
-    hyper = {k: v for k, v in (hyperparameters or {}).items() if v is not None}
+        raise FileNotFoundError(f"model card template {str(path)!r} not found (it ships inside the mvld_hf package "
+                                "as templates/model_card.md: reinstall mvld_hf); or pass template_path=")
+    hyper = {**(run.get("hyperparameters") or {}), **(hyperparameters or {})}
+    hyper = {k: v for k, v in hyper.items() if v is not None}
+    pretrained = run_student.get("pretrained")
     return ModelCard.from_template(
         data,
         template_path=str(path),
         model_id=repo_id or "path/to/exported-model",
         title=_model_name(repo_id, model_name),
         info=info,
+        teacher_text=_teacher_text(info, teacher_hub_id, run_teacher.get("description")),
+        teacher_hub_id=teacher_hub_id,
+        backbone_text=_backbone_text(run_student.get("base") or info.get("backbone_name_or_path"), pretrained),
+        pretrained_backbone=pretrained if pretrained is not None else (
+            True if info.get("backbone_name_or_path") else None),
         image_route_text={"vision_tower": "the teacher's vision tower only (no text tower stored)",
                           "full_teacher": "the full teacher model (its `get_image_features`)"}.get(
                               info.get("image_route"), "none (text-only export)"),
         method_text=_method_text(info.get("distillation_method") or hyper.get("method")),
         training_languages=train_langs,
-        training_data=_as_list(training_data),
+        training_data_text=_training_data_text(training_data, run_data),
         hyperparameters=hyper,
+        hyperparameters_source="the run's training arguments" if run.get("hyperparameters") else None,
+        license=license,
+        offline_world=bool(run.get("offline_world")),
         results_markdown=_results_markdown(results),
         untrained_languages=[l for l in eval_langs if train_langs and l not in train_langs],
         eval_languages=eval_langs,

@@ -28,6 +28,7 @@ from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 import mvld_hf
 from mvld_hf import DistillationArguments, DistillationTrainer, MultilingualTextTower, precompute_teacher_embeddings
+from mvld_hf.run_record import hyperparameters_from_args, is_hub_id, write_run_record
 
 logger = logging.getLogger("mvld_hf.distill")
 OFFLINE = "offline"
@@ -312,6 +313,48 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
     return train, evaluation, teacher, tokenizer, student
 
 
+# ------------------------------------------------------------------------------------------- run record
+def run_record(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments, train, teacher,
+               global_step: int) -> dict:
+    """What this run knows about itself, for the model card (:mod:`mvld_hf.run_record`)."""
+    offline = model_args.teacher == OFFLINE
+    columns = getattr(train, "column_names", None) or []
+    languages = None
+    if not data_args.streaming and data_args.language_column in columns:
+        languages = sorted(set(train[data_args.language_column]))
+    elif data_args.languages:
+        languages = sorted(data_args.languages)
+    rows = None if data_args.streaming else len(train)
+    if offline:
+        return {
+            "offline_world": True,
+            "teacher": {"name_or_path": teacher.name_or_path, "hub_id": None, "revision": None,
+                        "description": f"the English-only CLIP of mvld_hf's offline world (seed "
+                                       f"{data_args.world_seed}), trained locally and not published on the Hub"},
+            "student": {"base": None, "pretrained": False},
+            "training_data": {"name": "mvld_hf offline world", "hub_id": None, "split": "train", "rows": rows,
+                              "description": "procedural 64x64 scenes with captions generated in each language by "
+                                             "the world's grammar (no translation)"},
+            "languages": languages,
+            # weights derived only from mvld_hf's own code and generated data: the package's license
+            "license": "apache-2.0",
+            "hyperparameters": hyperparameters_from_args(args, global_step),
+        }
+    return {
+        "offline_world": False,
+        "teacher": {"name_or_path": model_args.teacher,
+                    "hub_id": model_args.teacher if is_hub_id(model_args.teacher) else None,
+                    "revision": model_args.teacher_revision, "description": None},
+        "student": {"base": model_args.student, "pretrained": True},
+        "training_data": {"name": data_args.dataset, "hub_id": data_args.dataset if is_hub_id(data_args.dataset)
+                          else None, "config": data_args.dataset_config, "split": data_args.train_split,
+                          "rows": rows, "description": None},
+        "languages": languages,
+        "license": None,
+        "hyperparameters": hyperparameters_from_args(args, global_step),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, data_args: DataArguments,
              output_dir: str) -> dict:
@@ -337,7 +380,10 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     # a ratio is undefined (None) when the teacher retrieves nothing in its own language
     ratios = {lang: (m["t2i_R@1"] / teacher_en if teacher_en else None)
               for lang, m in models["student"]["retrieval"].items() if lang not in ("all", "mean")}
-    results = {**models, "student_t2i_R@1_over_teacher_en": ratios,
+    offline = data_args.dataset == OFFLINE
+    benchmark = {"type": "mvld_hf-offline-world", "name": "mvld_hf offline world", "split": "test"} if offline \
+        else {"type": data_args.dataset, "name": data_args.dataset, "split": data_args.eval_split}
+    results = {"dataset": benchmark, **models, "student_t2i_R@1_over_teacher_en": ratios,
                "meta": {"teacher": teacher.name_or_path, "method": args.method, "anchor": args.anchor,
                         "images": len(evaluator.image_rows), "captions": len(evaluator.captions),
                         "languages": evaluator.languages}}
@@ -389,6 +435,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
+        write_run_record(args.output_dir, run_record(model_args, data_args, args, train, teacher,
+                                                     trainer.state.global_step))
     results = {}
     if evaluation is None:
         logger.info("no evaluation (--eval_split is empty)")

@@ -34,17 +34,63 @@ def test_offline_flags_on_the_offline_path_parse(distill_script):
     assert data_args.eval_split == "" and data_args.world_seed == 2 and data_args.max_train_samples == 500
 
 
-def test_offline_max_train_samples_and_empty_eval_split(distill_script, tmp_path, monkeypatch, offline_cache):
+@pytest.fixture(scope="module")
+def tiny_run(distill_script, tmp_path_factory, offline_cache):
+    """A recorded offline run: 32 training rows, one epoch at batch 16, no evaluation."""
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MVLD_HF_CACHE", str(offline_cache))
+        results = distill_script.main(["--output_dir", str(out), *TINY, "--eval_split", "", "--max_train_samples",
+                                       "32", "--max_steps", "-1", "--num_train_epochs", "1",
+                                       "--per_device_train_batch_size", "16", "--save_strategy", "epoch"])
+    return out, results
+
+
+def test_offline_max_train_samples_and_empty_eval_split(tiny_run):
     """--max_train_samples truncates the offline training set (one epoch of 32 rows at batch 16 = 2 steps; the
     40-scene world has hundreds of captions) and --eval_split '' skips the evaluation."""
-    monkeypatch.setenv("MVLD_HF_CACHE", str(offline_cache))
-    out = tmp_path / "run"
-    results = distill_script.main(["--output_dir", str(out), *TINY, "--eval_split", "", "--max_train_samples", "32",
-                                   "--max_steps", "-1", "--num_train_epochs", "1", "--per_device_train_batch_size",
-                                   "16", "--save_strategy", "epoch"])
+    out, results = tiny_run
     assert results == {}
     assert not (out / "eval_results.json").exists() and not (out / "retrieval_per_language.png").exists()
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["max_steps"] == 2
     assert (out / "config.json").is_file()
+    record = json.loads((out / "mvld_run.json").read_text())
+    assert record["training_data"]["rows"] == 32 and record["hyperparameters"]["global_step"] == 2
 
+
+def test_card_of_a_recorded_run_says_only_what_the_run_recorded(tiny_run, offline_cache, tmp_path, capsys, caplog):
+    """hub_upload.py CHECKPOINT --local-dir DIR alone (no --repo-id) on the run: every card field from the record."""
+    from huggingface_hub import ModelCard
+
+    from mvld_hf import hub
+    from mvld_hf.synthetic import LANGUAGES
+
+    out, _ = tiny_run
+    folder = tmp_path / "export"
+    assert hub.main([str(out), "--local-dir", str(folder)]) == 0
+    assert "not uploaded" in capsys.readouterr().out
+    card = ModelCard.load(folder / "README.md")
+    text, data = card.text, card.data
+    languages = sorted(LANGUAGES)
+    record = json.loads((out / "mvld_run.json").read_text())
+    assert record["languages"] == languages
+    # the teacher: never the local cache path; described from the record, with a warning asking for a Hub id
+    assert str(offline_cache) not in str(card) and "mvld_hf's offline world" in text
+    assert any("no Hub id was given" in r.getMessage() for r in caplog.records)
+    # languages: the YAML and the body agree (the 13 training languages)
+    assert data.language == languages and "Training languages: " + ", ".join(languages) in text
+    # max text length: the student's effective one (66 positions, offset 1; tokenizer 64; trained at 64)
+    assert "| Max text length | 64 tokens" in text
+    # hyperparameters from the run's training arguments
+    for row in ("`learning_rate` | 0.003", "`method_weights` | dr 1", "`queue_size` | 32", "`anchor` | text",
+                "`teacher_temperature` | 0.05", "`student_temperature` | 0.05", "`total_batch_size` | 16",
+                "`global_step` | 2", "`max_length` | 64"):
+        assert row in text, row
+    assert "contrastive_temperature" not in text  # an MCL field: not used by this DR run
+    # metadata filled where known: the license of generated data; no Hub base model or dataset to name
+    assert data.license == "apache-2.0" and data.base_model is None and data.datasets is None
+    # no claims the run did not record
+    assert "pre-training" not in text and "translated" not in text.replace("no translation", "")
+    assert "trained from scratch" in text and "32 captions" in text
+    assert 'SentenceTransformer("path/to/exported-model")' in text
