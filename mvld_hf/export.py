@@ -51,6 +51,7 @@ __all__ = [
     "load_student",
     "load_student_tokenizer",
     "route_sizes",
+    "text_length_limit",
 ]
 
 #: the sentence-transformers version the export was built and tested with (written as a load-time requirement;
@@ -217,6 +218,33 @@ def _resolve_teacher(teacher, student_config, include_images: bool):
 
 
 # --------------------------------------------------------------------------------------------- building
+def text_length_limit(model, tokenizer=None, requested: int | None = None) -> int | None:
+    """The longest text, in tokens with the special tokens, that the student can embed: ``requested`` (``None``:
+    no wish) capped by its position table (:func:`~mvld_hf.encode.position_limit`) and the tokenizer's
+    ``model_max_length``.
+
+    >>> from transformers import XLMRobertaConfig
+    >>> from mvld_hf import MultilingualTextTower, MultilingualTextTowerConfig
+    >>> backbone = XLMRobertaConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    ...                             intermediate_size=8, max_position_embeddings=66, pad_token_id=1)
+    >>> student = MultilingualTextTower(MultilingualTextTowerConfig(backbone_config=backbone.to_dict(),
+    ...                                                             projection_dim=4))
+    >>> text_length_limit(student, None, 128)
+    64
+    """
+    limits = [limit] if (limit := position_limit(model)) is not None else []
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:  # "no limit" is a huge sentinel
+        limits.append(tokenizer_limit)
+    limit = min(limits) if limits else None
+    if requested is None or limit is None:
+        return limit if requested is None else requested
+    if requested > limit:
+        logger.info("max_seq_length %d exceeds what the student can embed (%d tokens: its position table / "
+                    "tokenizer); using %d", requested, limit, limit)
+    return min(requested, limit)
+
+
 def _cpu_float_student(student: MultilingualTextTower) -> MultilingualTextTower:
     """The student itself if it is already float32 on the CPU, else a CPU float32 copy (the export is float32)."""
     params = list(student.parameters())
@@ -386,7 +414,8 @@ def route_sizes(folder) -> dict[str, int]:
     return sizes
 
 
-def _prepare_output_dir(output_dir: str, overwrite: bool) -> None:
+def _check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse a target that is a file, or a non-empty folder unless it is an earlier export and ``overwrite``."""
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{output_dir!r} exists and is not a directory")
@@ -397,8 +426,29 @@ def _prepare_output_dir(output_dir: str, overwrite: bool) -> None:
         if not (path / "modules.json").is_file():
             raise FileExistsError(f"refusing to overwrite {output_dir!r}: it is not empty and holds no earlier "
                                   "sentence-transformers export (no modules.json)")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+
+
+def _staging_dir(output_dir: str) -> str:
+    """An empty hidden folder next to ``output_dir`` (same filesystem, so the final rename is atomic)."""
+    path = Path(output_dir).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent)
+
+
+def _move_into_place(staging: str, output_dir: str) -> None:
+    """Replace ``output_dir`` (absent, empty, or an earlier export already checked) by ``staging``."""
+    path = Path(output_dir)
+    old = None
+    if path.is_dir():
+        if any(path.iterdir()):
+            old = tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.absolute().parent)
+            os.rmdir(old)
+            os.replace(path, old)
+        else:
+            path.rmdir()
+    os.replace(staging, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_sentence_transformer(
@@ -424,10 +474,11 @@ def export_sentence_transformer(
             or ``None`` for the student's ``config.teacher_name_or_path`` (at ``config.teacher_revision``).
             Text-only exports only record its name and never load it.
         output_dir: where to write; must be empty or absent (or an earlier export with ``overwrite=True``).
+            The folder is built next to it and renamed at the end: a failed export leaves nothing behind.
         include_images: add the image route (``False``: text only, like ``clip-ViT-B-32-multilingual-v1``).
-        max_seq_length: text truncation in tokens (default 128, the training default); ``None`` keeps the
-            tokenizer's own limit. Either is capped at what the backbone's position table holds
-            (:func:`~mvld_hf.encode.position_limit`).
+        max_seq_length: text truncation in tokens (default 128, the training default), capped by what the
+            student can embed (:func:`text_length_limit`: its position table and tokenizer); ``None`` keeps that
+            limit.
         lean_image_route: store only the teacher's vision tower when possible (see the module docstring);
             ``False`` stores the full teacher (``get_image_features``).
         card_kwargs: extra arguments for :func:`mvld_hf.model_card.render_model_card` (``repo_id``,
@@ -443,9 +494,6 @@ def export_sentence_transformer(
         FileExistsError (``output_dir`` not empty), RuntimeError (the built model does not reproduce the
         student or teacher on probe inputs: a bug, please report).
     """
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Router
-
     checkpoint = None if isinstance(student, nn.Module) else student
     model = load_student(student)
     tokenizer = load_student_tokenizer(tokenizer, checkpoint)
@@ -464,12 +512,29 @@ def export_sentence_transformer(
         logger.warning("exporting with teacher %r, but the student records %r; the card names %r",
                        loaded_teacher.name_or_path, config.teacher_name_or_path, teacher_name)
 
-    limit = position_limit(model)
-    if limit is not None and (max_seq_length or getattr(tokenizer, "model_max_length", limit)) > limit:
-        logger.info("max_seq_length is %d, what the student's position table holds", limit)
-        max_seq_length = limit
+    max_seq_length = text_length_limit(model, tokenizer, max_seq_length)
     output_dir = os.fspath(output_dir)
-    _prepare_output_dir(output_dir, overwrite)
+    _check_output_dir(output_dir, overwrite)
+    staging = _staging_dir(output_dir)  # written completely, then renamed: a failed export leaves nothing
+    try:
+        result = _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, teacher_name,
+                              teacher_revision, include_images, max_seq_length, lean_image_route)
+        if write_card:
+            from .model_card import render_model_card
+
+            render_model_card(result, **(card_kwargs or {})).save(os.path.join(staging, "README.md"))
+        _move_into_place(staging, output_dir)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, teacher_name, teacher_revision,
+                 include_images, max_seq_length, lean_image_route) -> ExportResult:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Router
+
     was_training = model.training
     model.eval()
     try:
@@ -494,14 +559,14 @@ def export_sentence_transformer(
             else:
                 modules = text
             st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
-            st.save(output_dir, create_model_card=False)
+            st.save(staging, create_model_card=False)
     finally:
         model.train(was_training)
 
-    _annotate_config(output_dir, teacher_name, teacher_revision, config, image_route)
+    _annotate_config(staging, teacher_name, teacher_revision, config, image_route)
     backbone_cfg = config.backbone_config
-    sizes = route_sizes(output_dir)
-    result = ExportResult(
+    sizes = route_sizes(staging)
+    return ExportResult(
         path=output_dir, include_images=include_images, image_route=image_route,
         teacher_name_or_path=teacher_name, teacher_revision=teacher_revision,
         distillation_method=config.distillation_method,
@@ -511,11 +576,6 @@ def export_sentence_transformer(
         max_seq_length=max_seq_length, text_route_bytes=sizes["text"], image_route_bytes=sizes["image"],
         teacher_fp32_bytes=_fp32_bytes(loaded_teacher.model) if loaded_teacher is not None else None,
     )
-    if write_card:
-        from .model_card import render_model_card
-
-        render_model_card(result, **(card_kwargs or {})).save(os.path.join(output_dir, "README.md"))
-    return result
 
 
 def _fp32_bytes(model: nn.Module) -> int:

@@ -209,3 +209,36 @@ def test_loads_without_mvld_hf_in_a_fresh_process(exported, student, tokenizer, 
     from PIL import Image
 
     _close(torch.tensor(out["image"]), teacher.encode_image([Image.new("RGB", (32, 32), (220, 30, 30))]))
+
+
+def test_a_failed_export_leaves_nothing_behind_and_a_retry_works(student, tokenizer, teacher, tmp_path):
+    target = tmp_path / "st"
+    with pytest.raises(FileNotFoundError, match="model card template"):
+        export_sentence_transformer(student, tokenizer, teacher, target,
+                                    card_kwargs={"template_path": tmp_path / "missing.md"})
+    assert not target.exists() and list(tmp_path.iterdir()) == []  # no folder, no staging leftovers
+    result = export_sentence_transformer(student, tokenizer, teacher, target)  # not refused as "not empty"
+    assert (target / "README.md").is_file() and (target / "modules.json").is_file() and result.path == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+    # overwriting an earlier export replaces it in one rename; a failed overwrite keeps the earlier one intact
+    before = sorted(os.listdir(target))
+    with pytest.raises(FileNotFoundError):
+        export_sentence_transformer(student, tokenizer, teacher, target, overwrite=True,
+                                    card_kwargs={"template_path": tmp_path / "missing.md"})
+    assert sorted(os.listdir(target)) == before and sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+
+
+def test_max_text_length_is_what_the_student_can_embed(student, tokenizer, teacher, tmp_path):
+    from mvld_hf.export import text_length_limit
+
+    positions = student.config.backbone_config.max_position_embeddings  # 66 in tiny_student, xlm-roberta, pad 0
+    limit = positions - student.config.backbone_config.pad_token_id - 1
+    assert text_length_limit(student, None, 4096) == limit and text_length_limit(student) == limit
+    assert text_length_limit(student, None, 16) == 16
+    result = export_sentence_transformer(student, tokenizer, teacher, tmp_path / "st", include_images=False,
+                                         max_seq_length=4096)
+    want = min(limit, tokenizer.model_max_length)
+    assert result.max_seq_length == want == text_length_limit(student, tokenizer, 4096)
+    model = SentenceTransformer(result.path, local_files_only=True)
+    assert model.max_seq_length == want
+    model.encode(["rot " * 500])  # a text longer than the positions is truncated, not an index error

@@ -1,0 +1,65 @@
+"""The wheel: it ships the model card template and the console scripts, and exports from outside the repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EXPORT_FROM_THE_WHEEL = textwrap.dedent("""
+    import os, runpy, sys
+    import mvld_hf
+    site = os.environ["SITE"]
+    assert mvld_hf.__file__.startswith(site), mvld_hf.__file__  # the installed wheel, not the repository
+    from mvld_hf.testing import tiny_clip_teacher, tiny_student, toy_parallel_corpus, train_tokenizer
+
+    tokenizer = train_tokenizer([r["caption"] for r in toy_parallel_corpus()], vocab_size=200)
+    teacher = tiny_clip_teacher(tokenizer, projection_dim=16)
+    teacher.model.save_pretrained("teacher"); teacher.tokenizer.save_pretrained("teacher")
+    teacher.image_processor.save_pretrained("teacher")
+    student = tiny_student(tokenizer, projection_dim=16)
+    student.config.teacher_name_or_path = os.path.abspath("teacher")
+    student.save_pretrained("student"); tokenizer.save_pretrained("student")
+    # the console script, as `pip install` wrote it
+    sys.argv = ["mvld-upload", "student", "--local-dir", "out", "--teacher-hub-id", "org/tiny-clip"]
+    try:
+        runpy.run_path(os.path.join(site, "bin", "mvld-upload"), run_name="__main__")
+    except SystemExit as exit_:
+        assert not exit_.code, exit_.code
+    card = open(os.path.join("out", "README.md"), encoding="utf-8").read()
+    assert "org/tiny-clip" in card and "Citation" in card
+    print("EXPORTED", sorted(os.listdir("out")))
+""")
+
+
+def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
+    source = tmp_path / "src"  # build from a copy: the build leaves build/ and *.egg-info beside setup.cfg
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
+    shutil.copytree(os.path.join(ROOT, "mvld_hf"), source / "mvld_hf", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path / "dist")],
+                   check=True, cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("mvld_hf-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mvld_hf/templates/model_card.md" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for line in ("mvld-distill = mvld_hf.cli.distill:console_main", "mvld-evaluate = mvld_hf.cli.evaluate:console_main",
+                 "mvld-upload = mvld_hf.cli.upload:console_main"):
+        assert line in scripts
+
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "SITE": str(site), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", EXPORT_FROM_THE_WHEEL], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "EXPORTED" in done.stdout and "README.md" in done.stdout
+    assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
