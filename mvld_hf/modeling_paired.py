@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,15 @@ class MultilingualCLIPModel(PreTrainedModel):
         else:
             self.logit_bias = None
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus a ``README.md`` card (unless the folder has one) saying that
+        loading needs ``import mvld_hf`` and pointing to the sentence-transformers export as the no-import option."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        readme = os.path.join(os.fspath(save_directory), "README.md")
+        if kwargs.get("is_main_process", True) and not os.path.exists(readme):
+            with open(readme, "w", encoding="utf-8") as f:
+                f.write(paired_model_card(self.config))
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -385,6 +395,48 @@ class MultilingualSiglipModel(MultilingualCLIPModel):
 
 
 # ----------------------------------------------------------------------------------------------------- registration
+
+
+def paired_model_card(config: MultilingualCLIPConfig) -> str:
+    """The card of a saved paired model: what it is and that it loads only after ``import mvld_hf``."""
+    from .run_record import is_hub_id
+
+    teacher = config.teacher_name_or_path
+    named = f"`{teacher}`" + (f" (revision `{config.teacher_revision}`)" if config.teacher_revision else "") \
+        if is_hub_id(teacher) else "its teacher (recorded by a local path, not a Hub id)"
+    family = "SigLIP" if config.has_logit_bias else "CLIP"
+    base = f"base_model:\n- {teacher}\n" if is_hub_id(teacher) else ""
+    return f"""---
+library_name: transformers
+pipeline_tag: zero-shot-image-classification
+{base}tags:
+- mvld_hf
+- multilingual
+- {family.lower()}
+---
+
+# Paired multilingual {family} model (mvld_hf)
+
+An mvld_hf student text tower paired with the unchanged vision side of {named} as one transformers model
+(`{type(config).__name__}`, `model_type: {config.model_type}`): text in the student's languages, images as the
+teacher sees them, logits with the teacher's own scale{" and bias" if config.has_logit_bias else ""}.
+
+**Loading needs `import mvld_hf`.** The `{config.model_type}` model type is registered with transformers' Auto
+classes by mvld_hf (`pip install mvld_hf`); without the import transformers does not know it and suggests
+upgrading transformers, which does not help.
+
+```python
+import mvld_hf  # registers {config.model_type} with the Auto classes
+from transformers import pipeline
+
+classify = pipeline("zero-shot-image-classification", model="path/to/this/folder")
+classify(image, candidate_labels=["ein roter Kreis", "ein blaues Quadrat"], hypothesis_template="{{}}")
+```
+
+To use the embeddings with nothing but `sentence-transformers` installed, export the student instead as one
+Sentence Transformers model (`hub_upload.py CHECKPOINT --local-dir DIR`, `mvld-upload`, or
+`mvld_hf.export_sentence_transformer`): that folder loads with plain `SentenceTransformer(path)`, no import.
+"""
 
 
 def register_paired_auto_classes() -> None:

@@ -285,3 +285,14 @@ def test_siglip_teachers_pair_with_bias_and_sigmoid(tokenizer, disc_images, tmp_
             probs = torch.sigmoid(classifier.model(**padded, **pixels).logits_per_image[0])
         for r in result:
             assert math.isclose(r["score"], float(probs[labels.index(r["label"])]), rel_tol=1e-4, abs_tol=1e-6)
+
+
+def test_saved_folder_card_says_it_needs_import_mvld_hf(saved, paired, tmp_path):
+    card = (saved / "README.md").read_text(encoding="utf-8")
+    assert "Loading needs `import mvld_hf`" in card and "import mvld_hf  # registers mvld_clip" in card
+    assert "SentenceTransformer(path)" in card  # the no-import option
+    assert "zero-shot-image-classification" in card
+    # a card the user wrote is kept
+    (tmp_path / "README.md").write_text("my card")
+    paired.save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "my card"
