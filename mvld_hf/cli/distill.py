@@ -368,14 +368,16 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
 
     evaluator = MultilingualEvaluator(dataset, caption_column=args.caption_column,
                                       language_column=data_args.language_column, languages=data_args.languages,
-                                      batch_size=args.per_device_eval_batch_size)
+                                      batch_size=args.per_device_eval_batch_size, show_progress_bar=True)
+    logger.info("evaluation: %d held-out captions in %d languages against %d images (retrieval, then purity)",
+                len(evaluator.captions), len(evaluator.languages), len(evaluator.image_rows))
     images = evaluator.encode_images(lambda batch: teacher.encode_image(batch).cpu())
     student.eval()
-    models = {
-        "teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images),
-        "student": evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
-                             image_embeddings=images),
-    }
+    logger.info("evaluation of the teacher")
+    models = {"teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images)}
+    logger.info("evaluation of the student")
+    models["student"] = evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
+                                  image_embeddings=images)
     teacher_en = models["teacher"]["retrieval"].get(args.anchor_language, {}).get("t2i_R@1")
     # a ratio is undefined (None) when the teacher retrieves nothing in its own language
     ratios = {lang: (m["t2i_R@1"] / teacher_en if teacher_en else None)
@@ -390,7 +392,9 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     save_json(results, os.path.join(output_dir, "eval_results.json"))
     plot_per_language(models, metric="t2i_R@1", section="retrieval",
                       path=os.path.join(output_dir, "retrieval_per_language.png"),
-                      title=f"Held-out text-to-image R@1 per language ({args.method}, {args.anchor} anchor)")
+                      title=f"Text-to-image retrieval R@1 per caption language, held-out {benchmark['name']}\n"
+                            f"student ({args.method}, {args.anchor} anchors) vs its teacher",
+                      ylabel="text-to-image R@1 (%)", xlabel="caption language")
     print()
     print(format_report(models, metrics=None))
     if teacher_en:

@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 import torch
 
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--no-vqa", action="store_true", help="skip the VQA evaluation of the offline benchmark")
     p.add_argument("--no-purity", action="store_true", help="skip clustering purity")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="text truncation in tokens (default: the longest the student can embed)")
     p.add_argument("--output-dir", default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
@@ -75,63 +77,109 @@ def load_retrieval_data(args):
     return data, None, preset.evaluator_kwargs()
 
 
+def _labels(args, teacher_name: str) -> tuple[str, str, str]:
+    """(model, teacher, benchmark) as plot titles name them: no long local paths."""
+    from mvld_hf.run_record import is_hub_id
+
+    model = os.path.basename(os.path.abspath(args.model)) if os.path.isdir(args.model) else args.model
+    teacher = teacher_name if is_hub_id(teacher_name) else "its teacher"
+    if args.dataset:
+        benchmark = os.path.basename(os.path.abspath(args.dataset)) if os.path.isdir(args.dataset) else args.dataset
+        benchmark += f" ({args.split})"
+    elif args.benchmark == "offline":
+        benchmark = "mvld_hf offline world, held-out scenes"
+    else:
+        benchmark = args.benchmark
+    return model, teacher, benchmark
+
+
+def _chance(vqa_data, options_column: str = "options") -> float | None:
+    """Chance accuracy of multiple-choice VQA: the mean of 1 / number of options over the questions."""
+    try:
+        counts = [len(options) for options in vqa_data[options_column]]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return sum(1 / n for n in counts if n) / len(counts) if counts else None
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from transformers import AutoTokenizer
 
     from mvld_hf import load_student, load_teacher
     from mvld_hf.evaluation import MultilingualEvaluator, evaluate_vqa
     from mvld_hf.evaluation.report import format_report, plot_per_language, save_json
+    from mvld_hf.export import effective_max_length
 
+    started = time.perf_counter()
+    logger.info("loading the student %s", args.model)
     student = load_student(args.model).to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
+    max_length = effective_max_length(student.config, tokenizer, args.max_length)
     teacher_name = args.teacher or student.config.teacher_name_or_path
     if not teacher_name:
         raise SystemExit(f"{args.model} records no teacher: pass --teacher")
+    logger.info("loading the teacher %s", teacher_name)
     teacher = load_teacher(teacher_name, revision=args.teacher_revision or student.config.teacher_revision,
                            device=args.device)
+    logger.info("loading the benchmark (%s)", args.dataset or args.benchmark)
     retrieval_data, vqa_data, columns = load_retrieval_data(args)
 
     encoders = {
         "teacher": lambda texts: teacher.encode_text(texts, batch_size=args.batch_size).cpu(),
         "student": lambda texts: student.encode(texts, tokenizer, batch_size=args.batch_size,
-                                                max_length=args.max_length).cpu(),
+                                                max_length=max_length).cpu(),
     }
     encode_image = lambda images: teacher.encode_image(images, batch_size=args.batch_size).cpu()  # noqa: E731
     results = {name: {} for name in encoders}
     if retrieval_data is not None:
         evaluator = MultilingualEvaluator(retrieval_data, languages=args.languages, batch_size=args.batch_size,
                                           compute_purity=not args.no_purity, show_progress_bar=True, **columns)
+        logger.info("retrieval: %d captions in %d languages against %d images%s", len(evaluator.captions),
+                    len(evaluator.languages), len(evaluator.image_rows),
+                    "" if args.no_purity else ", then clustering purity")
         images = evaluator.encode_images(encode_image)  # one gallery, shared by teacher and student
         for name, encode_text in encoders.items():
+            logger.info("retrieval%s of the %s", "" if args.no_purity else " and purity", name)
             results[name].update(evaluator(encode_text, image_embeddings=images))
     if vqa_data is not None:
         vqa_columns = columns if retrieval_data is None else {"image_id_column": "image_id"}
         for name, encode_text in encoders.items():
+            logger.info("VQA of the %s: %d questions", name, len(vqa_data))
             results[name]["vqa"] = evaluate_vqa(encode_text, encode_image, vqa_data, languages=args.languages,
-                                                batch_size=args.batch_size, **vqa_columns)
+                                                batch_size=args.batch_size, show_progress_bar=True, **vqa_columns)
 
     output_dir = args.output_dir or (os.path.join(args.model, "eval") if os.path.isdir(args.model) else "eval")
     os.makedirs(output_dir, exist_ok=True)
     report = format_report(results)
     save_json({**results, "meta": {"model": args.model, "teacher": teacher_name, "benchmark": args.dataset
-                                   or args.benchmark, "languages": args.languages}},
+                                   or args.benchmark, "languages": args.languages, "max_length": max_length}},
               os.path.join(output_dir, "eval.json"))
     with open(os.path.join(output_dir, "eval.md"), "w", encoding="utf-8") as f:
         f.write(f"# {args.model} vs teacher {teacher_name}\n\n{report}")
+    model_label, teacher_label, benchmark = _labels(args, teacher_name)
+    who = f"{model_label} (student) vs {teacher_label} (teacher)"
     plots = []
     if retrieval_data is not None:
-        plots.append(plot_per_language(results, metric="t2i_R@1", section="retrieval",
-                                       path=os.path.join(output_dir, "retrieval_t2i_R@1.png")))
+        plots.append(plot_per_language(
+            results, metric="t2i_R@1", section="retrieval", path=os.path.join(output_dir, "retrieval_t2i_R@1.png"),
+            title=f"Text-to-image retrieval R@1 per caption language\n{who}, {benchmark}",
+            ylabel="text-to-image R@1 (%)", xlabel="caption language"))
         if not args.no_purity:
-            plots.append(plot_per_language(results, metric="purity", section="purity",
-                                           path=os.path.join(output_dir, "purity.png")))
+            plots.append(plot_per_language(
+                results, metric="purity", section="purity", path=os.path.join(output_dir, "purity.png"),
+                title=f"k-means clustering purity per caption language (mixed: all languages together)\n{who}, "
+                      f"{benchmark}", ylabel="purity (%)", xlabel="caption language"))
     if vqa_data is not None:
-        plots.append(plot_per_language(results, metric="accuracy", section="vqa",
-                                       path=os.path.join(output_dir, "vqa_accuracy.png")))
+        chance = _chance(vqa_data, columns.get("options_column", "options"))
+        plots.append(plot_per_language(
+            results, metric="accuracy", section="vqa", path=os.path.join(output_dir, "vqa_accuracy.png"),
+            title=f"VQA accuracy per question language (multiple choice)\n{who}, {benchmark}",
+            ylabel="VQA accuracy (%)", xlabel="question language", chance=chance))
     print(report)
     print(f"wrote {output_dir}/eval.json, eval.md and {len(plots)} plot(s)")
+    logger.info("done in %.0f s", time.perf_counter() - started)
     return results
 
 

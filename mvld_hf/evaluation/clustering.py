@@ -14,6 +14,8 @@ k-means++ seeding) rather than taken from scikit-learn because
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
 
 from .base import group_by_language
 
@@ -224,10 +229,14 @@ def per_language_purity(
     seed: int = 0,
     n_init: int = 3,
     max_iter: int = 100,
+    show_progress_bar: bool | None = None,
 ) -> dict[str, float]:
     """Purity per language (each language clustered alone, with as many clusters as it has distinct
     labels), ``"mean"`` over languages, and ``"mixed"``: all languages clustered together, so captions of
-    one scene in different languages must share a cluster to count as pure."""
+    one scene in different languages must share a cluster to count as pure.
+
+    ``show_progress_bar`` (default: when there are 1,000 captions or more) shows one step per k-means run
+    and logs the time taken at INFO."""
     embeddings = torch.as_tensor(embeddings)
     labels = labels.tolist() if torch.is_tensor(labels) else list(labels)
     languages = list(languages)
@@ -236,11 +245,23 @@ def per_language_purity(
                          f"({len(languages)}) must have the same length")
     by_lang = group_by_language(languages, ("mean", "mixed"))
     out: dict[str, float] = {}
+    if show_progress_bar is None:
+        show_progress_bar = len(labels) >= 1000
+    started = time.perf_counter()
+    if show_progress_bar:
+        logger.info("purity: spherical k-means (%d restarts) on %d captions, each of %d languages alone and all "
+                    "mixed", n_init, len(labels), len(by_lang))
+    bar = tqdm(total=len(by_lang) + 1, desc="Purity k-means", disable=not show_progress_bar, leave=False)
     for lang in sorted(by_lang, key=str):
         idx = by_lang[lang]
         out[lang] = clustering_purity(embeddings[idx], [labels[i] for i in idx], seed=seed, n_init=n_init,
                                       max_iter=max_iter)
+        bar.update()
     if by_lang:
         out["mean"] = sum(out[lang] for lang in by_lang) / len(by_lang)
     out["mixed"] = clustering_purity(embeddings, labels, seed=seed, n_init=n_init, max_iter=max_iter)
+    bar.update()
+    bar.close()
+    if show_progress_bar:
+        logger.info("purity: done in %.1f s", time.perf_counter() - started)
     return out

@@ -16,6 +16,8 @@ The student is evaluated with the *teacher's* image tower; encode the image gall
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +31,8 @@ from .base import Evaluator
 from .clustering import per_language_purity
 from .retrieval import AUTO_PROGRESS_MIN_CHUNKS, per_language_retrieval
 from .vqa import DEFAULT_TEMPLATE, format_option, vqa_accuracy
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MultilingualEvaluator", "evaluate_vqa", "encode_in_batches"]
 
@@ -51,6 +55,7 @@ def encode_in_batches(encode: Callable[[list], Any], n: int, get_batch: Callable
         show_progress_bar = n_batches >= AUTO_PROGRESS_MIN_CHUNKS
     outputs: list[torch.Tensor] = []
     dim = None
+    started = time.perf_counter()
     with torch.no_grad():
         for start in tqdm(range(0, n, batch_size), desc=desc, disable=not show_progress_bar, leave=False):
             items = get_batch(start, min(start + batch_size, n))
@@ -72,6 +77,8 @@ def encode_in_batches(encode: Callable[[list], Any], n: int, get_batch: Callable
             outputs.append(emb.detach())
     if not outputs:
         raise ValueError(f"{desc}: nothing to encode")
+    if show_progress_bar:  # the bar is not left on screen: say what it did
+        logger.info("%s: %d in %.1f s", desc, n, time.perf_counter() - started)
     return torch.cat(outputs)
 
 
@@ -259,7 +266,8 @@ class MultilingualEvaluator(Evaluator):
         }
         if self.compute_purity:
             results["purity"] = per_language_purity(text_embeddings, self.caption_labels, self.caption_languages,
-                                                    seed=self.purity_seed, n_init=self.purity_n_init)
+                                                    seed=self.purity_seed, n_init=self.purity_n_init,
+                                                    show_progress_bar=self.show_progress_bar)
         return results
 
     evaluate = __call__

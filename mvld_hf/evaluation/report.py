@@ -13,9 +13,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["format_table", "format_report", "plot_per_language", "save_json", "load_json", "SUMMARY_ROWS"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["format_table", "format_report", "per_language_figure", "plot_per_language", "save_json", "load_json",
+           "SUMMARY_ROWS"]
 
 #: rows that summarise languages; tables and plots put them after the languages
 SUMMARY_ROWS = ("all", "mean", "mixed")
@@ -118,10 +122,36 @@ def format_table(
     return "\n".join(lines)
 
 
+#: how a metric-name prefix reads in a sub-table heading
+_PREFIX_TITLES = {"t2i": "text-to-image", "i2t": "image-to-text"}
+
+
+def _metric_groups(metrics: list[str], per_table: int) -> list[tuple[str, list[str]]]:
+    """Split ``metrics`` into tables of at most ``per_table`` metrics, by prefix first (``t2i_R@1`` ->
+    ``t2i``), then in order. Returns ``(sub-heading, metrics)`` pairs (sub-heading ``""`` when unsplit)."""
+    if len(metrics) <= per_table:
+        return [("", metrics)]
+    by_prefix: dict[str, list[str]] = {}
+    for metric in metrics:
+        prefix = metric.split("_", 1)[0] if "_" in metric else ""
+        by_prefix.setdefault(prefix, []).append(metric)
+    groups = []
+    for prefix, members in by_prefix.items():
+        chunks = [members[i:i + per_table] for i in range(0, len(members), per_table)]
+        for n, chunk in enumerate(chunks):
+            title = _PREFIX_TITLES.get(prefix, prefix or "other")
+            groups.append((title + (f" ({n + 1}/{len(chunks)})" if len(chunks) > 1 else ""), chunk))
+    return groups
+
+
 def format_report(results_by_model: Mapping[str, Mapping[str, Any]], sections: Sequence[str] | None = None,
-                  heading_level: int = 3, **table_kwargs) -> str:
+                  heading_level: int = 3, max_columns: int | None = 9, **table_kwargs) -> str:
     """One :func:`format_table` per section of nested results (e.g. ``"retrieval"``, ``"purity"``,
-    ``"vqa"``), each under a Markdown heading. Sections missing from some models show ``missing``."""
+    ``"vqa"``), each under a Markdown heading. Sections missing from some models show ``missing``.
+
+    A section whose table would have more than ``max_columns`` columns (language + metrics x models) is split
+    into several tables, by metric prefix first (retrieval: one text-to-image and one image-to-text table);
+    ``None`` never splits."""
     if sections is None:
         sections = _ordered_union([k for k, v in res.items() if isinstance(v, Mapping)]
                                   for res in results_by_model.values())
@@ -132,27 +162,31 @@ def format_report(results_by_model: Mapping[str, Mapping[str, Any]], sections: S
             raise KeyError(f"no model has a section {section!r}")
         kwargs = dict(table_kwargs)
         kwargs.setdefault("value_name", section)
-        parts.append(f"{'#' * heading_level} {section}\n\n" + format_table(present, section=section, **kwargs))
+        metrics = kwargs.pop("metrics", None)
+        if metrics is None:
+            tables = [_rows(res, section, kwargs["value_name"], name) for name, res in present.items()]
+            metrics = _ordered_union(m.keys() for t in tables for m in t.values())
+        per_table = max(1, (max_columns - 1) // len(present)) if max_columns else len(metrics) or 1
+        for title, group in _metric_groups(list(metrics), per_table):
+            heading = f"{section}: {title}" if title else section
+            parts.append(f"{'#' * heading_level} {heading}\n\n"
+                         + format_table(present, section=section, metrics=group, **kwargs))
     return "\n\n".join(parts) + "\n"
 
 
-def plot_per_language(
+def per_language_figure(
     results_by_model: Mapping[str, Mapping[str, Any]],
     metric: str = "t2i_R@1",
-    path: str | Path = "per_language.png",
     *,
     section: str | None = None,
     languages: Sequence[str] | None = None,
     scale: float = 100.0,
     title: str | None = None,
     ylabel: str | None = None,
-    dpi: int = 150,
-) -> Path:
-    """Grouped bar chart of ``metric`` per language (one bar per model), written to ``path`` as PNG.
-
-    Summary rows (``all``/``mean``/``mixed``) come last, after a dotted separator. For single-number
-    results (purity) use ``metric=section`` with ``section="purity"`` or the value name ``"value"``.
-    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
+    xlabel: str | None = "language",
+    chance: float | None = None,
+) -> Figure:
+    """The figure of :func:`plot_per_language` (a matplotlib ``Figure`` on an Agg canvas), not saved."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -193,7 +227,12 @@ def plot_per_language(
         if row in SUMMARY_ROWS:
             label.set_fontweight("bold")
     ax.set_xlim(xs[0] - 0.6, xs[-1] + 0.6)
+    if chance is not None:
+        ax.axhline(chance * scale, color="0.3", linestyle="--", linewidth=1,
+                   label=f"chance ({chance * scale:.0f}%)" if scale == 100 else f"chance ({chance:g})")
     ax.set_ylabel(ylabel if ylabel is not None else (f"{metric} (%)" if scale == 100 else metric))
+    if xlabel:
+        ax.set_xlabel(xlabel)
     if scale == 100:
         ax.set_ylim(0, 100)
     ax.set_title(title if title is not None else f"{metric} per language")
@@ -204,6 +243,31 @@ def plot_per_language(
     # outside the axes, so that it never hides a bar
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
+    return fig
+
+
+def plot_per_language(
+    results_by_model: Mapping[str, Mapping[str, Any]],
+    metric: str = "t2i_R@1",
+    path: str | Path = "per_language.png",
+    *,
+    section: str | None = None,
+    languages: Sequence[str] | None = None,
+    scale: float = 100.0,
+    title: str | None = None,
+    ylabel: str | None = None,
+    xlabel: str | None = "language",
+    chance: float | None = None,
+    dpi: int = 150,
+) -> Path:
+    """Grouped bar chart of ``metric`` per language (one bar per model), written to ``path`` as PNG.
+
+    Summary rows (``all``/``mean``/``mixed``) come last, after a dotted separator. For single-number
+    results (purity) use ``metric=section`` with ``section="purity"`` or the value name ``"value"``.
+    ``chance`` (a fraction, e.g. 0.25 for 4-option VQA) draws a dashed chance-level line.
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
+    fig = per_language_figure(results_by_model, metric, section=section, languages=languages, scale=scale,
+                              title=title, ylabel=ylabel, xlabel=xlabel, chance=chance)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, format="png")

@@ -71,3 +71,31 @@ def test_plot_per_language(tmp_path):
     with pytest.raises(KeyError, match="metric 'x' not in the results"):
         plot_per_language({"teacher": teacher}, "x", tmp_path / "r.png")
     assert not math.isnan(teacher["all"]["t2i_R@1"])
+
+
+def test_wide_retrieval_report_is_split_into_readable_tables():
+    metrics = {f"{d}_{m}": 0.5 for d in ("t2i", "i2t") for m in ("R@1", "R@5", "R@10", "MRR@10")}
+    models = {"teacher": {"retrieval": {"de": metrics, "en": metrics}},
+              "student": {"retrieval": {"de": metrics, "en": metrics}}}
+    report = format_report(models)
+    assert "### retrieval: text-to-image" in report and "### retrieval: image-to-text" in report
+    header_cells = [len(line.split("|")) - 2 for line in report.splitlines() if line.startswith("| language")]
+    assert header_cells == [9, 9]  # 1 + 4 metrics x 2 models each, instead of one 17-column table
+    assert "i2t_R@1 (student)" not in report.split("### retrieval: image-to-text")[0]
+    unsplit = format_report(models, max_columns=None)
+    assert [len(line.split("|")) - 2 for line in unsplit.splitlines() if line.startswith("| language")] == [17]
+
+
+def test_plot_has_axis_labels_and_a_chance_line():
+    from mvld_hf.evaluation.report import per_language_figure
+
+    results = {"teacher": {"vqa": {"de": {"accuracy": 0.5}, "en": {"accuracy": 0.75}}},
+               "student": {"vqa": {"de": {"accuracy": 0.6}, "en": {"accuracy": 0.7}}}}
+    fig = per_language_figure(results, "accuracy", section="vqa", title="VQA accuracy", ylabel="VQA accuracy (%)",
+                              xlabel="question language", chance=0.25)
+    (ax,) = fig.axes
+    assert ax.get_title() == "VQA accuracy" and ax.get_xlabel() == "question language"
+    assert ax.get_ylabel() == "VQA accuracy (%)"
+    chance = [line for line in ax.get_lines() if line.get_label() == "chance (25%)"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == [25.0, 25.0]
+    assert "chance (25%)" in [t.get_text() for t in ax.get_legend().get_texts()]
