@@ -176,3 +176,13 @@ def test_bad_arguments_fail_in_one_line(checkpoint, tmp_path, capsys):
     assert "no per-language retrieval" in _fails(capsys, [checkpoint, "--repo-id", "org/x", "--local-dir",
                                                           str(tmp_path / "b"), "--eval-results",
                                                           str(tmp_path / "eval.json")])
+
+
+def test_local_dir_alone_needs_no_repo_id_but_uploading_does(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "HfApi", lambda *a, **k: pytest.fail("--local-dir alone must not reach the Hub"))
+    assert hub.main([checkpoint, "--local-dir", str(tmp_path / "a"), "--text-only"]) == 0
+    assert "not uploaded" in capsys.readouterr().out
+    assert (tmp_path / "a" / "README.md").is_file() and (tmp_path / "a" / "modules.json").is_file()
+    assert "--repo-id" in _fails(capsys, [checkpoint, "--local-dir", str(tmp_path / "b"), "--push"])
+    assert "--repo-id" in _fails(capsys, [checkpoint])
+    assert not (tmp_path / "b").exists()

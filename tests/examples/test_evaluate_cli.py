@@ -1,7 +1,11 @@
 """examples/evaluate.py (mvld_hf.cli.evaluate): says what it is doing, and its tables and plots read."""
 import logging
+import os
+import runpy
+import sys
 
 import datasets
+import pytest
 
 from mvld_hf.cli import evaluate
 from mvld_hf.testing import tiny_student
@@ -40,3 +44,16 @@ def test_vqa_chance_level_is_one_over_the_number_of_options():
     assert evaluate._chance(rows) == 0.25
     assert evaluate._chance({"options": [["a", "b"], ["a", "b", "c", "d"]]}) == 0.375
     assert evaluate._chance({"question": ["q"]}) is None
+
+
+@pytest.mark.parametrize("script, module", [("examples/evaluate.py", "mvld_hf.cli.evaluate"),
+                                            ("examples/distill.py", "mvld_hf.cli.distill"),
+                                            ("hub_upload.py", "mvld_hf.hub")])
+def test_repository_scripts_are_thin_wrappers_of_the_console_scripts(script, module, monkeypatch, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    source = open(os.path.join(root, script), encoding="utf-8").read()
+    assert f"from {module} import" in source and len(source.splitlines()) < 25
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(os.path.join(root, script), run_name="__main__")
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
