@@ -4,6 +4,8 @@
     python docs/make_readme_table.py docs/results/offline_demo.json            # rewrite README.md in place
     python docs/make_readme_table.py docs/results/offline_demo.json --check    # exit 1 if README.md differs
     python docs/make_readme_table.py docs/results/offline_demo.json --plot docs/retrieval_per_language.png
+    python docs/make_readme_table.py docs/results/offline_demo.json --import-run outputs/distill-offline \
+        --command "make demo" --machine "2-core shared CPU" --wall-time "41 min"   # copy a run's JSON in first
 
 The JSON is the ``eval_results.json`` that the main job (``make demo``) writes, copied into ``docs/results/``
 with a ``"provenance"`` entry (``command``, ``date``, ``machine``, ``wall_time``). The README part between
@@ -35,7 +37,7 @@ def render(results: dict) -> str:
     languages += sorted(lang for lang in student if lang not in languages and lang not in ("all", "mean"))
     anchor = meta.get("anchor_language", "en")
     teacher_en = teacher[anchor]["t2i_R@1"]
-    ratios = {lang: student[lang]["t2i_R@1"] / teacher_en for lang in languages}
+    ratios = {lang: student[lang]["t2i_R@1"] / teacher_en if teacher_en else None for lang in languages}
     method = meta.get("method", "?").upper()
     lines = []
     if provenance:
@@ -53,12 +55,14 @@ def render(results: dict) -> str:
     lines.append(f"| student ({method}) | " + " | ".join(_pct(student[lang]["t2i_R@1"]) for lang in languages)
                  + " |")
     lines.append(f"| student / teacher-{'English' if anchor == 'en' else anchor} | "
-                 + " | ".join(f"{ratios[lang]:.2f}" for lang in languages) + " |")
+                 + " | ".join("n/a" if ratios[lang] is None else f"{ratios[lang]:.2f}" for lang in languages) + " |")
     lines.append("")
     r10 = [student[lang]["t2i_R@10"] for lang in languages]
-    worst = min(ratios, key=ratios.get)
-    sentence = (f"Every language reaches at least {ratios[worst]:.2f}x the teacher's English R@1 (lowest: "
-                f"{worst}); student R@10 is {_pct(min(r10))}-{_pct(max(r10))}% across languages.")
+    sentence = f"Student R@10 is {_pct(min(r10))}-{_pct(max(r10))}% across languages."
+    if teacher_en:
+        worst = min(ratios, key=ratios.get)
+        sentence = (f"Every language reaches at least {ratios[worst]:.2f}x the teacher's English R@1 (lowest: "
+                    f"{worst}); student R@10 is {_pct(min(r10))}-{_pct(max(r10))}% across languages.")
     purity_s, purity_t = results["student"].get("purity", {}), results["teacher"].get("purity", {})
     if "mixed" in purity_s and anchor in purity_t:
         sentence += (f" k-means purity over all {len(languages)} languages mixed: {_pct(purity_s['mixed'])}% for "
@@ -81,7 +85,22 @@ def main(argv=None) -> int:
     parser.add_argument("--readme", default=str(ROOT / "README.md"))
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the README is out of date")
     parser.add_argument("--plot", help="also draw the per-language R@1 plot from the JSON into this PNG")
+    parser.add_argument("--import-run", help="first copy RUN/eval_results.json to RESULTS, with a provenance entry")
+    parser.add_argument("--command", help="--import-run: the command that produced the run")
+    parser.add_argument("--machine", help="--import-run: the machine it ran on")
+    parser.add_argument("--wall-time", help="--import-run: how long it took")
     args = parser.parse_args(argv)
+    if args.import_run:
+        import datetime
+
+        source = Path(args.import_run) / "eval_results.json"
+        run = json.loads(source.read_text(encoding="utf-8"))
+        when = datetime.datetime.fromtimestamp(source.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d")
+        run["meta"] = {k: v for k, v in run.get("meta", {}).items() if k != "teacher"}  # a local cache path
+        run["provenance"] = {"command": args.command, "date": when, "machine": args.machine,
+                             "wall_time": args.wall_time, "file": Path(args.results).as_posix()}
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     results = json.loads(Path(args.results).read_text(encoding="utf-8"))
     readme = Path(args.readme).read_text(encoding="utf-8")
     updated = replace_block(readme, render(results))
