@@ -26,23 +26,27 @@ __all__ = ["RUN_RECORD", "hyperparameters_from_args", "is_hub_id", "read_run_rec
 
 RUN_RECORD = "mvld_run.json"
 
-#: DistillationArguments fields each method reads (shown in the card only when the run used that method)
-METHOD_FIELDS = {
-    "fd": ("normalize_features",),
-    "ed": ("normalize_features", "anchor_language"),
-    "sd": ("teacher_temperature", "student_temperature"),
-    "mcl": ("contrastive_temperature",),
-    "dr": ("teacher_temperature", "student_temperature", "queue_size", "include_positive"),
-}
+
+def _method_fields(name: str) -> tuple[str, ...]:
+    """The ``DistillationArguments`` fields a method reads (from the method registry), plus ``queue_size`` for
+    methods that read the queue: shown in the card only when the run used that method."""
+    from .losses.registry import METHODS
+
+    spec = METHODS.get(name)
+    if spec is None:
+        return ()
+    return tuple(spec.arguments.values()) + (("queue_size",) if "keys" in spec.inputs else ())
+
+
 _COMMON_FIELDS = ("anchor", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
                   "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "seed")
 
 
 def is_hub_id(name) -> bool:
     """``org/name`` (or ``name``) that is not an existing local path nor written as one."""
-    if not isinstance(name, str) or not name or os.path.exists(os.path.expanduser(name)):
-        return False
-    if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+    from .data_utils import is_local_path
+
+    if not isinstance(name, str) or not name or os.path.exists(os.path.expanduser(name)) or is_local_path(name):
         return False
     return all(part and all(c.isalnum() or c in "-_." for c in part) for part in name.split("/"))
 
@@ -61,7 +65,7 @@ def hyperparameters_from_args(args, global_step: int | None = None) -> dict:
     get = (lambda k: args.get(k)) if isinstance(args, dict) else (lambda k: getattr(args, k, None))
     weights = get("method_weights")
     if not weights and get("method"):
-        from .distillation_config import parse_method
+        from .losses.registry import parse_method
 
         weights = parse_method(get("method"))
     out = {}
@@ -71,7 +75,7 @@ def hyperparameters_from_args(args, global_step: int | None = None) -> dict:
         out["method_weights"] = ", ".join(f"{name} {float(w):g}" for name, w in weights.items())
     fields = list(_COMMON_FIELDS)
     for name in weights or {}:
-        fields += [f for f in METHOD_FIELDS.get(name, ()) if f not in fields]
+        fields += [f for f in _method_fields(name) if f not in fields]
     for name in fields:
         if get(name) is not None:
             out[name] = _plain(get(name))

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-logger = logging.getLogger(__name__)
-
 from .base import group_by_language
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "KMeansResult",
