@@ -68,6 +68,8 @@ def render(results: dict) -> str:
         sentence += (f" k-means purity over all {len(languages)} languages mixed: {_pct(purity_s['mixed'])}% for "
                      f"the student (teacher, {anchor} alone: {_pct(purity_t[anchor])}%).")
     lines.append(sentence)
+    if provenance:
+        lines += ["", "![per-language R@1](docs/retrieval_per_language.png)"]
     return "\n".join(lines)
 
 
