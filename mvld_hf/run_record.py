@@ -98,7 +98,7 @@ def hyperparameters_from_args(args, global_step: int | None = None) -> dict:
 
 def write_run_record(output_dir, record: dict) -> str:
     """Write ``record`` as ``output_dir/mvld_run.json``; returns the path."""
-    from . import __version__
+    from ._version import __version__
 
     path = os.path.join(os.fspath(output_dir), RUN_RECORD)
     with open(path, "w", encoding="utf-8") as f:
