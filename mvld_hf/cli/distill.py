@@ -216,32 +216,32 @@ OFFLINE_SPLITS = ("train", "test")
 
 def check_flags(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments,
                 given: set[str] = frozenset()) -> None:
-    """Refuse (``SystemExit`` with the reason) flags that would silently do nothing on this path.
+    """Refuse (:class:`CliError` with the reason) flags that would silently do nothing on this path.
 
     ``given``: the flag names set on the command line or in the config file (a flag left at its default is fine).
     """
     offline = model_args.teacher == OFFLINE
     if offline != (model_args.student == OFFLINE) or offline != (data_args.dataset == OFFLINE):
-        raise SystemExit("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
+        raise CliError("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
     wrong = sorted(given & set(HUB_ONLY if offline else OFFLINE_ONLY))
     if wrong:
         where = "the offline world" if offline else "Hub models and data (they configure the offline world)"
-        raise SystemExit(f"{', '.join('--' + w for w in wrong)} do(es) nothing with {where}; remove it")
+        raise CliError(f"{', '.join('--' + w for w in wrong)} do(es) nothing with {where}; remove it")
     if offline:
         if data_args.train_split != "train" or (data_args.eval_split or "test") != "test":
-            raise SystemExit(f"the offline world has the splits {OFFLINE_SPLITS}: use --train_split train and "
+            raise CliError(f"the offline world has the splits {OFFLINE_SPLITS}: use --train_split train and "
                              "--eval_split test, or --eval_split '' to skip the evaluation")
         if data_args.language_column != "language":
-            raise SystemExit("the offline world's language column is 'language'; --language_column applies to "
+            raise CliError("the offline world's language column is 'language'; --language_column applies to "
                              "Hub datasets")
     if args.max_steps == 0:
-        raise SystemExit("--max_steps 0 would train nothing; pass a positive number of steps (or -1 to train "
+        raise CliError("--max_steps 0 would train nothing; pass a positive number of steps (or -1 to train "
                          "for --num_train_epochs). To evaluate a saved student, run examples/evaluate.py")
     if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
-        raise SystemExit(f"--max_train_samples must be at least 1, got {data_args.max_train_samples}")
+        raise CliError(f"--max_train_samples must be at least 1, got {data_args.max_train_samples}")
     batch = args.per_device_train_batch_size * args.world_size
     if data_args.max_train_samples and args.dataloader_drop_last and data_args.max_train_samples < batch:
-        raise SystemExit(f"--max_train_samples {data_args.max_train_samples} is fewer than one batch ({batch}) "
+        raise CliError(f"--max_train_samples {data_args.max_train_samples} is fewer than one batch ({batch}) "
                          "with --dataloader_drop_last: nothing would be trained. Raise it or lower "
                          "--per_device_train_batch_size")
 

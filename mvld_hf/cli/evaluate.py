@@ -110,13 +110,13 @@ def main(argv=None) -> dict:
     from mvld_hf import load_student, load_teacher
     from mvld_hf.evaluation import MultilingualEvaluator, evaluate_vqa
     from mvld_hf.evaluation.report import format_report, plot_per_language, save_json
-    from mvld_hf.export import effective_max_length
+    from mvld_hf.export import text_length_limit
 
     started = time.perf_counter()
     logger.info("loading the student %s", args.model)
     student = load_student(args.model).to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    max_length = effective_max_length(student.config, tokenizer, args.max_length)
+    max_length = text_length_limit(student, tokenizer, args.max_length)
     teacher_name = args.teacher or student.config.teacher_name_or_path
     if not teacher_name:
         raise SystemExit(f"{args.model} records no teacher: pass --teacher")

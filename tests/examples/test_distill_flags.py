@@ -24,8 +24,10 @@ TINY = ["--world_train_scenes", "40", "--world_test_scenes", "12", "--teacher_st
       "--offline_layers", "3", "--teacher_steps", "9"], "--offline_layers, --teacher_steps"),
 ])
 def test_flags_that_would_do_nothing_are_refused(distill_script, argv, reason):
-    with pytest.raises(SystemExit, match=reason.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(distill_script.CliError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         distill_script.parse_args(["--output_dir", "x", *argv])
+    with pytest.raises(SystemExit, match="^error: "):  # main reports it as one line
+        distill_script.main(["--output_dir", "x", *argv])
 
 
 def test_offline_flags_on_the_offline_path_parse(distill_script):

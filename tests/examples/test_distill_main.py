@@ -60,4 +60,4 @@ def test_readme_multi_process_line_is_one_ddp_run_on_cpu(tmp_path):
         in log and "parallel_mode != ParallelMode.DISTRIBUTED" not in log
     manifest = json.loads((out / "checkpoint-2" / "mvld_checkpoint.json").read_text())
     assert manifest["metadata"]["world_size"] == 2
-    assert result.stdout.count("### retrieval") == 1  # the retrieval table: evaluated once, by rank 0
+    assert result.stdout.count("### retrieval: text-to-image") == 1  # the retrieval table: evaluated once, by rank 0
