@@ -28,29 +28,64 @@ class TeacherEmbeddingCache:
     """An on-disk cache of teacher text embeddings keyed by ``sha256(teacher fingerprint, text)`` (SQLite).
 
     Made for streamed data, which ``datasets`` cannot cache by fingerprint: every caption is embedded by the
-    teacher once, across epochs and runs, and read back as float32. Safe to share between processes (SQLite
-    locking); the connection opens lazily, so the object pickles into ``datasets`` workers.
+    teacher once, across epochs and runs, and read back as float32.
+
+    Several processes may read and write one cache at once (the ranks of a multi-GPU run, DataLoader workers,
+    other runs): the database is in WAL mode (readers never block the writer), each write is one
+    ``BEGIN IMMEDIATE`` transaction (all rows of a ``put`` or none), a writer waits up to ``timeout`` seconds for
+    the lock and a still-busy database is retried with backoff. A connection is opened lazily and again in
+    every process (a forked worker never reuses its parent's), so the object pickles into ``datasets`` workers.
+    Rows whose stored size does not match their dimension are treated as missing (and overwritten on ``put``).
+    WAL needs every process on one machine: on a network file system shared by several machines, give each
+    machine its own cache directory.
     """
 
-    def __init__(self, path: str, teacher_fingerprint: str):
+    retries = 8
+
+    def __init__(self, path: str, teacher_fingerprint: str, timeout: float = 60.0):
         if os.path.isdir(path) or path.endswith(os.sep):
             os.makedirs(path, exist_ok=True)
             path = os.path.join(path, "teacher_embeddings.sqlite")
-        self.path, self.teacher_fingerprint = path, teacher_fingerprint
-        self._connection = None
+        self.path, self.teacher_fingerprint, self.timeout = path, teacher_fingerprint, timeout
+        self._connection, self._pid = None, None
         self.hits = self.misses = 0
 
     def __getstate__(self):
-        return {**self.__dict__, "_connection": None}
+        return {**self.__dict__, "_connection": None, "_pid": None}
+
+    def _retry(self, operation):
+        """Run ``operation()``; a database still locked after the busy timeout is retried with backoff."""
+        import sqlite3
+        import time
+
+        for attempt in range(self.retries + 1):
+            try:
+                return operation()
+            except sqlite3.OperationalError as err:
+                if ("locked" not in str(err) and "busy" not in str(err)) or attempt == self.retries:
+                    raise sqlite3.OperationalError(
+                        f"teacher embedding cache {self.path}: {err} (after {attempt + 1} attempts). Another "
+                        "process holds the database: raise TeacherEmbeddingCache(timeout=...), or give each "
+                        "machine its own cache directory on a network file system") from err
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
 
     @property
     def connection(self):
-        if self._connection is None:
+        if self._connection is None or self._pid != os.getpid():  # a forked child opens its own connection
             import sqlite3
 
-            self._connection = sqlite3.connect(self.path, timeout=600)
-            self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER, "
-                                     "value BLOB)")
+            connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+
+            def setup():
+                connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
+                connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER, "
+                                   "value BLOB)")
+
+            self._retry(setup)
+            self._connection, self._pid = connection, os.getpid()
         return self._connection
 
     def key(self, text: str) -> bytes:
@@ -62,10 +97,12 @@ class TeacherEmbeddingCache:
         items = list(keys)
         for start in range(0, len(items), 500):  # SQLite limits the number of parameters
             chunk = items[start:start + 500]
-            rows = self.connection.execute(
-                f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self._retry(lambda chunk=chunk: self.connection.execute(
+                f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
             for key, dim, value in rows:
-                found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
+                if len(value) == 4 * dim:  # a damaged row counts as missing: it is recomputed and replaced
+                    found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
         if found:
             bad = non_finite_rows(np.stack(list(found.values())))
             if len(bad):
@@ -86,8 +123,24 @@ class TeacherEmbeddingCache:
                                        fix="It is not cached; drop or fix that text, or check the teacher")
         rows = [(self.key(t), int(e.shape[-1]), np.ascontiguousarray(e, dtype=np.float32).tobytes())
                 for t, e in embeddings.items()]
-        with self.connection:
-            self.connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+        if not rows:
+            return
+
+        def write():
+            connection = self.connection
+            connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on a read->write upgrade
+            try:
+                connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+        self._retry(write)
+
+    def __len__(self) -> int:
+        return self._retry(lambda: self.connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
 
 
 def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_column: str | None = None,
