@@ -2,9 +2,16 @@
 through ``datasets``' fingerprint cache; streams lazily), the on-disk :class:`TeacherEmbeddingCache` it can read
 and fill, and :func:`join_precomputed_embeddings` (embeddings published as their own dataset, joined by id).
 
-Streamed training data (``load_dataset(..., streaming=True)``): :func:`precompute_teacher_embeddings` maps an
-``IterableDataset`` lazily, optionally through a :class:`TeacherEmbeddingCache` so each caption is embedded once
-across epochs and runs; :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
+Streamed training data (``load_dataset(..., streaming=True)``):
+
+- :func:`precompute_teacher_embeddings` on an ``IterableDataset`` returns a :class:`TeacherEmbeddedStream`:
+  nothing is computed up front; ``DistillationTrainer`` embeds each batch with the teacher in its own training
+  process (on the teacher's device, one per rank) while DataLoader workers only read, decode and tokenize;
+  optionally through an on-disk :class:`TeacherEmbeddingCache` so each caption is embedded once across epochs
+  and runs;
+- :func:`join_precomputed_embeddings` adds embeddings published as their own dataset (one row per id) to a
+  stream by id;
+- :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from .data import NonFiniteEmbeddingError, is_iterable_dataset, non_finite_error
 from .data_utils import MissingColumnError, check_columns, decode_image
 from .encode import check_texts
 
-__all__ = ["TeacherEmbeddingCache", "join_precomputed_embeddings", "precompute_teacher_embeddings"]
+__all__ = ["TeacherEmbeddedStream", "TeacherEmbedder", "TeacherEmbeddingCache", "join_precomputed_embeddings",
+           "precompute_teacher_embeddings"]
 
 
 class TeacherEmbeddingCache:
@@ -143,6 +151,142 @@ class TeacherEmbeddingCache:
         return self._retry(lambda: self.connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
 
 
+class TeacherEmbedder:
+    """A frozen teacher run in the calling process on raw captions/images: each distinct caption of a batch is
+    embedded once, and read from / written to ``cache`` (a :class:`TeacherEmbeddingCache`) when given.
+
+    Used by :func:`~mvld_hf.precompute_teacher_embeddings` and by ``DistillationTrainer``'s step, which embeds
+    streamed batches where the teacher lives (the training process of each rank), never in DataLoader workers.
+    """
+
+    def __init__(self, teacher, cache: TeacherEmbeddingCache | None = None, encode_batch_size: int = 64):
+        self.teacher, self.cache, self.encode_batch_size = teacher, cache, encode_batch_size
+
+    def embed_texts(self, texts: Sequence[str], on_non_finite=None) -> torch.Tensor:
+        """float32 ``[len(texts), dim]`` in input order (on the teacher's device without a cache, else the CPU).
+
+        ``on_non_finite(text, embedding)``, when given, makes the error raised for a NaN/inf embedding the teacher
+        just computed, before it is cached or returned (the cache refuses one by itself).
+        """
+        texts = list(texts)
+        position: dict[str, int] = {}
+        for text in texts:
+            position.setdefault(text, len(position))
+        unique, index = list(position), torch.tensor([position[t] for t in texts])
+
+        def check(computed, computed_texts):
+            bad = non_finite_rows(computed) if on_non_finite is not None else ()
+            if len(bad):
+                raise on_non_finite(computed_texts[bad[0]], computed[bad[0]].detach().cpu().numpy()
+                                    if torch.is_tensor(computed) else computed[bad[0]])
+
+        if self.cache is None:
+            embeddings = self.teacher.encode_text(unique, batch_size=self.encode_batch_size)
+            check(embeddings, unique)
+            return embeddings[index.to(embeddings.device)]
+        found = self.cache.get(unique)
+        missing = [t for t in unique if t not in found]
+        if missing:
+            computed = self.teacher.encode_text(missing, batch_size=self.encode_batch_size).float().cpu().numpy()
+            check(computed, missing)
+            new = dict(zip(missing, computed))
+            self.cache.put(new)
+            found.update(new)
+        return torch.from_numpy(np.stack([found[t] for t in unique]))[index]
+
+    def embed_images(self, images: Sequence) -> torch.Tensor:
+        """float32 ``[len(images), dim]`` (PIL images) on the teacher's device."""
+        return self.teacher.encode_image(list(images), batch_size=self.encode_batch_size)
+
+
+class TeacherEmbeddedStream(torch.utils.data.IterableDataset):
+    """A stream whose teacher embeddings are computed lazily, in the process that iterates it.
+
+    :func:`~mvld_hf.precompute_teacher_embeddings` returns one for an ``IterableDataset``. Given to
+    ``DistillationTrainer`` as ``train_dataset`` (or ``eval_dataset``) it is unwrapped: the DataLoader and its
+    workers read, decode and tokenize ``dataset`` (the raw stream), and the trainer's step embeds each batch with
+    :attr:`embedder` in the training process, batched on the teacher's device (with a CUDA teacher, forked
+    workers never touch CUDA and no worker holds a copy of the teacher). Iterated directly (``for row in
+    stream``), it yields the raw rows plus the embedding columns, ``batch_size`` rows embedded at a time.
+    Iterating it inside a DataLoader worker raises: that would run the teacher there.
+
+    Transform the raw stream (``shuffle``, ``take``, ``map``, ...) *before* ``precompute_teacher_embeddings``.
+    """
+
+    def __init__(self, dataset, embedder: TeacherEmbedder, anchor: str = "text", english_column: str = "english",
+                 image_column: str = "image", text_output_column: str = "teacher_text_embeds",
+                 image_output_column: str = "teacher_image_embeds", batch_size: int = 256):
+        self.dataset, self.embedder, self.anchor, self.batch_size = dataset, embedder, anchor, batch_size
+        self.english_column, self.image_column = english_column, image_column
+        self.text_output_column, self.image_output_column = text_output_column, image_output_column
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [self.text_output_column] + ([self.image_output_column] if self.anchor == "image" else [])
+
+    @property
+    def column_names(self) -> list[str] | None:
+        columns = getattr(self.dataset, "column_names", None)
+        return None if columns is None else list(columns) + [c for c in self.output_columns if c not in columns]
+
+    def __getstate__(self):  # a copy in another process (a spawned worker) never carries the teacher
+        return {**self.__dict__, "embedder": None}
+
+    def __getattr__(self, name):
+        dataset = self.__dict__.get("dataset")
+        if dataset is not None and hasattr(dataset, name):
+            raise AttributeError(
+                f"TeacherEmbeddedStream has no '{name}': transform the stream (shuffle, take, map, ...) before "
+                "precompute_teacher_embeddings, or use .dataset for the raw stream")
+        raise AttributeError(name)
+
+    def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None or self.embedder is None:
+            raise RuntimeError(
+                "a TeacherEmbeddedStream is being read in a DataLoader worker, which would run the teacher there "
+                "(CUDA in forked workers, one teacher copy per worker): pass it to DistillationTrainer, which reads "
+                "the raw stream in its workers and embeds in the training process, or read it with "
+                "dataloader_num_workers=0")
+        rows: list[dict] = []
+        start = 0  # the stream's row number of rows[0]
+        for row in self.dataset:
+            rows.append(row)
+            if len(rows) == self.batch_size:
+                yield from self._embedded(rows, start)
+                start, rows = start + len(rows), []
+        if rows:
+            yield from self._embedded(rows, start)
+
+    def _embedded(self, rows: list[dict], start: int):
+        required = {self.english_column: "the English caption the teacher embeds"}
+        if self.anchor == "image":
+            required[self.image_column] = "the image the teacher embeds for image anchors"
+        check_columns(list(rows[0].keys()), required, "a batch of the dataset")
+        texts = check_texts([r[self.english_column] for r in rows], self.english_column)
+        first_row: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            first_row.setdefault(t, start + i)
+        text = self.embedder.embed_texts(texts, on_non_finite=lambda t, value: non_finite_error(
+            self.text_output_column, f"row {first_row[t]} of the dataset (the teacher's embedding of its "
+            f"'{self.english_column}' {t!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
+            "or check the teacher (an fp16 overflow?)")).float().cpu().numpy()
+        images = image = None
+        if self.anchor == "image":
+            images = [decode_image(r[self.image_column], f"the image of the row captioned {t!r}")
+                      for r, t in zip(rows, texts)]
+            image = self.embedder.embed_images(images).float().cpu().numpy()
+            bad = non_finite_rows(image)
+            if len(bad):
+                raise non_finite_error(self.image_output_column, f"row {start + bad[0]} of the dataset (the "
+                                       f"teacher's embedding of its '{self.image_column}')", image[bad[0]],
+                                       fix="The teacher cannot embed that image: drop or fix the row")
+        for i, row in enumerate(rows):
+            row = {**row, self.text_output_column: text[i]}
+            if images is not None:
+                row[self.image_column], row[self.image_output_column] = images[i], image[i]
+            yield row
+
+
 def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_column: str | None = None,
                                 output_column: str | None = None, columns: Sequence[str] | None = None,
                                 embeddings_id_column: str | None = None, batch_size: int = 1000):
@@ -244,11 +388,11 @@ def precompute_teacher_embeddings(
 
     - A ``datasets.Dataset`` goes through ``map`` (batched) with a fingerprint built from the dataset's, the
       teacher's weights and the arguments, so a dataset backed by cache files reuses the result next time.
-    - A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``) is mapped *lazily*: nothing is
-      materialised, each batch of ``batch_size`` rows is embedded when the trainer reads it. Give ``cache_dir``
-      to keep every text embedding on disk (:class:`~mvld_hf.precompute.TeacherEmbeddingCache`, keyed by teacher
-      and text) so later
-      epochs and runs read them back instead of running the teacher again.
+    - A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``) is not mapped: the result is a
+      :class:`TeacherEmbeddedStream`, and ``DistillationTrainer`` embeds each batch of it with the teacher in its
+      training process (on the teacher's device, in every rank), while DataLoader workers only read, decode and
+      tokenize. Give ``cache_dir`` to keep every text embedding on disk (:class:`TeacherEmbeddingCache`, keyed by
+      teacher and text) so later epochs and runs read them back instead of running the teacher again.
 
     Corrupt images raise a ``ValueError`` naming the row; a NaN/inf teacher embedding raises
     :class:`~mvld_hf.data.NonFiniteEmbeddingError` naming the row, before it is cached or written.
@@ -268,24 +412,7 @@ def precompute_teacher_embeddings(
         check_columns(columns, required)
     teacher_fingerprint = _teacher_fingerprint(teacher)
     cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
-
-    def embed_texts(unique: list[str], rows: dict[str, int]) -> np.ndarray:
-        found = {} if cache is None else cache.get(unique)
-        missing = [t for t in unique if t not in found]
-        if missing:
-            computed = teacher.encode_text(missing, batch_size=encode_batch_size).cpu().numpy()
-            bad = non_finite_rows(computed)  # refused before it is cached or written into the dataset
-            if len(bad):
-                text = missing[bad[0]]
-                raise non_finite_error(text_output_column, f"row {rows[text]} of the dataset (the teacher's "
-                                       f"embedding of its '{english_column}' {text!r})", computed[bad[0]],
-                                       fix="The teacher cannot embed that caption: drop or fix the row, or check "
-                                           "the teacher (an fp16 overflow?)")
-            new = dict(zip(missing, computed))
-            if cache is not None:
-                cache.put(new)
-            found.update(new)
-        return np.stack([found[t] for t in unique])
+    embedder = TeacherEmbedder(teacher, cache, encode_batch_size)
 
     def embed(batch, indices):
         check_columns(list(batch.keys()), required, "a batch of the dataset")
@@ -293,14 +420,14 @@ def precompute_teacher_embeddings(
         first_row = {}
         for text, i in zip(texts, indices):
             first_row.setdefault(text, i)
-        unique = list(first_row)
-        emb = embed_texts(unique, first_row)
-        index = {text: i for i, text in enumerate(unique)}
-        result = {text_output_column: emb[[index[t] for t in texts]]}
+        result = {text_output_column: embedder.embed_texts(texts, on_non_finite=lambda text, value: non_finite_error(
+            text_output_column, f"row {first_row[text]} of the dataset (the teacher's embedding of its "
+            f"'{english_column}' {text!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
+            "or check the teacher (an fp16 overflow?)")).cpu().numpy()}
         if anchor == "image":
             images = [decode_image(image, f"the image of row {i} ('{image_column}')")
                       for image, i in zip(batch[image_column], indices)]
-            image_emb = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
+            image_emb = embedder.embed_images(images).cpu().numpy()
             bad = non_finite_rows(image_emb)
             if len(bad):
                 raise non_finite_error(image_output_column, f"row {indices[bad[0]]} of the dataset (the teacher's "
@@ -310,15 +437,15 @@ def precompute_teacher_embeddings(
         return result
 
     source, recast = undecoded_images(dataset, image_column) if anchor == "image" else (dataset, False)
-    if streaming:
-        mapped = source.map(embed, batched=True, batch_size=batch_size, with_indices=True)
-    else:
-        fingerprint_source = "|".join(map(str, (
-            getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
-            text_output_column, image_output_column)))
-        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
-        mapped = source.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
-                            new_fingerprint=fingerprint, with_indices=True)
+    if streaming:  # embedded where the teacher lives (the trainer's step), not in DataLoader workers
+        return TeacherEmbeddedStream(source, embedder, anchor, english_column, image_column, text_output_column,
+                                     image_output_column, batch_size)
+    fingerprint_source = "|".join(map(str, (
+        getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
+        text_output_column, image_output_column)))
+    fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+    mapped = source.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
+                        new_fingerprint=fingerprint, with_indices=True)
     if recast:
         import datasets
 
