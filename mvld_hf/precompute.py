@@ -366,6 +366,51 @@ def _teacher_fingerprint(teacher) -> str:
     return digest.hexdigest()[:16]
 
 
+def _map_across_ranks(source, embed, fingerprint: str, map_kwargs: dict, outputs: list[str]):
+    """``source.map(embed)`` with each rank of the process group mapping one contiguous part (see
+    ``precompute_teacher_embeddings(share_across_ranks=True)``); every rank returns the full result."""
+    import datasets
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    n = len(source)
+    if n < world:  # too few rows to split: every rank embeds them all
+        return source.map(embed, new_fingerprint=fingerprint, **map_kwargs)
+    bounds = [n * i // world for i in range(world + 1)]
+    on_disk = bool(source.cache_files)
+    folder = os.path.dirname(source.cache_files[0]["filename"]) if on_disk else None
+
+    def part(i: int):
+        shard = source.select(range(bounds[i], bounds[i + 1]))
+        name = f"{fingerprint}-part{i}of{world}"
+        cache_file = os.path.join(folder, f"cache-{name}.arrow") if on_disk else None
+        return shard.map(embed, new_fingerprint=name, cache_file_name=cache_file, fn_kwargs={"offset": bounds[i]},
+                         **map_kwargs)
+
+    mine = part(rank)
+    if not on_disk:  # in memory: gather the new columns, then add them with the one-process fingerprint
+        local = {c: np.asarray(mine.with_format("numpy")[c]) for c in outputs}
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, local)
+        full = {c: np.concatenate([g[c] for g in gathered]) for c in outputs}
+        kwargs = {k: v for k, v in map_kwargs.items() if k != "num_proc"}
+        return source.map(lambda batch, indices: {c: full[c][indices] for c in outputs}, new_fingerprint=fingerprint,
+                          **kwargs)
+    dist.barrier()  # every rank's part is in the cache
+    parts = []
+    for i in range(world):
+        if i == rank:
+            parts.append(mine)
+            continue
+        name = f"cache-{fingerprint}-part{i}of{world}"
+        if not any(f.startswith(name) for f in os.listdir(folder)):
+            raise RuntimeError(f"rank {rank} cannot see rank {i}'s teacher embeddings ({name}*.arrow in {folder}): "
+                               "the ranks need one file system for the datasets cache, or use "
+                               "share_across_ranks=False")
+        parts.append(part(i))  # loaded from the cache file rank i wrote: no teacher forward
+    return datasets.concatenate_datasets(parts)
+
+
 def precompute_teacher_embeddings(
     dataset,
     teacher,
@@ -379,6 +424,7 @@ def precompute_teacher_embeddings(
     num_proc: int | None = None,
     desc: str = "Teacher embeddings",
     cache_dir: str | None = None,
+    share_across_ranks: bool = False,
 ):
     """Add the frozen teacher's embeddings as columns so training runs no teacher forward.
 
@@ -393,6 +439,14 @@ def precompute_teacher_embeddings(
       training process (on the teacher's device, in every rank), while DataLoader workers only read, decode and
       tokenize. Give ``cache_dir`` to keep every text embedding on disk (:class:`TeacherEmbeddingCache`, keyed by
       teacher and text) so later epochs and runs read them back instead of running the teacher again.
+    - ``share_across_ranks=True`` in a ``torch.distributed`` job (``accelerate launch``, ``torchrun``) splits
+      the work of a ``datasets.Dataset``: rank ``r`` of ``W`` embeds the ``r``-th contiguous ``1/W`` of the rows
+      and every rank returns the whole dataset with the full columns, in the original order. A dataset backed by
+      cache files exchanges the parts through the ``datasets`` cache (each part is a cache file named by the
+      fingerprint and the part: the ranks need one file system, as for ``main_process_first``; a rerun reuses
+      them); an in-memory dataset gathers them over the process group. Every rank must call it (outside
+      ``main_process_first``, whose barrier would pair with this one's). Without a process group it is the
+      plain path.
 
     Corrupt images raise a ``ValueError`` naming the row; a NaN/inf teacher embedding raises
     :class:`~mvld_hf.data.NonFiniteEmbeddingError` naming the row, before it is cached or written.
@@ -414,7 +468,7 @@ def precompute_teacher_embeddings(
     cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
     embedder = TeacherEmbedder(teacher, cache, encode_batch_size)
 
-    def embed(batch, indices):
+    def embed(batch, indices, offset=0):
         check_columns(list(batch.keys()), required, "a batch of the dataset")
         texts = check_texts(batch[english_column], english_column)
         first_row = {}
@@ -425,7 +479,7 @@ def precompute_teacher_embeddings(
             f"'{english_column}' {text!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
             "or check the teacher (an fp16 overflow?)")).cpu().numpy()}
         if anchor == "image":
-            images = [decode_image(image, f"the image of row {i} ('{image_column}')")
+            images = [decode_image(image, f"the image of row {offset + i} ('{image_column}')")
                       for image, i in zip(batch[image_column], indices)]
             image_emb = embedder.embed_images(images).cpu().numpy()
             bad = non_finite_rows(image_emb)
@@ -444,8 +498,14 @@ def precompute_teacher_embeddings(
         getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
         text_output_column, image_output_column)))
     fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
-    mapped = source.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
-                        new_fingerprint=fingerprint, with_indices=True)
+    map_kwargs = dict(batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc, with_indices=True)
+    import torch.distributed as dist
+
+    if share_across_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        outputs = [text_output_column] + ([image_output_column] if anchor == "image" else [])
+        mapped = _map_across_ranks(source, embed, fingerprint, map_kwargs, outputs)
+    else:
+        mapped = source.map(embed, new_fingerprint=fingerprint, **map_kwargs)
     if recast:
         import datasets
 
