@@ -140,3 +140,13 @@ def test_precompute_shared_across_ranks(two_process_results, one_process_results
         assert 0 < disk <= 0.6 * alone_disk and 0 < memory <= 0.6 * alone_memory, (disk, memory, alone_disk)
         got, want = result["shared_train"]["params"], one_process_results["shared_train"]["params"]
         assert (got - want).abs().max() < 1e-5
+
+
+def test_stream_embedded_in_the_step_of_each_rank(two_process_results):
+    """Each rank reads its own shards of the stream (raw captions are never dispatched from rank 0) and its own
+    teacher embeds them in its training process."""
+    first, second = (result["stream"] for result in two_process_results)
+    for result in (first, second):
+        assert result["steps"] == 2 and len(result["captions"]) >= 2 * 4  # (accelerate reads one batch ahead)
+        assert 0 < result["texts_embedded"] <= 2 * 4
+    assert not set(first["captions"]) & set(second["captions"])

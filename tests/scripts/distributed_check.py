@@ -132,9 +132,38 @@ def shared_precompute_run(workdir: str, share: bool) -> dict:
     from_disk = teacher.texts
     in_memory = precompute_teacher_embeddings(datasets.Dataset.from_dict(raw.to_dict()), teacher, batch_size=8,
                                               share_across_ranks=share)
-    return {"dataset": on_disk, "disk": torch.tensor(on_disk["teacher_text_embeds"]), "english": list(on_disk["english"]),
-            "memory": torch.tensor(in_memory["teacher_text_embeds"]), "memory_fingerprint": in_memory._fingerprint,
+    return {"dataset": on_disk, "disk": torch.tensor(on_disk["teacher_text_embeds"]),
+            "english": list(on_disk["english"]), "memory": torch.tensor(in_memory["teacher_text_embeds"]),
+            "memory_fingerprint": in_memory._fingerprint,
             "texts_embedded": (from_disk, teacher.texts - from_disk)}
+
+
+def stream_run(workdir: str) -> dict:
+    """Two steps on a stream embedded in the step (``TeacherEmbeddedStream``): the rows this rank read and how
+    many captions its own teacher embedded."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from mvld_hf import DistillationCollator, precompute_teacher_embeddings
+    from mvld_hf.testing import tiny_clip_teacher
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(workdir, "tokenizer"))
+    teacher = CountingTeacher(tiny_clip_teacher(tokenizer, projection_dim=16))
+    raw = datasets.load_from_disk(os.path.join(workdir, "raw_dataset"))
+    stream = precompute_teacher_embeddings(raw.to_iterable_dataset(num_shards=4), teacher)
+    args = make_args(os.path.join(workdir, "stream_out"), "dr+mcl", "text", 4, 8, max_steps=2)
+    seen = []
+
+    class Recording(DistillationCollator):
+        def __call__(self, features):
+            seen.extend(f["caption"] for f in features)
+            return super().__call__(features)
+
+    trainer = DistillationTrainer(model=MultilingualTextTower.from_pretrained(os.path.join(workdir, "student")),
+                                  args=args, train_dataset=stream, processing_class=tokenizer,
+                                  data_collator=Recording(tokenizer, args))
+    trainer.train()
+    return {"captions": seen, "texts_embedded": teacher.texts, "steps": trainer.state.global_step}
 
 
 def main(workdir: str) -> None:
@@ -152,6 +181,7 @@ def main(workdir: str) -> None:
     shared = results["shared_precompute"] = shared_precompute_run(workdir, share=True)
     results["shared_train"] = train_run(workdir, TRAIN_GLOBAL_BATCH // world, TRAIN_GLOBAL_BATCH,
                                         dataset=shared.pop("dataset"))
+    results["stream"] = stream_run(workdir)
     results["rank"], results["world_size"], results["backend"] = rank, world, dist.get_backend()
     torch.save(results, os.path.join(workdir, f"rank{rank}.pt"))
 
