@@ -18,6 +18,10 @@ Made to run in at most five minutes on one lent accelerator, with random-weight 
    median wall time between consecutive ``on_step_end`` callbacks after ``--warmup`` steps (the device is
    synchronised in the callback). MFU = 6 x non-embedding parameters x tokens per step / step time / peak
    (the Trainer's own FLOP formula; attention-score FLOPs are not counted, so MFU is slightly understated).
+4. ``train`` again for the last method on a stream whose distinct English captions (6-20 words) the teacher
+   embeds inside every step (``precompute_teacher_embeddings`` on an ``IterableDataset``: the paper configs'
+   uncached streaming path; workers tokenize, the step runs the teacher). Its MFU counts the student's FLOPs
+   only, so the drop from the cached run is the teacher's cost per step.
 
     python benchmarks/bench_gpu.py --smoke                 # the same code on the CPU, tiny sizes, < 2 minutes
     bash benchmarks/run_gpu.sh                             # on a lent GPU (bf16, batch 256); writes JSON to $OUT
@@ -134,26 +138,32 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sizes, seconds: float 
     return best
 
 
-def bench_teacher(size: str, sizes: dict, tokenizer, device, dtype, rng: random.Random, words) -> dict:
-    """captions/s and images/s of the teacher: end to end, forward only, and through precompute."""
-    import datasets
-    import numpy as np
-    from PIL import Image
+def build_teacher(size: str, tokenizer, device, dtype):
+    """The random CLIP teacher in ``dtype`` on ``device``, as a DualEncoderTeacher."""
     from transformers import CLIPImageProcessorPil, CLIPModel
 
-    from mvld_hf import precompute_teacher_embeddings
     from mvld_hf.teachers import DualEncoderTeacher
 
     config = teacher_config(size)
     torch.manual_seed(0)
-    start = time.perf_counter()
     with torch.device(device):  # initialise on the device: a 430M-parameter init on the CPU takes long
         model = CLIPModel(config)
     model = model.to(dtype=dtype)
     side = config.vision_config.image_size
     processor = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-    teacher = DualEncoderTeacher(model, tokenizer, processor, name_or_path=f"random-clip-{size}")
-    build_s = time.perf_counter() - start
+    return DualEncoderTeacher(model, tokenizer, processor, name_or_path=f"random-clip-{size}")
+
+
+def bench_teacher(teacher, sizes: dict, tokenizer, device, dtype, rng: random.Random, words) -> dict:
+    """captions/s and images/s of the teacher: end to end, forward only, and through precompute."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from mvld_hf import precompute_teacher_embeddings
+
+    model = teacher.model
+    side = model.config.vision_config.image_size
 
     captions = make_captions(rng, words, sizes["captions"], (6, 20))  # M-CLIP captions: ~10-15 words
     tb = sizes["text_batch"]
@@ -179,8 +189,7 @@ def bench_teacher(size: str, sizes: dict, tokenizer, device, dtype, rng: random.
         precompute_s = timed(lambda: precompute_teacher_embeddings(
             dataset, teacher, batch_size=4 * tb, encode_batch_size=tb).with_format("numpy")["teacher_text_embeds"],
             device)
-    return {"teacher_params": int(sum(p.numel() for p in model.parameters())), "build_s": round(build_s, 1),
-            "text_batch": tb, "image_batch": ib,
+    return {"teacher_params": int(sum(p.numel() for p in model.parameters())), "text_batch": tb, "image_batch": ib,
             "captions_per_s": len(captions) / text_s,
             "captions_per_s_forward_only": tb * (len(captions) // tb) / text_forward_s,
             "caption_tokens_mean": float(tokens["attention_mask"].sum(1).float().mean()),
@@ -209,8 +218,10 @@ class StepClock:
 
 
 def bench_train(method: str, size: str, sizes: dict, tokenizer, device, use_bf16: bool, rng, words, peak: float,
-                compile_model: bool = False) -> dict:
-    """One DistillationTrainer.train() run of ``warmup + steps`` steps on cached teacher embeddings."""
+                compile_model: bool = False, teacher=None) -> dict:
+    """One DistillationTrainer.train() run of ``warmup + steps`` steps on cached teacher embeddings, or, given
+    ``teacher``, on a stream whose captions the teacher embeds inside each step (``TeacherEmbeddedStream``: the
+    uncached streaming path of the paper configs). MFU counts the student's FLOPs only."""
     import datasets
     import numpy as np
 
@@ -224,8 +235,16 @@ def bench_train(method: str, size: str, sizes: dict, tokenizer, device, use_bf16
     n = max(sizes["dataset"], batch * (steps + warmup + 1))
     # long captions, cut at seq tokens: every batch is exactly [batch, seq]
     captions = make_captions(rng, words, n, (seq + 4, seq + 8))
-    embeddings = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
-    dataset = datasets.Dataset.from_dict({"caption": captions, "teacher_text_embeds": list(embeddings)})
+    if teacher is None:
+        embeddings = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+        dataset = datasets.Dataset.from_dict({"caption": captions, "teacher_text_embeds": list(embeddings)})
+    else:  # distinct English captions of M-CLIP-like length, embedded in the step
+        from mvld_hf import precompute_teacher_embeddings
+
+        english = make_captions(rng, words, n, (6, 20))
+        raw = datasets.Dataset.from_dict({"caption": captions, "english": english})
+        dataset = precompute_teacher_embeddings(raw.to_iterable_dataset(num_shards=max(1, sizes["workers"])),
+                                                teacher, batch_size=batch, encode_batch_size=batch)
     clock = StepClock(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = DistillationArguments(
@@ -244,7 +263,7 @@ def bench_train(method: str, size: str, sizes: dict, tokenizer, device, use_bf16
     step_s = statistics.median(gaps)
     non_embedding = student.num_parameters(exclude_embeddings=True)
     flops = 6 * non_embedding * batch * seq
-    return {"method": method, "batch_size": batch, "seq": seq, "steps_timed": len(gaps),
+    return {"method": method, "teacher_in_step": teacher is not None, "batch_size": batch, "seq": seq, "steps_timed": len(gaps),
             "non_embedding_params": int(non_embedding), "params": int(student.num_parameters()),
             "step_s_median": step_s, "step_s_min": min(gaps), "samples_per_s": batch / step_s,
             "tokens_per_s": batch * seq / step_s, "model_flops_per_s": flops / step_s, "mfu": flops / step_s / peak,
@@ -256,7 +275,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (float32): checks the code path")
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--methods", default="fd,dr", help="comma-separated methods to time (default fd,dr)")
-    parser.add_argument("--skip-teacher", action="store_true", help="time the training step only")
+    parser.add_argument("--skip-teacher", action="store_true", help="time the cached-teacher training steps only")
     parser.add_argument("--compile", action="store_true", help="TrainingArguments(torch_compile=True)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
@@ -293,17 +312,22 @@ def main(argv=None) -> dict:
     peak = results["peak"]["flops_per_s"]
     print(f"[{time.perf_counter() - begin:5.1f}s] {results['device']}: measured {results['dtype']} matmul peak "
           f"{peak / 1e12:.2f} TFLOP/s (n={results['peak']['n']})", flush=True)
+    teacher = None
     if not args.skip_teacher:
-        t = results["teacher"] = bench_teacher(size, sizes, tokenizer, device, dtype, rng, words)
+        teacher = build_teacher(size, tokenizer, device, dtype)
+        t = results["teacher"] = bench_teacher(teacher, sizes, tokenizer, device, dtype, rng, words)
         print(f"[{time.perf_counter() - begin:5.1f}s] teacher (CLIP ViT-L/14 shape{', tiny' if args.smoke else ''}): "
               f"{t['captions_per_s']:.0f} captions/s ({t['captions_per_s_forward_only']:.0f} forward only, "
               f"{t['precompute_captions_per_s']:.0f} through precompute_teacher_embeddings), "
               f"{t['images_per_s']:.0f} images/s ({t['images_per_s_forward_only']:.0f} forward only)", flush=True)
     results["train"] = {}
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        r = results["train"][method] = bench_train(method, size, sizes, tokenizer, device, use_bf16, rng, words,
-                                                   peak, compile_model=args.compile)
-        print(f"[{time.perf_counter() - begin:5.1f}s] train {method.upper()}: batch {r['batch_size']} x "
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    runs = [(m, m, None) for m in methods] + ([(f"{methods[-1]}_stream", methods[-1], teacher)] if teacher else [])
+    for name, method, step_teacher in runs:
+        r = results["train"][name] = bench_train(method, size, sizes, tokenizer, device, use_bf16, rng, words,
+                                                 peak, compile_model=args.compile, teacher=step_teacher)
+        label = method.upper() + (" on a stream, teacher in the step" if step_teacher else "")
+        print(f"[{time.perf_counter() - begin:5.1f}s] train {label}: batch {r['batch_size']} x "
               f"{r['seq']} tokens, {r['step_s_median'] * 1e3:.1f} ms/step, {r['samples_per_s']:.0f} samples/s, "
               f"{r['model_flops_per_s'] / 1e12:.3f} TFLOP/s model, MFU {100 * r['mfu']:.1f}%", flush=True)
     results["wall_s"] = round(time.perf_counter() - begin, 1)

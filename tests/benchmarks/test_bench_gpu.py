@@ -22,15 +22,16 @@ def test_smoke_run_reports_throughput_and_mfu(tmp_path, capsys):
     output = tmp_path / "bench.json"
     results = bench.main(["--smoke", "--steps", "2", "--warmup", "1", "--workers", "0", "--output", str(output)])
     printed = capsys.readouterr().out
-    assert json.loads(output.read_text())["train"].keys() == {"fd", "dr"}
+    assert json.loads(output.read_text())["train"].keys() == {"fd", "dr", "dr_stream"}
     assert results["dtype"] == "float32" and results["peak"]["flops_per_s"] > 0
     for key in ("captions_per_s", "captions_per_s_forward_only", "precompute_captions_per_s", "images_per_s",
                 "images_per_s_forward_only"):
         assert results["teacher"][key] > 0, key
-    for method in ("fd", "dr"):
+    assert results["train"]["dr_stream"]["teacher_in_step"] and not results["train"]["dr"]["teacher_in_step"]
+    for method in ("fd", "dr", "dr_stream"):
         r = results["train"][method]
         assert r["steps_timed"] == 2 and r["batch_size"] == 16 and r["seq"] == 16
         assert 0 < r["non_embedding_params"] < r["params"]  # the embeddings are left out of 6 N T
         assert math.isfinite(r["mfu"]) and r["mfu"] > 0
-        assert f"train {method.upper()}: batch 16 x 16 tokens" in printed
-    assert printed.count("MFU ") == 2
+    assert "train DR on a stream, teacher in the step: batch 16 x 16 tokens" in printed
+    assert printed.count("MFU ") == 3
