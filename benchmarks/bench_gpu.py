@@ -263,7 +263,8 @@ def bench_train(method: str, size: str, sizes: dict, tokenizer, device, use_bf16
     step_s = statistics.median(gaps)
     non_embedding = student.num_parameters(exclude_embeddings=True)
     flops = 6 * non_embedding * batch * seq
-    return {"method": method, "teacher_in_step": teacher is not None, "batch_size": batch, "seq": seq, "steps_timed": len(gaps),
+    return {"method": method, "teacher_in_step": teacher is not None, "batch_size": batch, "seq": seq,
+            "steps_timed": len(gaps),
             "non_embedding_params": int(non_embedding), "params": int(student.num_parameters()),
             "step_s_median": step_s, "step_s_min": min(gaps), "samples_per_s": batch / step_s,
             "tokens_per_s": batch * seq / step_s, "model_flops_per_s": flops / step_s, "mfu": flops / step_s / peak,
