@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from mvld_hf.streaming import TeacherEmbeddingCache
+from mvld_hf.precompute import TeacherEmbeddingCache
 
 WRITERS, BATCHES, DIM = 4, 25, 8
 
