@@ -293,15 +293,28 @@ def main(argv=None) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    use_bf16 = device.type != "cpu"  # bf16 autocast on an accelerator; float32 on the CPU
-    dtype = torch.bfloat16 if use_bf16 else torch.float32
-    for name in ("transformers", "datasets", "mvld_hf"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     import datasets
 
+    # quiet while it runs, as it was afterwards (a test runs main() inside the test process)
+    levels = {name: logging.getLogger(name).level for name in ("transformers", "datasets", "mvld_hf")}
+    bars = datasets.is_progress_bar_enabled()
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.ERROR)
     datasets.disable_progress_bars()
+    try:
+        return run(args, size, sizes, device)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def run(args, size: str, sizes: dict, device: torch.device) -> dict:
     from mvld_hf.testing import train_tokenizer
 
+    use_bf16 = device.type != "cpu"  # bf16 autocast on an accelerator; float32 on the CPU
+    dtype = torch.bfloat16 if use_bf16 else torch.float32
     begin = time.perf_counter()
     rng = random.Random(0)
     words = make_words(rng)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import sys
@@ -20,8 +21,10 @@ def load_benchmark(name):
 def test_smoke_run_reports_throughput_and_mfu(tmp_path, capsys):
     bench = load_benchmark("bench_gpu")
     output = tmp_path / "bench.json"
+    level = logging.getLogger("mvld_hf").level
     results = bench.main(["--smoke", "--steps", "2", "--warmup", "1", "--workers", "0", "--output", str(output)])
     printed = capsys.readouterr().out
+    assert logging.getLogger("mvld_hf").level == level  # quiet only while it ran: later tests read mvld_hf's logs
     assert json.loads(output.read_text())["train"].keys() == {"fd", "dr", "dr_stream"}
     assert results["dtype"] == "float32" and results["peak"]["flops_per_s"] > 0
     for key in ("captions_per_s", "captions_per_s_forward_only", "precompute_captions_per_s", "images_per_s",
