@@ -6,7 +6,9 @@ cache). Every process runs one CPU thread, so on a machine with >= N free cores 
     python benchmarks/bench_precompute_ranks.py --captions 20000 --ranks 4
 
 The N-rank run is ``accelerate launch --multi_gpu --num_processes N`` (gloo on the CPU) of this script; its
-precompute time is taken between two barriers (slowest rank), so it includes the exchange. Each run starts from
+precompute time is taken between two barriers (slowest rank), so it includes the exchange. Each process's CPU
+time inside the call is reported too: on a machine shared with other jobs, the wall ratio depends on what else
+runs, the busiest rank's CPU time against one rank's shows how the work was split. Each run starts from
 its own copy of the dataset on disk, so no run reuses another's cache files. Results: benchmarks/RESULTS.md.
 """
 
@@ -64,13 +66,18 @@ def timed_precompute(workdir: str, dataset_dir: str, batch_size: int) -> dict:
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
         dist.barrier()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = precompute_teacher_embeddings(dataset, teacher, batch_size=batch_size, share_across_ranks=True)
+    cpu = time.process_time() - cpu_start  # this process's own work, whatever else the machine runs
     if distributed:
         dist.barrier()
     seconds = time.perf_counter() - start
+    cpus = [cpu]
+    if distributed:
+        cpus = [None] * dist.get_world_size()
+        dist.all_gather_object(cpus, cpu)
     column = np.asarray(result.with_format("numpy")["teacher_text_embeds"])
-    return {"seconds": seconds, "rows": len(result), "checksum": float(abs(column).sum())}
+    return {"seconds": seconds, "cpu_seconds": cpus, "rows": len(result), "checksum": float(abs(column).sum())}
 
 
 def worker(workdir: str, dataset_dir: str, batch_size: int) -> None:
@@ -110,7 +117,8 @@ def main(argv=None) -> dict:
         shutil.copytree(source, one)
         shutil.copytree(source, many)
         alone = timed_precompute(workdir, one, args.batch_size)
-        print(f"1 rank: {alone['seconds']:.1f} s for {alone['rows']} captions", flush=True)
+        print(f"1 rank: {alone['seconds']:.1f} s wall, {alone['cpu_seconds'][0]:.1f} s CPU for {alone['rows']} "
+              "captions", flush=True)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -126,11 +134,13 @@ def main(argv=None) -> dict:
         with open(os.path.join(workdir, "ranks.json")) as handle:
             shared = json.load(handle)
     ratio = shared["seconds"] / alone["seconds"]
+    cpu_ratio = max(shared["cpu_seconds"]) / alone["cpu_seconds"][0]
     same = abs(shared["checksum"] - alone["checksum"]) <= 1e-4 * alone["checksum"]
-    print(f"{args.ranks} ranks: {shared['seconds']:.1f} s; ratio {ratio:.2f} (ideal {1 / args.ranks:.2f}); "
-          f"same column: {same}", flush=True)
+    print(f"{args.ranks} ranks: {shared['seconds']:.1f} s wall, CPU per rank "
+          f"{', '.join(f'{c:.1f}' for c in shared['cpu_seconds'])} s; wall ratio {ratio:.2f}, busiest rank's CPU "
+          f"ratio {cpu_ratio:.2f} (ideal {1 / args.ranks:.2f}); same column: {same}", flush=True)
     return {"one_rank_s": alone["seconds"], "n_ranks_s": shared["seconds"], "ranks": args.ranks, "ratio": ratio,
-            "captions": args.captions, "same_column": same}
+            "cpu_ratio": cpu_ratio, "captions": args.captions, "same_column": same}
 
 
 if __name__ == "__main__":
