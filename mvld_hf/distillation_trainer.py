@@ -28,6 +28,7 @@ from .data import (
     NonFiniteEmbeddingError,
     check_dataset,
     collator_columns_only,
+    is_iterable_dataset,
     non_finite_rows,
 )
 from .distillation_config import DistillationArguments, _launched_processes
@@ -119,6 +120,8 @@ class DistillationTrainer(Trainer):
         if self.teacher_embedder is None and teacher is not None:
             self.teacher_embedder = TeacherEmbedder(teacher)
         step_teacher = None if self.teacher_embedder is None else self.teacher_embedder.teacher
+        if step_teacher is not None and is_iterable_dataset(train_dataset):
+            self._read_own_shards(args)
         # retrieval_evaluator= is an alias: one more evaluator, with its image embeddings given or computed
         self.evaluators = list(evaluators or []) + ([retrieval_evaluator] if retrieval_evaluator is not None else [])
         self.retrieval_evaluator = retrieval_evaluator
@@ -168,25 +171,31 @@ class DistillationTrainer(Trainer):
         if dataset.embedder is None:
             raise ValueError("this TeacherEmbeddedStream was copied without its teacher: call "
                              "precompute_teacher_embeddings in the training process")
-        if self.teacher_embedder is not None and self.teacher_embedder is not dataset.embedder:
-            raise ValueError("the train and eval streams were embedded with different precompute_teacher_embeddings "
-                             "calls: use one (the trainer embeds every batch with one teacher)")
+        if self.teacher_embedder is not None and self.teacher_embedder.teacher is not dataset.embedder.teacher:
+            raise ValueError("the train and eval streams were prepared by precompute_teacher_embeddings with "
+                             "different teachers: the trainer embeds every batch with one teacher")
         wanted = {"english_column": args.english_column, "image_column": args.image_column}
         differing = [f"{name}={getattr(dataset, name)!r} there, {value!r} in DistillationArguments"
                      for name, value in wanted.items() if getattr(dataset, name) != value]
         if differing:
             raise ValueError(f"precompute_teacher_embeddings was called with other columns ({'; '.join(differing)}): "
                              "pass the same column names to both")
-        self.teacher_embedder = dataset.embedder
-        # batches carry raw captions (strings), which accelerate cannot dispatch from rank 0: every rank reads its
-        # own shards of the stream instead (datasets' IterableDataset.shard when it has enough shards)
+        if self.teacher_embedder is None:  # the first stream's embedder (the train stream's cache) serves all
+            self.teacher_embedder = dataset.embedder
+        return dataset.dataset
+
+    @staticmethod
+    def _read_own_shards(args) -> None:
+        """A stream embedded in the step has batches of raw captions (strings), which accelerate cannot dispatch
+        from rank 0 (its default for iterable datasets): every rank reads its own shards of the stream instead
+        (``datasets``' ``IterableDataset.shard`` when it has at least as many shards as ranks)."""
         config = args.accelerator_config
         if getattr(config, "dispatch_batches", None) is None:
             config.dispatch_batches = False
         elif config.dispatch_batches:
-            raise ValueError("accelerator_config.dispatch_batches=True sends rank 0's batches to every rank, but "
-                             "a TeacherEmbeddedStream's batches hold raw captions the step embeds: leave it unset")
-        return dataset.dataset
+            raise ValueError("accelerator_config.dispatch_batches=True sends rank 0's batches to every rank, but a "
+                             "stream embedded by the teacher in the step has raw captions in its batches: leave "
+                             "dispatch_batches unset")
 
     @staticmethod
     def _evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:

@@ -109,3 +109,25 @@ def test_image_anchor_stream_embeds_images_in_the_step(toy_dataset, tokenizer, t
                                   processing_class=tokenizer)
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_stream_set_up_every_rank_reads_its_own_shards(toy_dataset, tokenizer, teacher, tmp_path):
+    data = toy_dataset.remove_columns("image")
+    args = DistillationArguments(output_dir=str(tmp_path / "out"), method="fd", max_steps=1, report_to=[],
+                                 use_cpu=True)
+    train = precompute_teacher_embeddings(data.to_iterable_dataset(), teacher)
+    evaluation = precompute_teacher_embeddings(data.select(range(8)).to_iterable_dataset(), teacher)
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16), args=args, train_dataset=train,
+                                  eval_dataset=evaluation, processing_class=tokenizer)
+    # raw captions cannot be dispatched from rank 0: each rank reads its own shards
+    assert trainer.args.accelerator_config.dispatch_batches is False
+    assert trainer.teacher_embedder is train.embedder and trainer.train_dataset is train.dataset
+    other = PidLoggingTeacher(teacher, tmp_path / "unused")  # another teacher object
+    with pytest.raises(ValueError, match="different teachers"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), args=args, train_dataset=train,
+                            eval_dataset=precompute_teacher_embeddings(data.to_iterable_dataset(), other),
+                            processing_class=tokenizer)
+    args.accelerator_config.dispatch_batches = True
+    with pytest.raises(ValueError, match="leave dispatch_batches unset"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16), args=args, train_dataset=train,
+                            processing_class=tokenizer)
