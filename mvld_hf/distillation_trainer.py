@@ -28,6 +28,7 @@ from .data import (
     NonFiniteEmbeddingError,
     check_dataset,
     collator_columns_only,
+    is_iterable_dataset,
     non_finite_rows,
 )
 from .distillation_config import DistillationArguments, _launched_processes
@@ -35,6 +36,7 @@ from .distributed import gather_with_local_grad, scale_grad, world_size
 from .encode import position_limit
 from .lora import apply_lora, is_peft_model, merge_lora
 from .losses.registry import METHODS
+from .precompute import TeacherEmbeddedStream, TeacherEmbedder
 from .queue import EmbeddingQueue
 from .teachers import TeacherCapabilityError
 
@@ -111,6 +113,15 @@ class DistillationTrainer(Trainer):
                 raise ValueError("pass the student's tokenizer as processing_class (or a data_collator)")
             data_collator = DistillationCollator(processing_class, args)
         self.teacher = teacher
+        # the teacher run in the step: a lazily embedded stream's (see precompute_teacher_embeddings), else teacher
+        self.teacher_embedder = None
+        train_dataset = self._unwrap_embedded_stream(train_dataset, args)
+        eval_dataset = self._unwrap_embedded_stream(eval_dataset, args)
+        if self.teacher_embedder is None and teacher is not None:
+            self.teacher_embedder = TeacherEmbedder(teacher)
+        step_teacher = None if self.teacher_embedder is None else self.teacher_embedder.teacher
+        if step_teacher is not None and is_iterable_dataset(train_dataset):
+            self._read_own_shards(args)
         # retrieval_evaluator= is an alias: one more evaluator, with its image embeddings given or computed
         self.evaluators = list(evaluators or []) + ([retrieval_evaluator] if retrieval_evaluator is not None else [])
         self.retrieval_evaluator = retrieval_evaluator
@@ -123,17 +134,17 @@ class DistillationTrainer(Trainer):
             model = apply_lora(model, args)
         if model is not None and isinstance(data_collator, DistillationCollator):
             self._limit_max_length(model, data_collator)
-        self._check_dimensions(model, teacher)
-        if teacher is not None and args.needs_teacher_image and not teacher.supports_images:
-            raise TeacherCapabilityError.text_only(teacher.name_or_path, args.teacher_image_column)
+        self._check_dimensions(model, step_teacher)
+        if step_teacher is not None and args.needs_teacher_image and not step_teacher.supports_images:
+            raise TeacherCapabilityError.text_only(step_teacher.name_or_path, args.teacher_image_column)
         if args.uses_queue:
             global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
             if args.queue_size % global_batch:
                 raise ValueError(f"queue_size ({args.queue_size}) must be a multiple of the global batch size "
                                  f"({args.per_device_train_batch_size} x {args.world_size} processes = {global_batch})"
                                  " so the FIFO queue holds whole global batches")
-        train_dataset = self._check_dataset("train_dataset", train_dataset, args, teacher, model)
-        eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, teacher, model)
+        train_dataset = self._check_dataset("train_dataset", train_dataset, args, step_teacher, model)
+        eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, step_teacher, model)
         eval_strategy = args.eval_strategy
         if self.evaluators and eval_dataset is None:
             # evaluators alone are a valid evaluation: keep Trainer from demanding an eval_dataset
@@ -150,6 +161,42 @@ class DistillationTrainer(Trainer):
                                                                     "eval": defaultdict(list)}
 
     # ----------------------------------------------------------------------------------------------- set-up
+    def _unwrap_embedded_stream(self, dataset, args):
+        """The raw stream of a :class:`~mvld_hf.precompute.TeacherEmbeddedStream` (its workers only read, decode
+        and tokenize; the step embeds with its teacher), and what the DataLoader needs for it."""
+        if isinstance(dataset, dict):
+            return {key: self._unwrap_embedded_stream(value, args) for key, value in dataset.items()}
+        if not isinstance(dataset, TeacherEmbeddedStream):
+            return dataset
+        if dataset.embedder is None:
+            raise ValueError("this TeacherEmbeddedStream was copied without its teacher: call "
+                             "precompute_teacher_embeddings in the training process")
+        if self.teacher_embedder is not None and self.teacher_embedder.teacher is not dataset.embedder.teacher:
+            raise ValueError("the train and eval streams were prepared by precompute_teacher_embeddings with "
+                             "different teachers: the trainer embeds every batch with one teacher")
+        wanted = {"english_column": args.english_column, "image_column": args.image_column}
+        differing = [f"{name}={getattr(dataset, name)!r} there, {value!r} in DistillationArguments"
+                     for name, value in wanted.items() if getattr(dataset, name) != value]
+        if differing:
+            raise ValueError(f"precompute_teacher_embeddings was called with other columns ({'; '.join(differing)}): "
+                             "pass the same column names to both")
+        if self.teacher_embedder is None:  # the first stream's embedder (the train stream's cache) serves all
+            self.teacher_embedder = dataset.embedder
+        return dataset.dataset
+
+    @staticmethod
+    def _read_own_shards(args) -> None:
+        """A stream embedded in the step has batches of raw captions (strings), which accelerate cannot dispatch
+        from rank 0 (its default for iterable datasets): every rank reads its own shards of the stream instead
+        (``datasets``' ``IterableDataset.shard`` when it has at least as many shards as ranks)."""
+        config = args.accelerator_config
+        if getattr(config, "dispatch_batches", None) is None:
+            config.dispatch_batches = False
+        elif config.dispatch_batches:
+            raise ValueError("accelerator_config.dispatch_batches=True sends rank 0's batches to every rank, but a "
+                             "stream embedded by the teacher in the step has raw captions in its batches: leave "
+                             "dispatch_batches unset")
+
     @staticmethod
     def _evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:
         """The keyword arguments ``evaluator.metrics`` gets besides the text encoder: the teacher's embeddings
@@ -201,15 +248,16 @@ class DistillationTrainer(Trainer):
         args = self.args
         t = inputs.get("teacher_text_embeds")
         if t is None and args.needs_teacher_text:
-            if self.teacher is None:
+            if self.teacher_embedder is None:
                 raise ValueError("batch has no teacher_text_embeds and the trainer has no teacher")
-            t = self._checked(self.teacher.encode_text(inputs["english_texts"]), inputs["english_texts"],
-                              "the English caption")
+            t = self._checked(self.teacher_embedder.embed_texts(inputs["english_texts"]),  # here, in this process
+                              inputs["english_texts"], "the English caption")
         image = inputs.get("teacher_image_embeds")
         if image is None and args.needs_teacher_image:
-            if self.teacher is None:
+            if self.teacher_embedder is None:
                 raise ValueError("batch has no teacher_image_embeds and the trainer has no teacher")
-            image = self._checked(self.teacher.encode_image(inputs["images"]), inputs["input_ids"], "the image")
+            image = self._checked(self.teacher_embedder.embed_images(inputs["images"]), inputs["input_ids"],
+                                  "the image")
         device = inputs["input_ids"].device
         t = None if t is None else t.detach().float().to(device)
         anchor = t if args.anchor == "text" else image.detach().float().to(device)

@@ -2,9 +2,16 @@
 through ``datasets``' fingerprint cache; streams lazily), the on-disk :class:`TeacherEmbeddingCache` it can read
 and fill, and :func:`join_precomputed_embeddings` (embeddings published as their own dataset, joined by id).
 
-Streamed training data (``load_dataset(..., streaming=True)``): :func:`precompute_teacher_embeddings` maps an
-``IterableDataset`` lazily, optionally through a :class:`TeacherEmbeddingCache` so each caption is embedded once
-across epochs and runs; :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
+Streamed training data (``load_dataset(..., streaming=True)``):
+
+- :func:`precompute_teacher_embeddings` on an ``IterableDataset`` returns a :class:`TeacherEmbeddedStream`:
+  nothing is computed up front; ``DistillationTrainer`` embeds each batch with the teacher in its own training
+  process (on the teacher's device, one per rank) while DataLoader workers only read, decode and tokenize;
+  optionally through an on-disk :class:`TeacherEmbeddingCache` so each caption is embedded once across epochs
+  and runs;
+- :func:`join_precomputed_embeddings` adds embeddings published as their own dataset (one row per id) to a
+  stream by id;
+- :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
 """
 
 from __future__ import annotations
@@ -21,36 +28,72 @@ from .data import NonFiniteEmbeddingError, is_iterable_dataset, non_finite_error
 from .data_utils import MissingColumnError, check_columns, decode_image
 from .encode import check_texts
 
-__all__ = ["TeacherEmbeddingCache", "join_precomputed_embeddings", "precompute_teacher_embeddings"]
+__all__ = ["TeacherEmbeddedStream", "TeacherEmbedder", "TeacherEmbeddingCache", "join_precomputed_embeddings",
+           "precompute_teacher_embeddings"]
 
 
 class TeacherEmbeddingCache:
     """An on-disk cache of teacher text embeddings keyed by ``sha256(teacher fingerprint, text)`` (SQLite).
 
     Made for streamed data, which ``datasets`` cannot cache by fingerprint: every caption is embedded by the
-    teacher once, across epochs and runs, and read back as float32. Safe to share between processes (SQLite
-    locking); the connection opens lazily, so the object pickles into ``datasets`` workers.
+    teacher once, across epochs and runs, and read back as float32.
+
+    Several processes may read and write one cache at once (the ranks of a multi-GPU run, DataLoader workers,
+    other runs): the database is in WAL mode (readers never block the writer), each write is one
+    ``BEGIN IMMEDIATE`` transaction (all rows of a ``put`` or none), a writer waits up to ``timeout`` seconds for
+    the lock and a still-busy database is retried with backoff. A connection is opened lazily and again in
+    every process (a forked worker never reuses its parent's), so the object pickles into ``datasets`` workers.
+    Rows whose stored size does not match their dimension are treated as missing (and overwritten on ``put``).
+    WAL needs every process on one machine: on a network file system shared by several machines, give each
+    machine its own cache directory.
     """
 
-    def __init__(self, path: str, teacher_fingerprint: str):
+    retries = 8
+
+    def __init__(self, path: str, teacher_fingerprint: str, timeout: float = 60.0):
         if os.path.isdir(path) or path.endswith(os.sep):
             os.makedirs(path, exist_ok=True)
             path = os.path.join(path, "teacher_embeddings.sqlite")
-        self.path, self.teacher_fingerprint = path, teacher_fingerprint
-        self._connection = None
+        self.path, self.teacher_fingerprint, self.timeout = path, teacher_fingerprint, timeout
+        self._connection, self._pid = None, None
         self.hits = self.misses = 0
 
     def __getstate__(self):
-        return {**self.__dict__, "_connection": None}
+        return {**self.__dict__, "_connection": None, "_pid": None}
+
+    def _retry(self, operation):
+        """Run ``operation()``; a database still locked after the busy timeout is retried with backoff."""
+        import sqlite3
+        import time
+
+        for attempt in range(self.retries + 1):
+            try:
+                return operation()
+            except sqlite3.OperationalError as err:
+                if ("locked" not in str(err) and "busy" not in str(err)) or attempt == self.retries:
+                    raise sqlite3.OperationalError(
+                        f"teacher embedding cache {self.path}: {err} (after {attempt + 1} attempts). Another "
+                        "process holds the database: raise TeacherEmbeddingCache(timeout=...), or give each "
+                        "machine its own cache directory on a network file system") from err
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
 
     @property
     def connection(self):
-        if self._connection is None:
+        if self._connection is None or self._pid != os.getpid():  # a forked child opens its own connection
             import sqlite3
 
-            self._connection = sqlite3.connect(self.path, timeout=600)
-            self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER, "
-                                     "value BLOB)")
+            connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+
+            def setup():
+                connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
+                connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER, "
+                                   "value BLOB)")
+
+            self._retry(setup)
+            self._connection, self._pid = connection, os.getpid()
         return self._connection
 
     def key(self, text: str) -> bytes:
@@ -62,10 +105,12 @@ class TeacherEmbeddingCache:
         items = list(keys)
         for start in range(0, len(items), 500):  # SQLite limits the number of parameters
             chunk = items[start:start + 500]
-            rows = self.connection.execute(
-                f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self._retry(lambda chunk=chunk: self.connection.execute(
+                f"SELECT key, dim, value FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
             for key, dim, value in rows:
-                found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
+                if len(value) == 4 * dim:  # a damaged row counts as missing: it is recomputed and replaced
+                    found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
         if found:
             bad = non_finite_rows(np.stack(list(found.values())))
             if len(bad):
@@ -86,8 +131,160 @@ class TeacherEmbeddingCache:
                                        fix="It is not cached; drop or fix that text, or check the teacher")
         rows = [(self.key(t), int(e.shape[-1]), np.ascontiguousarray(e, dtype=np.float32).tobytes())
                 for t, e in embeddings.items()]
-        with self.connection:
-            self.connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+        if not rows:
+            return
+
+        def write():
+            connection = self.connection
+            connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on a read->write upgrade
+            try:
+                connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+        self._retry(write)
+
+    def __len__(self) -> int:
+        return self._retry(lambda: self.connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+
+
+class TeacherEmbedder:
+    """A frozen teacher run in the calling process on raw captions/images: each distinct caption of a batch is
+    embedded once, and read from / written to ``cache`` (a :class:`TeacherEmbeddingCache`) when given.
+
+    Used by :func:`~mvld_hf.precompute_teacher_embeddings` and by ``DistillationTrainer``'s step, which embeds
+    streamed batches where the teacher lives (the training process of each rank), never in DataLoader workers.
+    """
+
+    def __init__(self, teacher, cache: TeacherEmbeddingCache | None = None, encode_batch_size: int = 64):
+        self.teacher, self.cache, self.encode_batch_size = teacher, cache, encode_batch_size
+
+    def embed_texts(self, texts: Sequence[str], on_non_finite=None) -> torch.Tensor:
+        """float32 ``[len(texts), dim]`` in input order (on the teacher's device without a cache, else the CPU).
+
+        ``on_non_finite(text, embedding)``, when given, makes the error raised for a NaN/inf embedding the teacher
+        just computed, before it is cached or returned (the cache refuses one by itself).
+        """
+        texts = list(texts)
+        position: dict[str, int] = {}
+        for text in texts:
+            position.setdefault(text, len(position))
+        unique, index = list(position), torch.tensor([position[t] for t in texts])
+
+        def check(computed, computed_texts):
+            bad = non_finite_rows(computed) if on_non_finite is not None else ()
+            if len(bad):
+                raise on_non_finite(computed_texts[bad[0]], computed[bad[0]].detach().cpu().numpy()
+                                    if torch.is_tensor(computed) else computed[bad[0]])
+
+        if self.cache is None:
+            embeddings = self.teacher.encode_text(unique, batch_size=self.encode_batch_size)
+            check(embeddings, unique)
+            return embeddings[index.to(embeddings.device)]
+        found = self.cache.get(unique)
+        missing = [t for t in unique if t not in found]
+        if missing:
+            computed = self.teacher.encode_text(missing, batch_size=self.encode_batch_size).float().cpu().numpy()
+            check(computed, missing)
+            new = dict(zip(missing, computed))
+            self.cache.put(new)
+            found.update(new)
+        return torch.from_numpy(np.stack([found[t] for t in unique]))[index]
+
+    def embed_images(self, images: Sequence) -> torch.Tensor:
+        """float32 ``[len(images), dim]`` (PIL images) on the teacher's device."""
+        return self.teacher.encode_image(list(images), batch_size=self.encode_batch_size)
+
+
+class TeacherEmbeddedStream(torch.utils.data.IterableDataset):
+    """A stream whose teacher embeddings are computed lazily, in the process that iterates it.
+
+    :func:`~mvld_hf.precompute_teacher_embeddings` returns one for an ``IterableDataset``. Given to
+    ``DistillationTrainer`` as ``train_dataset`` (or ``eval_dataset``) it is unwrapped: the DataLoader and its
+    workers read, decode and tokenize ``dataset`` (the raw stream), and the trainer's step embeds each batch with
+    :attr:`embedder` in the training process, batched on the teacher's device (with a CUDA teacher, forked
+    workers never touch CUDA and no worker holds a copy of the teacher). Iterated directly (``for row in
+    stream``), it yields the raw rows plus the embedding columns, ``batch_size`` rows embedded at a time.
+    Iterating it inside a DataLoader worker raises: that would run the teacher there.
+
+    Transform the raw stream (``shuffle``, ``take``, ``map``, ...) *before* ``precompute_teacher_embeddings``.
+    """
+
+    def __init__(self, dataset, embedder: TeacherEmbedder, anchor: str = "text", english_column: str = "english",
+                 image_column: str = "image", text_output_column: str = "teacher_text_embeds",
+                 image_output_column: str = "teacher_image_embeds", batch_size: int = 256):
+        self.dataset, self.embedder, self.anchor, self.batch_size = dataset, embedder, anchor, batch_size
+        self.english_column, self.image_column = english_column, image_column
+        self.text_output_column, self.image_output_column = text_output_column, image_output_column
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [self.text_output_column] + ([self.image_output_column] if self.anchor == "image" else [])
+
+    @property
+    def column_names(self) -> list[str] | None:
+        columns = getattr(self.dataset, "column_names", None)
+        return None if columns is None else list(columns) + [c for c in self.output_columns if c not in columns]
+
+    def __getstate__(self):  # a copy in another process (a spawned worker) never carries the teacher
+        return {**self.__dict__, "embedder": None}
+
+    def __getattr__(self, name):
+        dataset = self.__dict__.get("dataset")
+        if dataset is not None and hasattr(dataset, name):
+            raise AttributeError(
+                f"TeacherEmbeddedStream has no '{name}': transform the stream (shuffle, take, map, ...) before "
+                "precompute_teacher_embeddings, or use .dataset for the raw stream")
+        raise AttributeError(name)
+
+    def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None or self.embedder is None:
+            raise RuntimeError(
+                "a TeacherEmbeddedStream is being read in a DataLoader worker, which would run the teacher there "
+                "(CUDA in forked workers, one teacher copy per worker): pass it to DistillationTrainer, which reads "
+                "the raw stream in its workers and embeds in the training process, or read it with "
+                "dataloader_num_workers=0")
+        rows: list[dict] = []
+        start = 0  # the stream's row number of rows[0]
+        for row in self.dataset:
+            rows.append(row)
+            if len(rows) == self.batch_size:
+                yield from self._embedded(rows, start)
+                start, rows = start + len(rows), []
+        if rows:
+            yield from self._embedded(rows, start)
+
+    def _embedded(self, rows: list[dict], start: int):
+        required = {self.english_column: "the English caption the teacher embeds"}
+        if self.anchor == "image":
+            required[self.image_column] = "the image the teacher embeds for image anchors"
+        check_columns(list(rows[0].keys()), required, "a batch of the dataset")
+        texts = check_texts([r[self.english_column] for r in rows], self.english_column)
+        first_row: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            first_row.setdefault(t, start + i)
+        text = self.embedder.embed_texts(texts, on_non_finite=lambda t, value: non_finite_error(
+            self.text_output_column, f"row {first_row[t]} of the dataset (the teacher's embedding of its "
+            f"'{self.english_column}' {t!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
+            "or check the teacher (an fp16 overflow?)")).float().cpu().numpy()
+        images = image = None
+        if self.anchor == "image":
+            images = [decode_image(r[self.image_column], f"the image of the row captioned {t!r}")
+                      for r, t in zip(rows, texts)]
+            image = self.embedder.embed_images(images).float().cpu().numpy()
+            bad = non_finite_rows(image)
+            if len(bad):
+                raise non_finite_error(self.image_output_column, f"row {start + bad[0]} of the dataset (the "
+                                       f"teacher's embedding of its '{self.image_column}')", image[bad[0]],
+                                       fix="The teacher cannot embed that image: drop or fix the row")
+        for i, row in enumerate(rows):
+            row = {**row, self.text_output_column: text[i]}
+            if images is not None:
+                row[self.image_column], row[self.image_output_column] = images[i], image[i]
+            yield row
 
 
 def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_column: str | None = None,
@@ -169,6 +366,51 @@ def _teacher_fingerprint(teacher) -> str:
     return digest.hexdigest()[:16]
 
 
+def _map_across_ranks(source, embed, fingerprint: str, map_kwargs: dict, outputs: list[str]):
+    """``source.map(embed)`` with each rank of the process group mapping one contiguous part (see
+    ``precompute_teacher_embeddings(share_across_ranks=True)``); every rank returns the full result."""
+    import datasets
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    n = len(source)
+    if n < world:  # too few rows to split: every rank embeds them all
+        return source.map(embed, new_fingerprint=fingerprint, **map_kwargs)
+    bounds = [n * i // world for i in range(world + 1)]
+    on_disk = bool(source.cache_files)
+    folder = os.path.dirname(source.cache_files[0]["filename"]) if on_disk else None
+
+    def part(i: int):
+        shard = source.select(range(bounds[i], bounds[i + 1]))
+        name = f"{fingerprint}-part{i}of{world}"
+        cache_file = os.path.join(folder, f"cache-{name}.arrow") if on_disk else None
+        return shard.map(embed, new_fingerprint=name, cache_file_name=cache_file, fn_kwargs={"offset": bounds[i]},
+                         **map_kwargs)
+
+    mine = part(rank)
+    if not on_disk:  # in memory: gather the new columns, then add them with the one-process fingerprint
+        local = {c: np.asarray(mine.with_format("numpy")[c]) for c in outputs}
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, local)
+        full = {c: np.concatenate([g[c] for g in gathered]) for c in outputs}
+        kwargs = {k: v for k, v in map_kwargs.items() if k != "num_proc"}
+        return source.map(lambda batch, indices: {c: full[c][indices] for c in outputs}, new_fingerprint=fingerprint,
+                          **kwargs)
+    dist.barrier()  # every rank's part is in the cache
+    parts = []
+    for i in range(world):
+        if i == rank:
+            parts.append(mine)
+            continue
+        name = f"cache-{fingerprint}-part{i}of{world}"
+        if not any(f.startswith(name) for f in os.listdir(folder)):
+            raise RuntimeError(f"rank {rank} cannot see rank {i}'s teacher embeddings ({name}*.arrow in {folder}): "
+                               "the ranks need one file system for the datasets cache, or use "
+                               "share_across_ranks=False")
+        parts.append(part(i))  # loaded from the cache file rank i wrote: no teacher forward
+    return datasets.concatenate_datasets(parts)
+
+
 def precompute_teacher_embeddings(
     dataset,
     teacher,
@@ -182,6 +424,7 @@ def precompute_teacher_embeddings(
     num_proc: int | None = None,
     desc: str = "Teacher embeddings",
     cache_dir: str | None = None,
+    share_across_ranks: bool = False,
 ):
     """Add the frozen teacher's embeddings as columns so training runs no teacher forward.
 
@@ -191,11 +434,19 @@ def precompute_teacher_embeddings(
 
     - A ``datasets.Dataset`` goes through ``map`` (batched) with a fingerprint built from the dataset's, the
       teacher's weights and the arguments, so a dataset backed by cache files reuses the result next time.
-    - A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``) is mapped *lazily*: nothing is
-      materialised, each batch of ``batch_size`` rows is embedded when the trainer reads it. Give ``cache_dir``
-      to keep every text embedding on disk (:class:`~mvld_hf.precompute.TeacherEmbeddingCache`, keyed by teacher
-      and text) so later
-      epochs and runs read them back instead of running the teacher again.
+    - A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``) is not mapped: the result is a
+      :class:`TeacherEmbeddedStream`, and ``DistillationTrainer`` embeds each batch of it with the teacher in its
+      training process (on the teacher's device, in every rank), while DataLoader workers only read, decode and
+      tokenize. Give ``cache_dir`` to keep every text embedding on disk (:class:`TeacherEmbeddingCache`, keyed by
+      teacher and text) so later epochs and runs read them back instead of running the teacher again.
+    - ``share_across_ranks=True`` in a ``torch.distributed`` job (``accelerate launch``, ``torchrun``) splits
+      the work of a ``datasets.Dataset``: rank ``r`` of ``W`` embeds the ``r``-th contiguous ``1/W`` of the rows
+      and every rank returns the whole dataset with the full columns, in the original order. A dataset backed by
+      cache files exchanges the parts through the ``datasets`` cache (each part is a cache file named by the
+      fingerprint and the part: the ranks need one file system, as for ``main_process_first``; a rerun reuses
+      them); an in-memory dataset gathers them over the process group. Every rank must call it (outside
+      ``main_process_first``, whose barrier would pair with this one's). Without a process group it is the
+      plain path.
 
     Corrupt images raise a ``ValueError`` naming the row; a NaN/inf teacher embedding raises
     :class:`~mvld_hf.data.NonFiniteEmbeddingError` naming the row, before it is cached or written.
@@ -215,39 +466,22 @@ def precompute_teacher_embeddings(
         check_columns(columns, required)
     teacher_fingerprint = _teacher_fingerprint(teacher)
     cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
+    embedder = TeacherEmbedder(teacher, cache, encode_batch_size)
 
-    def embed_texts(unique: list[str], rows: dict[str, int]) -> np.ndarray:
-        found = {} if cache is None else cache.get(unique)
-        missing = [t for t in unique if t not in found]
-        if missing:
-            computed = teacher.encode_text(missing, batch_size=encode_batch_size).cpu().numpy()
-            bad = non_finite_rows(computed)  # refused before it is cached or written into the dataset
-            if len(bad):
-                text = missing[bad[0]]
-                raise non_finite_error(text_output_column, f"row {rows[text]} of the dataset (the teacher's "
-                                       f"embedding of its '{english_column}' {text!r})", computed[bad[0]],
-                                       fix="The teacher cannot embed that caption: drop or fix the row, or check "
-                                           "the teacher (an fp16 overflow?)")
-            new = dict(zip(missing, computed))
-            if cache is not None:
-                cache.put(new)
-            found.update(new)
-        return np.stack([found[t] for t in unique])
-
-    def embed(batch, indices):
+    def embed(batch, indices, offset=0):
         check_columns(list(batch.keys()), required, "a batch of the dataset")
         texts = check_texts(batch[english_column], english_column)
         first_row = {}
         for text, i in zip(texts, indices):
             first_row.setdefault(text, i)
-        unique = list(first_row)
-        emb = embed_texts(unique, first_row)
-        index = {text: i for i, text in enumerate(unique)}
-        result = {text_output_column: emb[[index[t] for t in texts]]}
+        result = {text_output_column: embedder.embed_texts(texts, on_non_finite=lambda text, value: non_finite_error(
+            text_output_column, f"row {first_row[text]} of the dataset (the teacher's embedding of its "
+            f"'{english_column}' {text!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
+            "or check the teacher (an fp16 overflow?)")).cpu().numpy()}
         if anchor == "image":
-            images = [decode_image(image, f"the image of row {i} ('{image_column}')")
+            images = [decode_image(image, f"the image of row {offset + i} ('{image_column}')")
                       for image, i in zip(batch[image_column], indices)]
-            image_emb = teacher.encode_image(images, batch_size=encode_batch_size).cpu().numpy()
+            image_emb = embedder.embed_images(images).cpu().numpy()
             bad = non_finite_rows(image_emb)
             if len(bad):
                 raise non_finite_error(image_output_column, f"row {indices[bad[0]]} of the dataset (the teacher's "
@@ -257,15 +491,21 @@ def precompute_teacher_embeddings(
         return result
 
     source, recast = undecoded_images(dataset, image_column) if anchor == "image" else (dataset, False)
-    if streaming:
-        mapped = source.map(embed, batched=True, batch_size=batch_size, with_indices=True)
+    if streaming:  # embedded where the teacher lives (the trainer's step), not in DataLoader workers
+        return TeacherEmbeddedStream(source, embedder, anchor, english_column, image_column, text_output_column,
+                                     image_output_column, batch_size)
+    fingerprint_source = "|".join(map(str, (
+        getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
+        text_output_column, image_output_column)))
+    fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+    map_kwargs = dict(batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc, with_indices=True)
+    import torch.distributed as dist
+
+    if share_across_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        outputs = [text_output_column] + ([image_output_column] if anchor == "image" else [])
+        mapped = _map_across_ranks(source, embed, fingerprint, map_kwargs, outputs)
     else:
-        fingerprint_source = "|".join(map(str, (
-            getattr(dataset, "_fingerprint", ""), teacher_fingerprint, anchor, english_column, image_column,
-            text_output_column, image_output_column)))
-        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
-        mapped = source.map(embed, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc,
-                            new_fingerprint=fingerprint, with_indices=True)
+        mapped = source.map(embed, new_fingerprint=fingerprint, **map_kwargs)
     if recast:
         import datasets
 

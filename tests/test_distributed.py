@@ -61,6 +61,7 @@ def workdir(tmp_path_factory, tokenizer, teacher, toy_dataset):
     torch.save(batches, root / "batches.pt")
     tokenizer.save_pretrained(root / "tokenizer")
     precompute_teacher_embeddings(toy_dataset.remove_columns("image"), teacher).save_to_disk(root / "dataset")
+    toy_dataset.remove_columns("image").save_to_disk(root / "raw_dataset")
     return str(root)
 
 
@@ -73,8 +74,12 @@ def two_process_results(workdir):
 
 @pytest.fixture(scope="module")
 def one_process_results(workdir):
+    shared = check.shared_precompute_run(workdir, share=False)
     return {"cases": check.run_cases(workdir), "train": check.train_run(workdir, check.TRAIN_GLOBAL_BATCH,
-                                                                          check.TRAIN_GLOBAL_BATCH)}
+                                                                          check.TRAIN_GLOBAL_BATCH),
+            "shared_train": check.train_run(workdir, check.TRAIN_GLOBAL_BATCH, check.TRAIN_GLOBAL_BATCH,
+                                            dataset=shared.pop("dataset")),
+            "shared_precompute": shared}
 
 
 def test_two_gloo_ranks_under_ddp(two_process_results):
@@ -118,3 +123,30 @@ def test_trainer_train_matches_one_process(two_process_results, one_process_resu
                 assert entry[key] == pytest.approx(want[key], abs=2e-4), key  # "loss" is logged to 4 digits
         assert (got["params"] - reference["params"]).abs().max() < 1e-5
         assert got["ptr"] == reference["ptr"] and torch.allclose(got["queue"], reference["queue"], atol=1e-6)
+
+
+def test_precompute_shared_across_ranks(two_process_results, one_process_results):
+    """Each rank embeds about half of the captions; both end with the one-process column (from the datasets
+    cache for a dataset on disk, gathered for one in memory) and train to the one-process weights."""
+    reference = one_process_results["shared_precompute"]
+    alone_disk, alone_memory = reference["texts_embedded"]
+    for result in two_process_results:
+        shared = result["shared_precompute"]
+        assert shared["english"] == reference["english"]  # same rows, same order
+        assert torch.allclose(shared["disk"], reference["disk"], atol=1e-6)
+        assert torch.allclose(shared["memory"], reference["memory"], atol=1e-6)
+        assert shared["memory_fingerprint"] == reference["memory_fingerprint"]
+        disk, memory = shared["texts_embedded"]
+        assert 0 < disk <= 0.6 * alone_disk and 0 < memory <= 0.6 * alone_memory, (disk, memory, alone_disk)
+        got, want = result["shared_train"]["params"], one_process_results["shared_train"]["params"]
+        assert (got - want).abs().max() < 1e-5
+
+
+def test_stream_embedded_in_the_step_of_each_rank(two_process_results):
+    """Each rank reads its own shards of the stream (raw captions are never dispatched from rank 0) and its own
+    teacher embeds them in its training process."""
+    first, second = (result["stream"] for result in two_process_results)
+    for result in (first, second):
+        assert result["steps"] == 2 and len(result["captions"]) >= 2 * 4  # (accelerate reads one batch ahead)
+        assert 0 < result["texts_embedded"] <= 2 * 4
+    assert not set(first["captions"]) & set(second["captions"])

@@ -69,6 +69,9 @@ class DataArguments:
     precomputed_embeddings_config: str | None = field(default=None, metadata={"help": "Its config (e.g. Vit-B-32)."})
     precomputed_id_column: str = field(default="id", metadata={"help": "Id column joining the two datasets."})
     precomputed_embedding_column: str = field(default="embedding", metadata={"help": "Embedding column there."})
+    teacher_cache_dir: str | None = field(default=None, metadata={"help": "Streams: keep every teacher text "
+                                          "embedding in this on-disk cache (SQLite, shared by all ranks of one "
+                                          "machine), so later epochs and runs skip the teacher."})
     world_seed: int = field(default=0, metadata={"help": "Offline world: seed."})
     world_train_scenes: int | None = field(default=None, metadata={"help": "Offline world: training scenes."})
     world_test_scenes: int | None = field(default=None, metadata={"help": "Offline world: held-out scenes."})
@@ -426,14 +429,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise CliError(f"the training set has {len(train)} rows, fewer than one batch ({batch}) with "
                        "--dataloader_drop_last: raise --max_train_samples or lower --per_device_train_batch_size")
 
-    with args.main_process_first(desc="teacher embeddings"):
-        if args.anchor == "text" and args.image_column in (train.column_names or []):
-            train = train.remove_columns(args.image_column)  # text anchors: no image is read, don't rewrite them
-        if args.teacher_text_column not in (train.column_names or []):
-            train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor, batch_size=1000,
-                                                  english_column=args.english_column, image_column=args.image_column,
-                                                  text_output_column=args.teacher_text_column,
-                                                  image_output_column=args.teacher_image_column)
+    if args.anchor == "text" and args.image_column in (train.column_names or []):
+        train = train.remove_columns(args.image_column)  # text anchors: no image is read, don't rewrite them
+    if args.teacher_text_column not in (train.column_names or []):
+        # a stream is embedded in the training step of each rank (DataLoader workers only read and tokenize); a
+        # map-style dataset is split over the ranks, each embedding its part (every rank calls this: a collective)
+        train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor, batch_size=1000,
+                                              english_column=args.english_column, image_column=args.image_column,
+                                              text_output_column=args.teacher_text_column,
+                                              image_output_column=args.teacher_image_column,
+                                              cache_dir=data_args.teacher_cache_dir, share_across_ranks=True)
     trainer = DistillationTrainer(model=student, args=args, train_dataset=train, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)

@@ -81,13 +81,14 @@ def run_cases(workdir: str, rank: int = 0, world: int = 1) -> dict:
     return results
 
 
-def train_run(workdir: str, per_device_batch: int, global_batch: int) -> dict:
+def train_run(workdir: str, per_device_batch: int, global_batch: int, dataset=None) -> dict:
     """A short ``trainer.train()`` (sequential sampling, so the global batches equal a 1-process run's)."""
     import datasets
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(workdir, "tokenizer"))
-    dataset = datasets.load_from_disk(os.path.join(workdir, "dataset"))
+    if dataset is None:
+        dataset = datasets.load_from_disk(os.path.join(workdir, "dataset"))
     student = MultilingualTextTower.from_pretrained(os.path.join(workdir, "student"))
     args = make_args(os.path.join(workdir, "train_out"), "dr+mcl", "text", per_device_batch, global_batch,
                      max_steps=TRAIN_STEPS, logging_steps=1, learning_rate=1e-2, train_sampling_strategy="sequential")
@@ -98,6 +99,71 @@ def train_run(workdir: str, per_device_batch: int, global_batch: int) -> dict:
     params = torch.cat([p.detach().flatten() for p in student.parameters()])
     return {"logs": logs, "params": params, "queue": trainer.queue.keys().cpu().clone(), "ptr": trainer.queue.ptr,
             "world_size": trainer.args.world_size}
+
+
+class CountingTeacher:
+    """The tiny teacher, counting the captions it embeds in this process."""
+
+    def __init__(self, teacher):
+        self.teacher, self.texts = teacher, 0
+
+    def __getattr__(self, name):
+        return getattr(self.teacher, name)
+
+    def encode_text(self, texts, **kwargs):
+        self.texts += len(texts)
+        return self.teacher.encode_text(texts, **kwargs)
+
+
+def shared_precompute_run(workdir: str, share: bool) -> dict:
+    """``precompute_teacher_embeddings(share_across_ranks=share)`` of ``raw_dataset/`` (backed by files) and of an
+    in-memory copy, with the conftest's tiny teacher; returns the columns and how many captions this process
+    embedded."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from mvld_hf import precompute_teacher_embeddings
+    from mvld_hf.testing import tiny_clip_teacher
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(workdir, "tokenizer"))
+    teacher = CountingTeacher(tiny_clip_teacher(tokenizer, projection_dim=16))
+    raw = datasets.load_from_disk(os.path.join(workdir, "raw_dataset"))
+    on_disk = precompute_teacher_embeddings(raw, teacher, batch_size=8, share_across_ranks=share)
+    from_disk = teacher.texts
+    in_memory = precompute_teacher_embeddings(datasets.Dataset.from_dict(raw.to_dict()), teacher, batch_size=8,
+                                              share_across_ranks=share)
+    return {"dataset": on_disk, "disk": torch.tensor(on_disk["teacher_text_embeds"]),
+            "english": list(on_disk["english"]), "memory": torch.tensor(in_memory["teacher_text_embeds"]),
+            "memory_fingerprint": in_memory._fingerprint,
+            "texts_embedded": (from_disk, teacher.texts - from_disk)}
+
+
+def stream_run(workdir: str) -> dict:
+    """Two steps on a stream embedded in the step (``TeacherEmbeddedStream``): the rows this rank read and how
+    many captions its own teacher embedded."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from mvld_hf import DistillationCollator, precompute_teacher_embeddings
+    from mvld_hf.testing import tiny_clip_teacher
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(workdir, "tokenizer"))
+    teacher = CountingTeacher(tiny_clip_teacher(tokenizer, projection_dim=16))
+    raw = datasets.load_from_disk(os.path.join(workdir, "raw_dataset"))
+    stream = precompute_teacher_embeddings(raw.to_iterable_dataset(num_shards=4), teacher)
+    args = make_args(os.path.join(workdir, "stream_out"), "dr+mcl", "text", 4, 8, max_steps=2)
+    seen = []
+
+    class Recording(DistillationCollator):
+        def __call__(self, features):
+            seen.extend(f["caption"] for f in features)
+            return super().__call__(features)
+
+    trainer = DistillationTrainer(model=MultilingualTextTower.from_pretrained(os.path.join(workdir, "student")),
+                                  args=args, train_dataset=stream, processing_class=tokenizer,
+                                  data_collator=Recording(tokenizer, args))
+    trainer.train()
+    return {"captions": seen, "texts_embedded": teacher.texts, "steps": trainer.state.global_step}
 
 
 def main(workdir: str) -> None:
@@ -111,6 +177,11 @@ def main(workdir: str) -> None:
     assert dist.is_initialized() and world == dist.get_world_size() == 2, (world, dist.is_initialized())
     results["cases"] = run_cases(workdir, rank, world)
     results["train"] = train_run(workdir, TRAIN_GLOBAL_BATCH // world, TRAIN_GLOBAL_BATCH)
+    # each rank embeds half of the rows, all end with the full column, and train as the one-process run does
+    shared = results["shared_precompute"] = shared_precompute_run(workdir, share=True)
+    results["shared_train"] = train_run(workdir, TRAIN_GLOBAL_BATCH // world, TRAIN_GLOBAL_BATCH,
+                                        dataset=shared.pop("dataset"))
+    results["stream"] = stream_run(workdir)
     results["rank"], results["world_size"], results["backend"] = rank, world, dist.get_backend()
     torch.save(results, os.path.join(workdir, f"rank{rank}.pt"))
 
