@@ -471,10 +471,49 @@ class DistillationTrainer(Trainer):
         self._check_compatible(checkpoint, manifest)
         return checkpoint
 
+    @torch.no_grad()
+    def warm_start_projection(self) -> dict[str, float] | None:
+        """Fit the student's projection by ridge regression of the teacher's anchors on its pooled outputs,
+        over the first ``projection_init_samples`` training rows (see
+        :meth:`MultilingualTextTower.fit_projection`). Every process computes the same fit from the same rows.
+        Returns the fit's ``{"r2", "cosine", "rows"}``, or None when the student has no projection to fit."""
+        import itertools
+
+        from .lora import is_peft_model
+
+        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if not hasattr(model, "fit_projection") or self.train_dataset is None:
+            return None
+        args, n = self.args, self.args.projection_init_samples
+        dataset = self.train_dataset
+        if is_iterable_dataset(dataset) or not hasattr(dataset, "select"):
+            rows = list(itertools.islice(iter(dataset), n))
+        else:
+            subset = self._remove_unused_columns(dataset.select(range(min(n, len(dataset)))))
+            rows = [subset[i] for i in range(len(subset))]
+        pooled, targets = [], []
+        was_training = model.training
+        model.eval()
+        batch_size = max(1, args.per_device_eval_batch_size)
+        for start in range(0, len(rows), batch_size):
+            inputs = self._prepare_inputs(self.data_collator(rows[start:start + batch_size]))
+            _, anchors = self._teacher_targets(inputs)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            pooled.append(out.pooled_output.float().cpu())
+            targets.append(anchors.float().cpu())
+        model.train(was_training)
+        fit = model.fit_projection(torch.cat(pooled), torch.cat(targets), ridge=args.projection_init_ridge)
+        fit["rows"] = len(rows)
+        logger.info("projection warm start (least squares on %d rows): R^2 %.3f, mean cosine to the anchors %.3f",
+                    len(rows), fit["r2"], fit["cosine"])
+        return fit
+
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
         restores the DR queue, so it logs the same losses as an uninterrupted run. A new run refuses an
-        ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``."""
+        ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``, then
+        warm-starts the projection when ``args.warm_start_projection`` (FD/ED by default, see
+        :meth:`warm_start_projection`)."""
         earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
         if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
             logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", self.args.output_dir,
@@ -489,6 +528,8 @@ class DistillationTrainer(Trainer):
             self.load_queue(resume_from_checkpoint)
         else:
             resume_from_checkpoint = None
+            if self.args.warm_start_projection and self.state.global_step == 0:
+                self.warm_start_projection()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
