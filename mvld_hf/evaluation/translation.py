@@ -154,6 +154,17 @@ class TranslationEvaluator:
     def prefix_name_to_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return {f"{self.name}_{key}": value for key, value in metrics.items()}
 
+    def per_language(self, metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+        """Flat metrics of :meth:`__call__` as ``{language or "mean": {metric: value}}``, the table shape of
+        :func:`mvld_hf.evaluation.report.format_table`."""
+        table: dict[str, dict[str, float]] = {}
+        for row in [*self.languages, "mean"]:
+            for metric in METRICS:
+                key = f"{self.name}_{metric}_{row}"
+                if key in metrics:
+                    table.setdefault(row, {})[metric] = metrics[key]
+        return table
+
     def _encode(self, encode: Callable[[list[str]], Any], texts: list[str], desc: str) -> torch.Tensor:
         return encode_in_batches(encode, len(texts), lambda a, b: texts[a:b], self.batch_size, desc=desc).float().cpu()
 
