@@ -28,6 +28,7 @@ from .data import (
     NonFiniteEmbeddingError,
     check_dataset,
     collator_columns_only,
+    is_iterable_dataset,
     non_finite_rows,
 )
 from .distillation_config import DistillationArguments, _launched_processes
@@ -153,7 +154,15 @@ class DistillationTrainer(Trainer):
     @staticmethod
     def _evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:
         """The keyword arguments ``evaluator.metrics`` gets besides the text encoder: the teacher's embeddings
-        of its images for an evaluator that has an image gallery (``encode_images``), computed once here."""
+        of its images for an evaluator that has an image gallery (``encode_images``), computed once here. An
+        evaluator that compares with the teacher's text embeddings (``encode_teacher``, e.g. the text-only
+        :class:`~mvld_hf.evaluation.translation.TranslationEvaluator`) gets them from the teacher once here."""
+        if hasattr(evaluator, "encode_teacher") and getattr(evaluator, "teacher_embeddings", None) is None:
+            if teacher is None:
+                raise ValueError(f"{type(evaluator).__name__} needs the teacher's embeddings of its English "
+                                 "sentences: pass teacher= to the trainer, or call evaluator.encode_teacher(...) "
+                                 "before passing it")
+            evaluator.encode_teacher(lambda texts: teacher.encode_text(texts).cpu())
         if not hasattr(evaluator, "encode_images"):
             return {}
         if image_embeddings is None:

@@ -281,3 +281,20 @@ def test_warm_start_fits_the_anchors_and_is_validated(tokenizer, precomputed, te
     for bad in (dict(projection_init="ridge"), dict(projection_init_samples=1), dict(projection_init_ridge=-1.0)):
         with pytest.raises(ValueError, match="projection_init"):
             _args(tmp_path, **bad)
+
+
+def test_translation_evaluator_is_logged_with_the_teacher_embedding_english_once(tokenizer, toy_rows, teacher,
+                                                                                  precomputed, tmp_path):
+    from mvld_hf.evaluation.translation import TranslationEvaluator
+
+    evaluator = TranslationEvaluator([r for r in toy_rows if r["language"] != "en"], name="xl")
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer,
+                                  train_dataset=precomputed["text"], evaluators=[evaluator], teacher=teacher,
+                                  args=_args(tmp_path, method="mcl"))
+    assert evaluator.teacher_embeddings is not None  # embedded once, when the trainer was built
+    metrics = trainer.evaluate()
+    assert {"eval_xl_s2t_acc_de", "eval_xl_t2s_acc_fr", "eval_xl_spread_mean"} <= set(metrics)
+    with pytest.raises(ValueError, match="encode_teacher"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer,
+                            train_dataset=precomputed["text"], args=_args(tmp_path, method="mcl"),
+                            evaluators=[TranslationEvaluator([r for r in toy_rows if r["language"] != "en"])])

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .base import Evaluator, group_by_language
 from .evaluator import encode_in_batches
 
 __all__ = ["TranslationEvaluator", "translation_metrics"]
@@ -83,7 +84,7 @@ def translation_metrics(student: torch.Tensor, teacher: torch.Tensor) -> dict[st
     }
 
 
-class TranslationEvaluator:
+class TranslationEvaluator(Evaluator):
     """Per-language translation retrieval and distance to the teacher on parallel text (no images needed).
 
     Args:
@@ -100,7 +101,10 @@ class TranslationEvaluator:
 
     ``__call__(encode_text)`` returns flat metrics: for each language ``L`` and each of ``s2t_acc``,
     ``t2s_acc``, ``cosine``, ``mse``, ``spread``, ``teacher_spread`` a key ``{name}_{metric}_{L}``, plus the
-    unweighted mean over languages ``{name}_{metric}_mean``. The primary metric is ``{name}_s2t_acc_mean``.
+    unweighted mean over languages ``{name}_{metric}_mean``. The primary metric is ``s2t_acc_mean``.
+
+    In training, pass it to ``DistillationTrainer(evaluators=[...])``: with a ``teacher`` the trainer embeds the
+    English sentences once (:meth:`encode_teacher`); without one, call :meth:`encode_teacher` yourself first.
 
     Example::
 
@@ -113,6 +117,7 @@ class TranslationEvaluator:
         1.0
     """
 
+    primary_metric = "s2t_acc_mean"
     greater_is_better = True
 
     def __init__(self, dataset, caption_column: str = "caption", english_column: str = "english",
@@ -131,7 +136,7 @@ class TranslationEvaluator:
         if language_column is not None and language_column not in columns:
             language_column = None
         self.name, self.batch_size = name, batch_size
-        self.primary_metric = f"{name}_s2t_acc_mean"
+        group_by_language([str(row[language_column]) for row in rows] if language_column else [], reserved=("mean",))
         groups: dict[str, dict[str, int]] = {}
         for i, row in enumerate(rows):
             lang = str(row[language_column]) if language_column else "all"
@@ -150,9 +155,6 @@ class TranslationEvaluator:
         if teacher_column:
             self.teacher_embeddings = {lang: torch.as_tensor([rows[i][teacher_column] for i in groups[lang].values()],
                                                              dtype=torch.float32) for lang in wanted}
-
-    def prefix_name_to_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        return {f"{self.name}_{key}": value for key, value in metrics.items()}
 
     def per_language(self, metrics: dict[str, float]) -> dict[str, dict[str, float]]:
         """Flat metrics of :meth:`__call__` as ``{language or "mean": {metric: value}}``, the table shape of
@@ -177,7 +179,7 @@ class TranslationEvaluator:
         return self.teacher_embeddings
 
     def __call__(self, encode_text: Callable[[list[str]], Any], encode_teacher: Callable | None = None,
-                 teacher_embeddings: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+                 teacher_embeddings: dict[str, torch.Tensor] | None = None, **kwargs) -> dict[str, float]:
         """Metrics of ``encode_text`` (the student: ``list[str] -> [batch, d]``) against the teacher."""
         if teacher_embeddings is None:
             if self.teacher_embeddings is None:

@@ -77,7 +77,8 @@ def test_evaluator_per_language_keys_dedup_and_teacher_once():
     assert metrics["xl_s2t_acc_de"] == 1.0 and metrics["xl_t2s_acc_de"] == 1.0
     assert metrics["xl_s2t_acc_zh"] == 0.0 and metrics["xl_spread_zh"] == pytest.approx(1.0)
     assert metrics["xl_s2t_acc_mean"] == 0.5
-    assert evaluator.primary_metric in metrics and evaluator.greater_is_better
+    assert evaluator.primary_metric_key == "xl_s2t_acc_mean" and evaluator.greater_is_better
+    assert evaluator.metrics(student) == metrics  # the trainer's entry point
     table = evaluator.per_language(metrics)
     assert list(table) == ["de", "zh", "mean"] and table["zh"]["s2t_acc"] == 0.0
 
