@@ -174,6 +174,40 @@ def train_st(args, lr: float, train, student_dir: str, output_dir: str):
     return encode, {"losses": losses}
 
 
+def diagnostics(student_dir: str, evaluator, languages, max_length: int) -> dict:
+    """What FD meets at step 0: the pretrained pooled outputs (norm, anisotropy), a random projection's outputs,
+    and the teacher's targets (norm of their mean; the MSE of predicting that mean, i.e. of a collapsed student)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    from mvld_hf import MultilingualTextTower
+
+    def mean_pairwise_cosine(x):
+        x = F.normalize(x, dim=-1)
+        n = len(x)
+        return float(((x @ x.T).sum() - n) / (n * n - n))
+
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    torch.manual_seed(0)
+    student = MultilingualTextTower.from_backbone(student_dir, projection_dim=evaluator.teacher_embeddings[
+        languages[0]].shape[1]).eval()
+    texts = [c for lang in languages for c in evaluator.captions[lang][:100]]
+    targets = torch.cat([evaluator.teacher_embeddings[lang][:100] for lang in languages])
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    pooled, projected = out.pooled_output, out.text_embeds
+    mean = targets.mean(0)
+    return {"pooled_norm": float(pooled.norm(dim=-1).mean()), "pooled_mean_pairwise_cosine":
+            mean_pairwise_cosine(pooled), "random_projection_norm": float(projected.norm(dim=-1).mean()),
+            "random_projection_cosine_to_target": float(F.cosine_similarity(projected, targets).mean()),
+            "target_norm": float(targets.norm(dim=-1).mean()), "target_mean_norm": float(mean.norm()),
+            "target_mean_pairwise_cosine": mean_pairwise_cosine(targets),
+            "mse_of_predicting_the_mean": float(((targets - mean) ** 2).mean()),
+            "mse_of_random_projection": float(((projected - targets) ** 2).mean())}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
@@ -208,6 +242,8 @@ def main(argv=None) -> dict:
                         "eval_rows": {lang: len(evaluator.captions[lang]) for lang in languages},
                         "steps": args.steps, "batch_size": args.batch_size},
                "runs": {}}
+    results["diagnostics"] = diagnostics(student_dir, evaluator, languages, args.max_length)
+    print("step-0 diagnostics:", json.dumps({k: round(v, 5) for k, v in results["diagnostics"].items()}), flush=True)
     for run in runs:
         lr = per_run_lr.get(run, default_lr)
         torch.manual_seed(args.seed)
