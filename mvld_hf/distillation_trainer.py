@@ -511,8 +511,17 @@ class DistillationTrainer(Trainer):
             pooled.append(out.pooled_output.float().cpu())
             targets.append(anchors.float().cpu())
         model.train(was_training)
-        fit = model.fit_projection(torch.cat(pooled), torch.cat(targets), ridge=args.projection_init_ridge)
-        fit["rows"] = len(rows)
+        pooled, targets = torch.cat(pooled), torch.cat(targets)
+        finite = torch.isfinite(pooled).all(1) & torch.isfinite(targets).all(1)
+        if int(finite.sum()) < 2:
+            logger.warning("projection warm start skipped: fewer than 2 of its %d rows have finite embeddings",
+                           len(rows))
+            return None
+        if not finite.all():  # left to the training step, which stops on a non-finite loss naming the step
+            logger.warning("projection warm start: %d of %d rows have NaN/inf embeddings and are left out",
+                           int((~finite).sum()), len(rows))
+        fit = model.fit_projection(pooled[finite], targets[finite], ridge=args.projection_init_ridge)
+        fit["rows"] = int(finite.sum())
         logger.info("projection warm start (least squares on %d rows): R^2 %.3f, mean cosine to the anchors %.3f",
                     len(rows), fit["r2"], fit["cosine"])
         return fit
