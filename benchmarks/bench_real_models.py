@@ -14,6 +14,7 @@ Runs (``--runs``), all on the same rows, steps, batch and schedule:
 - ``fd``, ``ed``, ``sd``, ``mcl``, ``dr``, ``dr+fd``, ``dr+ed+fd``: ``DistillationTrainer`` with the library's
   defaults (``projection_init="auto"``: least-squares warm start for methods with an FD/ED term);
 - ``fd-noinit`` / ``ed-noinit``: FD / ED with ``projection_init="none"`` (the behaviour before the warm start);
+- ``<method>-ls`` (e.g. ``dr-ls``): the method with ``projection_init="least_squares"`` (warm start for any method);
 - ``st-mse``: sentence-transformers' multilingual distillation recipe (``make_multilingual.py``): the e5
   backbone + mean Pooling + Normalize as a ``SentenceTransformer``, ``MSELoss`` on the ``english`` and
   ``non_english`` columns against the teacher's English embedding, ``SentenceTransformerTrainer``.
@@ -120,8 +121,10 @@ def train_mvld(run: str, args, lr: float, train, teacher, student_dir: str, outp
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     student = MultilingualTextTower.from_backbone(student_dir, projection_dim=teacher.dim)
     freeze_word_embeddings(student.backbone)
-    method = {"zero": "fd", "warm": "fd"}.get(run, run.replace("-noinit", ""))
+    method = {"zero": "fd", "warm": "fd"}.get(run, run.replace("-noinit", "").replace("-ls", ""))
     projection_init = "none" if run.endswith("-noinit") or run == "zero" else "auto"
+    if run.endswith("-ls"):
+        projection_init = "least_squares"
     if run == "warm":
         projection_init = "least_squares"
     targs = DistillationArguments(
@@ -220,7 +223,7 @@ def main(argv=None) -> dict:
     from mvld_hf.evaluation.translation import TranslationEvaluator
 
     runs = [r for r in args.runs.split(",") if r]
-    unknown = [r for r in runs if r not in ALL_RUNS + ["ed-noinit"]]
+    unknown = [r for r in runs if r not in ALL_RUNS + ["ed-noinit"] and not (r.endswith("-ls") and r[:-3] in ALL_RUNS)]
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; choose from {ALL_RUNS + ['ed-noinit']}")
     default_lr, per_run_lr = learning_rates(args.lr)
