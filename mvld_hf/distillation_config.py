@@ -20,6 +20,7 @@ from .losses.registry import METHODS, parse_method
 __all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
 
 ANCHORS = ("text", "image")
+PROJECTION_INITS = ("auto", "least_squares", "none")
 logger = logging.getLogger(__name__)
 
 
@@ -76,6 +77,19 @@ class DistillationArguments(TrainingArguments):
         default=True,
         metadata={"help": "DR keys: own anchor + queue (SEED style, True) or queue only (CompRess style, False)."},
     )
+    projection_init: str = field(
+        default="auto",
+        metadata={"help": "Warm start of the student's projection before the first step: 'least_squares' (ridge "
+                          "regression of the teacher's anchors on the student's pooled outputs over "
+                          "`projection_init_samples` training rows), 'none' (keep it as built), or 'auto' "
+                          "(least_squares when the method has an FD/ED term, whose MSE otherwise collapses a "
+                          "pretrained student to a constant; measured in benchmarks/RESULTS_real_models.md)."},
+    )
+    projection_init_samples: int = field(
+        default=1024, metadata={"help": "Training rows the least-squares warm start of the projection uses."})
+    projection_init_ridge: float = field(
+        default=1e-2, metadata={"help": "Ridge strength of the warm start, relative to the mean eigenvalue of the "
+                                        "pooled outputs' covariance."})
     normalize_features: bool = field(
         default=False, metadata={"help": "FD/ED: compare L2-normalised embeddings instead of raw ones."})
     caption_column: str = field(
@@ -146,6 +160,12 @@ class DistillationArguments(TrainingArguments):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.projection_init not in PROJECTION_INITS:
+            raise ValueError(f"projection_init must be one of {PROJECTION_INITS}, got {self.projection_init!r}")
+        if not isinstance(self.projection_init_samples, int) or self.projection_init_samples < 2:
+            raise ValueError(f"projection_init_samples must be an integer >= 2, got {self.projection_init_samples!r}")
+        if not (math.isfinite(self.projection_init_ridge) and self.projection_init_ridge >= 0):
+            raise ValueError(f"projection_init_ridge must be >= 0, got {self.projection_init_ridge!r}")
         if self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
         if not isinstance(self.lora_r, int) or self.lora_r < 0:
@@ -164,6 +184,13 @@ class DistillationArguments(TrainingArguments):
                     f"queue_size ({self.queue_size}) must be a positive multiple of the batch size ({batch} per "
                     "device, times the number of processes) so the FIFO queue holds whole batches"
                 )
+
+    @property
+    def warm_start_projection(self) -> bool:
+        """Whether the trainer fits the projection by least squares before the first step."""
+        if self.projection_init == "auto":
+            return any(METHODS[m].warm_start_projection for m in self.method_weights)
+        return self.projection_init == "least_squares"
 
     @property
     def needs_english_captions(self) -> bool:

@@ -200,7 +200,15 @@ class DistillationTrainer(Trainer):
     @staticmethod
     def _evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:
         """The keyword arguments ``evaluator.metrics`` gets besides the text encoder: the teacher's embeddings
-        of its images for an evaluator that has an image gallery (``encode_images``), computed once here."""
+        of its images for an evaluator that has an image gallery (``encode_images``), computed once here. An
+        evaluator that compares with the teacher's text embeddings (``encode_teacher``, e.g. the text-only
+        :class:`~mvld_hf.evaluation.translation.TranslationEvaluator`) gets them from the teacher once here."""
+        if hasattr(evaluator, "encode_teacher") and getattr(evaluator, "teacher_embeddings", None) is None:
+            if teacher is None:
+                raise ValueError(f"{type(evaluator).__name__} needs the teacher's embeddings of its English "
+                                 "sentences: pass teacher= to the trainer, or call evaluator.encode_teacher(...) "
+                                 "before passing it")
+            evaluator.encode_teacher(lambda texts: teacher.encode_text(texts).cpu())
         if not hasattr(evaluator, "encode_images"):
             return {}
         if image_embeddings is None:
@@ -519,10 +527,58 @@ class DistillationTrainer(Trainer):
         self._check_compatible(checkpoint, manifest)
         return checkpoint
 
+    @torch.no_grad()
+    def warm_start_projection(self) -> dict[str, float] | None:
+        """Fit the student's projection by ridge regression of the teacher's anchors on its pooled outputs,
+        over the first ``projection_init_samples`` training rows (see
+        :meth:`MultilingualTextTower.fit_projection`). Every process computes the same fit from the same rows.
+        Returns the fit's ``{"r2", "cosine", "rows"}``, or None when the student has no projection to fit."""
+        import itertools
+
+        from .lora import is_peft_model
+
+        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if not hasattr(model, "fit_projection") or self.train_dataset is None:
+            return None
+        args, n = self.args, self.args.projection_init_samples
+        dataset = self.train_dataset
+        if is_iterable_dataset(dataset) or not hasattr(dataset, "select"):
+            rows = list(itertools.islice(iter(dataset), n))
+        else:
+            subset = self._remove_unused_columns(dataset.select(range(min(n, len(dataset)))))
+            rows = [subset[i] for i in range(len(subset))]
+        pooled, targets = [], []
+        was_training = model.training
+        model.eval()
+        batch_size = max(1, args.per_device_eval_batch_size)
+        for start in range(0, len(rows), batch_size):
+            inputs = self._prepare_inputs(self.data_collator(rows[start:start + batch_size]))
+            _, anchors = self._teacher_targets(inputs)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            pooled.append(out.pooled_output.float().cpu())
+            targets.append(anchors.float().cpu())
+        model.train(was_training)
+        pooled, targets = torch.cat(pooled), torch.cat(targets)
+        finite = torch.isfinite(pooled).all(1) & torch.isfinite(targets).all(1)
+        if int(finite.sum()) < 2:
+            logger.warning("projection warm start skipped: fewer than 2 of its %d rows have finite embeddings",
+                           len(rows))
+            return None
+        if not finite.all():  # left to the training step, which stops on a non-finite loss naming the step
+            logger.warning("projection warm start: %d of %d rows have NaN/inf embeddings and are left out",
+                           int((~finite).sum()), len(rows))
+        fit = model.fit_projection(pooled[finite], targets[finite], ridge=args.projection_init_ridge)
+        fit["rows"] = int(finite.sum())
+        logger.info("projection warm start (least squares on %d rows): R^2 %.3f, mean cosine to the anchors %.3f",
+                    len(rows), fit["r2"], fit["cosine"])
+        return fit
+
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
         restores the DR queue, so it logs the same losses as an uninterrupted run. A new run refuses an
-        ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``."""
+        ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``, then
+        warm-starts the projection when ``args.warm_start_projection`` (FD/ED by default, see
+        :meth:`warm_start_projection`)."""
         earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
         if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
             logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", self.args.output_dir,
@@ -537,6 +593,8 @@ class DistillationTrainer(Trainer):
             self.load_queue(resume_from_checkpoint)
         else:
             resume_from_checkpoint = None
+            if self.args.warm_start_projection and self.state.global_step == 0:
+                self.warm_start_projection()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 

