@@ -304,7 +304,7 @@ def load_split(name: str, config: str | None, split: str, streaming: bool = Fals
             raise CliError(f"--dataset {name}: a local file must be one of {sorted(LOCAL_FORMATS)}")
         if split != "train":
             raise CliError(f"--dataset {name} is one data file (the training split); give the held-out rows as "
-                             f"another file (--eval_split path/to/test.jsonl) or skip evaluation (--eval_split '')")
+                           f"another file (--eval_split path/to/test.jsonl) or skip evaluation (--eval_split '')")
         return data_file(name)
     saved = [os.path.join(name, f) for f in ("dataset_dict.json", "state.json")]
     if os.path.isdir(name) and any(os.path.isfile(path) for path in saved):  # written by save_to_disk
