@@ -264,10 +264,10 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
     train = load_dataset(data_args.dataset, data_args.dataset_config, split=data_args.train_split,
                          streaming=data_args.streaming)
     if args.anchor_language != "en" and args.english_column == "english":
-        raise SystemExit(f"--anchor_language {args.anchor_language}: name the column holding each row's "
-                         f"{args.anchor_language!r} caption with --english_column (the anchor the teacher embeds)")
+        raise CliError(f"--anchor_language {args.anchor_language}: name the column holding each row's "
+                       f"{args.anchor_language!r} caption with --english_column (the anchor the teacher embeds)")
     if data_args.world_language_share:
-        raise SystemExit("--world_language_share applies to the offline world only")
+        raise CliError("--world_language_share applies to the offline world only")
     if data_args.languages:
         keep = set(data_args.languages)
         train = train.filter(lambda lang: lang in keep, input_columns=data_args.language_column)
@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(args.seed)
     offline = model_args.teacher == OFFLINE
     if offline != (data_args.dataset == OFFLINE) or (not offline and model_args.student == OFFLINE):
-        raise SystemExit("--teacher and --dataset must both be 'offline' (any --student: 'offline' or a pretrained "
-                         "backbone) or both name real models/data (with a real --student)")
+        raise CliError("--teacher and --dataset must both be 'offline' (any --student: 'offline' or a pretrained "
+                       "backbone) or both name real models/data (with a real --student)")
     setup = offline_setup if offline else hub_setup
     train, evaluation, teacher, tokenizer, student = setup(model_args, data_args, args)
     check_resume(args, student)

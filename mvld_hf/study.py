@@ -190,7 +190,8 @@ def cell_done(cell: Cell, folder: str) -> bool:
 def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
               log: Callable[[str], None] = print) -> list[dict]:
     """Run every unfinished cell as ``command + cell.argv(folder)`` (a subprocess, output in the cell's
-    ``log.txt``); finished cells are skipped. Returns one record per cell: settings, fingerprint, folder,
+    ``log.txt``); finished cells are skipped, a cell whose folder holds an unfinished attempt starts over
+    (``--overwrite_output_dir true``). Returns one record per cell: settings, fingerprint, folder,
     status (``done``/``skipped``/``failed``), wall seconds."""
     records = []
     for i, cell in enumerate(cells, 1):
@@ -203,8 +204,9 @@ def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
             log(f"[{i}/{len(cells)}] {cell.name}: finished earlier, skipped")
             records.append({**record, "status": "skipped"})
             continue
+        retry = os.path.isdir(folder)  # an earlier attempt (killed or failed): start the cell over
         os.makedirs(folder, exist_ok=True)
-        argv = [*command, *cell.argv(folder)]
+        argv = [*command, *cell.argv(folder), *(["--overwrite_output_dir", "true"] if retry else [])]
         _write_json(os.path.join(folder, CELL_FILE), {**record, "argv": argv, "status": "running"})
         log(f"[{i}/{len(cells)}] {cell.name}: running {' '.join(argv[1:])}")
         start = time.perf_counter()
@@ -655,7 +657,7 @@ def run_study(spec_or_path, output_dir: str | None = None, command: Sequence[str
         for cell in cells:
             try:
                 validate(cell.argv(os.path.join(output_dir, "cells", cell.name)))
-            except (SystemExit, ValueError) as err:
+            except (SystemExit, Exception) as err:  # argparse exits; HfArgumentParser and CliError raise
                 raise ValueError(f"cell {cell.settings}: distill.py rejects its settings ({err})") from None
     if command is None:
         script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "distill.py")

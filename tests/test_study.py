@@ -126,7 +126,9 @@ def test_a_failed_cell_is_reported_and_retried(tmp_path, fake_command):
     assert [c["status"] for c in saved["cells"]] == ["done", "failed"] and not saved["cells"][1]["metrics"]
     with pytest.raises(RuntimeError):
         run_study(spec, str(out), command=fake_command, log=lambda msg: None)
-    assert [r["method"] for r in _runs(out)] == ["dr", "boom", "boom"]  # only the failed cell ran again
+    runs = _runs(out)
+    assert [r["method"] for r in runs] == ["dr", "boom", "boom"]  # only the failed cell ran again
+    assert "overwrite_output_dir" not in runs[1] and runs[2]["overwrite_output_dir"] == "true"  # started over
 
 
 def test_validation_runs_before_any_cell(tmp_path, fake_command):
