@@ -287,3 +287,46 @@ def collator_columns_only(dataset, args):
     if embeddings and dataset.format["type"] is None:
         dataset = dataset.with_format("numpy", columns=embeddings, output_all_columns=True)
     return dataset
+
+
+def with_anchor_language(dataset, anchor_language: str, *, caption_column: str = "caption",
+                         english_column: str = "english", language_column: str = "language",
+                         key_column: str = "image_id"):
+    """Replace each row's anchor caption (``english_column``) with its parallel caption in ``anchor_language``.
+
+    The teacher embeds ``english_column`` to make the anchor (and ED distils it), so this makes the anchor
+    language real (paper section 5.3.1: German or Chinese anchors). Parallel captions come from the dataset's
+    own rows: the row of language ``anchor_language`` with the same ``key_column`` (the image) and the same
+    English caption (the same caption variant) holds the anchor caption. Datasets without parallel rows (e.g.
+    M-CLIP's translations) instead point ``english_column`` at a column holding the anchor-language caption.
+    ``anchor_language="en"`` returns ``dataset`` unchanged.
+
+    >>> import datasets
+    >>> rows = datasets.Dataset.from_dict({"image_id": [1, 1, 2, 2], "english": ["a", "a", "b", "b"],
+    ...     "caption": ["a", "ein a", "b", "ein b"], "language": ["en", "de", "en", "de"]})
+    >>> list(with_anchor_language(rows, "de")["english"])
+    ['ein a', 'ein a', 'ein b', 'ein b']
+    """
+    if anchor_language == "en":
+        return dataset
+    check_columns(dataset.column_names, {caption_column: "the captions", english_column: "the anchor caption",
+                                         language_column: "each caption's language",
+                                         key_column: "the image id pairing parallel captions"},
+                  f"the training set (anchor_language={anchor_language!r})")
+    columns = dataset.select_columns([key_column, english_column, caption_column, language_column]).to_dict()
+    parallel = {(key, en): caption for key, en, caption, lang in zip(
+        columns[key_column], columns[english_column], columns[caption_column], columns[language_column])
+        if lang == anchor_language}
+    if not parallel:
+        present = sorted(set(columns[language_column]))
+        raise ValueError(f"anchor_language={anchor_language!r}: the training set has no {anchor_language!r} "
+                         f"captions (languages: {present}); include that language, or point english_column at a "
+                         f"column holding each row's {anchor_language!r} caption and keep anchor_language='en'")
+    anchors = []
+    for row, key in enumerate(zip(columns[key_column], columns[english_column])):
+        if key not in parallel:
+            raise ValueError(f"anchor_language={anchor_language!r}: row {row} ({key_column}={key[0]!r}, "
+                             f"{english_column}={key[1]!r}) has no parallel {anchor_language!r} caption; drop such "
+                             "rows or keep every caption of a scene in that language")
+        anchors.append(parallel[key])
+    return dataset.remove_columns(english_column).add_column(english_column, anchors)

@@ -76,6 +76,11 @@ class DataArguments:
     world_train_scenes: int | None = field(default=None, metadata={"help": "Offline world: training scenes."})
     world_test_scenes: int | None = field(default=None, metadata={"help": "Offline world: held-out scenes."})
     teacher_steps: int | None = field(default=None, metadata={"help": "Offline teacher: training steps."})
+    world_language_share: list[str] | None = field(default=None, metadata={"help": "Offline world: keep only a "
+                                                   "share of the training scenes for these languages, LANG:SHARE "
+                                                   "(bn:0.05; sw:0 = zero-shot); the held-out test is unchanged."})
+    eval_vqa: bool = field(default=True, metadata={"help": "Offline world: also evaluate multiple-choice VQA on "
+                           "held-out scenes."})
 
 
 # Offline defaults, chosen by measurement on the offline world (README, "The offline main job"): a 2-layer
@@ -224,8 +229,9 @@ def check_flags(model_args: ModelArguments, data_args: DataArguments, args: Dist
     ``given``: the flag names set on the command line or in the config file (a flag left at its default is fine).
     """
     offline = model_args.teacher == OFFLINE
-    if offline != (model_args.student == OFFLINE) or offline != (data_args.dataset == OFFLINE):
-        raise CliError("--teacher, --student and --dataset must all be 'offline' or all name real models/data")
+    if offline != (data_args.dataset == OFFLINE) or (not offline and model_args.student == OFFLINE):
+        raise CliError("--teacher and --dataset must both be 'offline' (any --student: 'offline' or a pretrained "
+                       "backbone) or both name real models/data (with a real --student)")
     wrong = sorted(given & set(HUB_ONLY if offline else OFFLINE_ONLY))
     if wrong:
         where = "the offline world" if offline else "Hub models and data (they configure the offline world)"
@@ -252,24 +258,29 @@ def check_flags(model_args: ModelArguments, data_args: DataArguments, args: Dist
 # ---------------------------------------------------------------------------------------------- offline
 def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments):
     """World, English teacher (trained once, cached), tokenizer trained on the captions, random student."""
-    from mvld_hf.synthetic import build_world, train_english_teacher
+    from mvld_hf.data import with_anchor_language
+    from mvld_hf.synthetic import build_world, subsample_languages, train_english_teacher
     from mvld_hf.testing import tiny_backbone_config, train_tokenizer
 
     world_kwargs = {k: v for k, v in dict(num_train_scenes=data_args.world_train_scenes,
                                           num_test_scenes=data_args.world_test_scenes,
                                           languages=data_args.languages).items() if v is not None}
     world = build_world(seed=data_args.world_seed, **world_kwargs)
+    train = subsample_languages(with_anchor_language(world["train"], args.anchor_language),
+                                data_args.world_language_share or {}, seed=data_args.world_seed)
+    if data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+        logger.info("training on the first %d offline captions (--max_train_samples)", len(train))
+    evaluation = world["test"] if data_args.eval_split else None
     # the teacher's cache folder is fingerprinted by its training data and settings: a changed world retrains it
     teacher_kwargs = {"steps": data_args.teacher_steps} if data_args.teacher_steps else {}
     with args.main_process_first(desc="offline teacher"):
         teacher_path = train_english_teacher(world, seed=data_args.world_seed, **teacher_kwargs)
     teacher = mvld_hf.load_teacher(teacher_path)
+    if model_args.student != OFFLINE:  # a real pretrained student (a local folder) beside the offline teacher
+        return train, evaluation, teacher, *pretrained_student(model_args, teacher, teacher_path)
 
-    train = world["train"]
-    if data_args.max_train_samples:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-        logger.info("training on the first %d offline captions (--max_train_samples)", len(train))
-    texts = list(train["caption"])
+    texts = list(train["caption"])  # the tokenizer sees only the training captions kept
     tokenizer = train_tokenizer(texts, vocab_size=model_args.offline_vocab_size, model_max_length=args.max_length,
                                 max_token_length=model_args.offline_max_token_length)
     backbone = tiny_backbone_config(len(tokenizer), hidden_size=model_args.offline_hidden_size,
@@ -279,8 +290,16 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
     config = mvld_hf.MultilingualTextTowerConfig(
         backbone_config=backbone.to_dict(), projection_dim=teacher.dim, pooling=model_args.pooling,
         teacher_name_or_path=teacher_path, distillation_method=args.method)
-    evaluation = world["test"] if data_args.eval_split else None
     return train, evaluation, teacher, tokenizer, MultilingualTextTower(config)
+
+
+def pretrained_student(model_args: ModelArguments, teacher, teacher_name: str):
+    """Tokenizer and student tower from a pretrained backbone (Hub id or local folder)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_args.student)
+    student = MultilingualTextTower.from_backbone(
+        model_args.student, projection_dim=teacher.dim, pooling=model_args.pooling,
+        teacher_name_or_path=teacher_name, teacher_revision=model_args.teacher_revision)
+    return tokenizer, student
 
 
 # ------------------------------------------------------------------------------------------------- hub
@@ -329,6 +348,11 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
         teacher_name_or_path=model_args.teacher, teacher_revision=model_args.teacher_revision)
     student.config.distillation_method = args.method
     train = load_split(data_args.dataset, data_args.dataset_config, data_args.train_split, data_args.streaming)
+    if args.anchor_language != "en" and args.english_column == "english":
+        raise CliError(f"--anchor_language {args.anchor_language}: name the column holding each row's "
+                       f"{args.anchor_language!r} caption with --english_column (the anchor the teacher embeds)")
+    if data_args.world_language_share:
+        raise CliError("--world_language_share applies to the offline world only")
     if data_args.languages:
         keep = set(data_args.languages)
         train = train.filter(lambda lang: lang in keep, input_columns=data_args.language_column)
@@ -393,8 +417,9 @@ def run_record(model_args: ModelArguments, data_args: DataArguments, args: Disti
 
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, data_args: DataArguments,
-             output_dir: str) -> dict:
-    """Per-language retrieval and purity of the student (with the teacher's images) beside the teacher's own.
+             output_dir: str, vqa=None) -> dict:
+    """Per-language retrieval, purity and cross-lingual consistency of the student (with the teacher's images)
+    beside the teacher's own; with ``vqa`` (a multiple-choice VQA dataset) both are also scored on it.
 
     Writes ``eval_results.json`` and ``retrieval_per_language.png`` and prints the tables plus each language's
     student T2I R@1 as a fraction of the teacher's English T2I R@1.
@@ -404,9 +429,11 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
 
     if not teacher.supports_images:
         return evaluate_translation(student, tokenizer, teacher, dataset, args, data_args, output_dir)
+    parallel = "english" if "english" in dataset.column_names else None  # parallel captions: consistency
     evaluator = MultilingualEvaluator(dataset, caption_column=args.caption_column,
                                       language_column=data_args.language_column, languages=data_args.languages,
-                                      batch_size=args.per_device_eval_batch_size, show_progress_bar=True)
+                                      batch_size=args.per_device_eval_batch_size, show_progress_bar=True,
+                                      parallel_column=parallel)
     logger.info("evaluation: %d held-out captions in %d languages against %d images (retrieval, then purity)",
                 len(evaluator.captions), len(evaluator.languages), len(evaluator.image_rows))
     images = evaluator.encode_images(lambda batch: teacher.encode_image(batch).cpu())
@@ -416,7 +443,17 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     logger.info("evaluation of the student")
     models["student"] = evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
                                   image_embeddings=images)
-    teacher_en = models["teacher"]["retrieval"].get(args.anchor_language, {}).get("t2i_R@1")
+    if vqa is not None:
+        from mvld_hf.evaluation import evaluate_vqa
+
+        for name, encode in (("teacher", lambda texts: teacher.encode_text(texts).cpu()),
+                             ("student", lambda texts: student.encode(texts, tokenizer,
+                                                                      max_length=args.max_length).cpu())):
+            logger.info("VQA of the %s: %d questions", name, len(vqa))
+            models[name]["vqa"] = evaluate_vqa(encode, lambda batch: teacher.encode_image(batch).cpu(), vqa,
+                                               languages=data_args.languages,
+                                               batch_size=args.per_device_eval_batch_size)
+    teacher_en = models["teacher"]["retrieval"].get("en", {}).get("t2i_R@1")
     # a ratio is undefined (None) when the teacher retrieves nothing in its own language
     ratios = {lang: (m["t2i_R@1"] / teacher_en if teacher_en else None)
               for lang, m in models["student"]["retrieval"].items() if lang not in ("all", "mean")}
@@ -426,7 +463,13 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     results = {"dataset": benchmark, **models, "student_t2i_R@1_over_teacher_en": ratios,
                "meta": {"teacher": teacher.name_or_path, "method": args.method, "anchor": args.anchor,
                         "images": len(evaluator.image_rows), "captions": len(evaluator.captions),
-                        "languages": evaluator.languages}}
+                        "languages": evaluator.languages, "anchor_language": args.anchor_language,
+                        "world_language_share": data_args.world_language_share,
+                        "purity": "spherical k-means on the held-out captions, k = number of distinct images "
+                                  "among them, purity w.r.t. the image id; per language: that language's captions; "
+                                  "'mixed': all languages together; teacher and student cluster the same "
+                                  "caption sets with the same k",
+                        "vqa_questions": len(vqa) if vqa is not None else 0}}
     save_json(results, os.path.join(output_dir, "eval_results.json"))
     plot_per_language(models, metric="t2i_R@1", section="retrieval",
                       path=os.path.join(output_dir, "retrieval_per_language.png"),
@@ -521,7 +564,13 @@ def main(argv: list[str] | None = None) -> dict:
     if evaluation is None:
         logger.info("no evaluation (--eval_split is empty)")
     elif trainer.is_world_process_zero():
-        results = evaluate(student, tokenizer, teacher, evaluation, args, data_args, args.output_dir)
+        vqa = None
+        if offline and data_args.eval_vqa:
+            from mvld_hf.synthetic import build_vqa
+
+            vqa = build_vqa(seed=data_args.world_seed, num_scenes=len(set(evaluation["image_id"])),
+                            languages=data_args.languages)
+        results = evaluate(student, tokenizer, teacher, evaluation, args, data_args, args.output_dir, vqa=vqa)
     logger.info("done in %.0f s; outputs in %s", time.perf_counter() - start, args.output_dir)
     return results
 

@@ -22,6 +22,7 @@ from .clustering import (
     purity_from_assignments,
     spherical_kmeans,
 )
+from .consistency import cross_lingual_consistency
 from .evaluator import MultilingualEvaluator, encode_in_batches, evaluate_vqa
 from .presets import PRESETS, UNVERIFIED, DatasetPreset, get_preset, load_benchmark, prepare_benchmark
 from .report import format_report, format_table, load_json, plot_per_language, save_json
@@ -42,6 +43,7 @@ __all__ = [
     "KMeansResult",
     "MultilingualEvaluator",
     "clustering_purity",
+    "cross_lingual_consistency",
     "encode_in_batches",
     "evaluate_vqa",
     "format_option",

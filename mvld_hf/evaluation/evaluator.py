@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..data_utils import decode_image
 from .base import Evaluator
 from .clustering import per_language_purity
+from .consistency import cross_lingual_consistency
 from .retrieval import AUTO_PROGRESS_MIN_CHUNKS, per_language_retrieval
 from .vqa import DEFAULT_TEMPLATE, format_option, vqa_accuracy
 
@@ -156,7 +157,10 @@ class MultilingualEvaluator(Evaluator):
     (``label_column``, default: the image id, i.e. "captions of the same image belong together").
 
     Calling the evaluator returns ``{"retrieval": per_language_retrieval(...), "purity":
-    per_language_purity(...)}`` (see those functions for the keys).
+    per_language_purity(...)}`` (see those functions for the keys). With ``parallel_column`` (a column that
+    holds the same caption in ``reference_language`` on every row, e.g. ``"english"``), it adds
+    ``"consistency": cross_lingual_consistency(...)``: captions are parallel when they share the image and
+    that column's value.
 
     :meth:`metrics` returns the same numbers flat, prefixed with ``name`` (what the trainer logs; primary
     metric ``t2i_R@1_mean``, greater is better).
@@ -175,6 +179,8 @@ class MultilingualEvaluator(Evaluator):
         image_id_column: str | None = "image_id",
         label_column: str | None = None,
         languages: Sequence[str] | None = None,
+        parallel_column: str | None = None,
+        reference_language: str = "en",
         batch_size: int = 64,
         ks: Sequence[int] = (1, 5, 10),
         mrr_k: int | None = 10,
@@ -188,7 +194,7 @@ class MultilingualEvaluator(Evaluator):
         self.name = name
         _check_dataset(dataset, {"image_column": image_column, "caption_column": caption_column,
                                  "language_column": language_column, "image_id_column": image_id_column,
-                                 "label_column": label_column})
+                                 "label_column": label_column, "parallel_column": parallel_column})
         if language_column is None:
             raise ValueError("language_column is required (name the column that holds each caption's language)")
         self.dataset = dataset
@@ -205,6 +211,9 @@ class MultilingualEvaluator(Evaluator):
         self.image_rows, row_to_image, self.image_ids = _dedup_images(dataset, image_id_column, n_rows)
         row_labels = _column(dataset, label_column) if label_column is not None else row_to_image
         captions = _column(dataset, caption_column)
+        parallel = _column(dataset, parallel_column) if parallel_column is not None else None
+        self.reference_language = reference_language
+        self.caption_groups: list | None = [] if parallel is not None else None
 
         self.captions: list[str] = []
         self.caption_languages: list[str] = []
@@ -224,6 +233,8 @@ class MultilingualEvaluator(Evaluator):
                 self.caption_languages.append(lang)
                 self.caption_labels.append(row_labels[row])
                 caption_image.append(row_to_image[row])
+                if parallel is not None:
+                    self.caption_groups.append((row_to_image[row], parallel[row]))
         if not self.captions:
             raise ValueError("no captions to evaluate")
         self.caption_image = torch.tensor(caption_image, dtype=torch.long)
@@ -268,6 +279,11 @@ class MultilingualEvaluator(Evaluator):
             results["purity"] = per_language_purity(text_embeddings, self.caption_labels, self.caption_languages,
                                                     seed=self.purity_seed, n_init=self.purity_n_init,
                                                     show_progress_bar=self.show_progress_bar)
+        if self.caption_groups is not None and self.reference_language in self.caption_languages:
+            results["consistency"] = cross_lingual_consistency(text_embeddings, image_embeddings,
+                                                               self.caption_languages, self.caption_groups,
+                                                               reference=self.reference_language,
+                                                               chunk_size=self.chunk_size)
         return results
 
     evaluate = __call__

@@ -19,14 +19,16 @@ from .world import (
     build_world,
     default_cache_dir,
     make_scenes,
+    parse_language_shares,
     realise_question,
     scene_question,
+    subsample_languages,
 )
 
 __all__ = ["LANGUAGES", "SCRIPTS", "VERSION", "IMAGE_SIZE", "SHAPES", "COLOURS", "SIZES", "build_world",
            "build_vqa", "default_cache_dir", "make_scenes", "scene_question", "realise_question", "caption",
-           "get_realiser", "composition_key", "parse_composition_key", "train_english_teacher",
-           "english_retrieval", "english_vqa", "default_teacher_dir"]
+           "get_realiser", "composition_key", "parse_composition_key", "parse_language_shares",
+           "subsample_languages", "train_english_teacher", "english_retrieval", "english_vqa", "default_teacher_dir"]
 
 _LAZY = {"train_english_teacher", "english_retrieval", "english_vqa", "default_teacher_dir"}
 

@@ -301,3 +301,60 @@ def build_vqa(seed: int = 0, num_scenes: int = DEFAULT_VQA_SCENES, languages=Non
 
     return _cached(_cache_folder(cache_dir, name), build, load_from_disk)
 
+
+
+def parse_language_shares(values) -> dict[str, float]:
+    """``["bn:0.05", "sw:0"]`` (or a dict) -> ``{"bn": 0.05, "sw": 0.0}``, checked (known language, share in
+    [0, 1]).
+
+    >>> parse_language_shares(["bn:0.05", "sw:0"])
+    {'bn': 0.05, 'sw': 0.0}
+    """
+    if not values:
+        return {}
+    if isinstance(values, dict):
+        items = list(values.items())
+    else:
+        items = []
+        for value in (values.split() if isinstance(values, str) else values):
+            lang, sep, share = str(value).partition(":")
+            if not sep:
+                raise ValueError(f"language share {value!r} must read LANG:SHARE, e.g. bn:0.05 (0: no training rows)")
+            items.append((lang, share))
+    shares = {}
+    for lang, share in items:
+        if lang not in LANGUAGE_INFO:
+            raise ValueError(f"unknown language {lang!r} in language shares; available: {LANGUAGES}")
+        try:
+            share = float(share)
+        except (TypeError, ValueError):
+            raise ValueError(f"share of {lang!r} must be a number in [0, 1], got {share!r}") from None
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"share of {lang!r} must be in [0, 1], got {share}")
+        shares[lang] = share
+    return shares
+
+
+def subsample_languages(split, shares, seed: int = 0, image_id_column: str = "image_id",
+                        language_column: str = "language"):
+    """Keep only a share of the training scenes for chosen languages (``{"bn": 0.05, "sw": 0.0}``; 0 = a
+    zero-shot language); other languages keep every row. Scenes are drawn per language with
+    ``numpy.random.default_rng([seed, 3, language index])``, so a share keeps the same scenes across runs.
+    Apply it to the training split only: the held-out test split stays complete."""
+    shares = parse_language_shares(shares)
+    if not shares:
+        return split
+    cols = split.select_columns([image_id_column, language_column]).to_dict()
+    present = set(cols[language_column])
+    missing = sorted(set(shares) - present)
+    if missing:
+        raise ValueError(f"language share for {missing}, which the split does not have (languages: {sorted(present)})")
+    image_ids = sorted(set(cols[image_id_column]))
+    kept: dict[str, set] = {}
+    for lang, share in shares.items():
+        rng = np.random.default_rng([seed, 3, LANGUAGES.index(lang)])
+        order = rng.permutation(len(image_ids))[: int(round(share * len(image_ids)))]
+        kept[lang] = {image_ids[i] for i in order}
+    keep = [i for i, (iid, lang) in enumerate(zip(cols[image_id_column], cols[language_column]))
+            if lang not in kept or iid in kept[lang]]
+    return split.select(keep)

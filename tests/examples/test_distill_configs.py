@@ -43,8 +43,11 @@ def test_cli_flags_override_offline_defaults(distill_script):
 
 
 def test_mixing_offline_and_hub_is_rejected(distill_script):
-    with pytest.raises(SystemExit, match="all be 'offline'"):
+    with pytest.raises(SystemExit, match="must both be 'offline'"):
         distill_script.main(["--teacher", "openai/clip-vit-large-patch14", "--output_dir", "x"])
+    with pytest.raises(SystemExit, match="with a real --student"):  # Hub teacher and data need a real student
+        distill_script.main(["--teacher", "openai/clip-vit-large-patch14", "--dataset", "some/data",
+                             "--output_dir", "x"])
 
 
 def test_config_overrides_and_unknown_keys(distill_script, tmp_path):

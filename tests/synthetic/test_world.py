@@ -113,3 +113,26 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == os.path.join(str(tmp_path / "hf"), "mvld_hf")
     monkeypatch.delenv("HF_HOME")
     assert default_cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "mvld_hf")
+
+
+def test_subsample_languages_keeps_a_share_of_scenes_for_chosen_languages():
+    from mvld_hf.synthetic import parse_language_shares, subsample_languages
+
+    train = build_world(seed=0, num_train_scenes=20, num_test_scenes=2, languages=["en", "de", "sw", "te"],
+                        cache_dir=False)["train"]
+    kept = subsample_languages(train, ["de:0.25", "sw:0"], seed=0)
+    langs = kept["language"]
+    assert langs.count("en") == langs.count("te") == 40  # untouched: 20 scenes x 2 variants
+    assert langs.count("sw") == 0  # zero-shot language
+    de_scenes = {iid for iid, lang in zip(kept["image_id"], langs) if lang == "de"}
+    assert len(de_scenes) == 5 and langs.count("de") == 10  # a quarter of the scenes, both variants each
+    again = subsample_languages(train, {"de": 0.25}, seed=0)
+    assert {i for i, lang in zip(again["image_id"], again["language"]) if lang == "de"} == de_scenes  # stable
+    assert subsample_languages(train, None) is train
+    assert parse_language_shares("bn:0.05 sw:0") == {"bn": 0.05, "sw": 0.0}
+    for bad, match in ((["de"], "LANG:SHARE"), (["xx:0.1"], "unknown language"), (["de:1.5"], r"\[0, 1\]"),
+                       (["de:a"], "number")):
+        with pytest.raises(ValueError, match=match):
+            parse_language_shares(bad)
+    with pytest.raises(ValueError, match="does not have"):
+        subsample_languages(train, ["ja:0.5"])
