@@ -13,7 +13,6 @@ See :mod:`mvld_hf.study` for the spec format and the findings.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -21,12 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def distill_parser():
-    """examples/distill.py's argument parsing, to check each cell's flags before anything runs."""
-    spec = importlib.util.spec_from_file_location("mvld_hf_distill_example", os.path.join(HERE, "distill.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.parse_args
+    """The main job's argument parsing (mvld_hf.cli.distill, which examples/distill.py runs), to check each
+    cell's flags before anything runs."""
+    from mvld_hf.cli.distill import parse_args
+
+    return parse_args
 
 
 def main(argv=None) -> dict:

@@ -51,11 +51,10 @@ def test_study_rejects_a_cell_distill_would_reject_before_running(tmp_path):
 
 
 def test_shipped_study_specs_expand_and_parse(monkeypatch):
+    from mvld_hf.cli.distill import parse_args as parse
     from mvld_hf.study import expand_grid, load_spec
 
     from .conftest import ROOT
-
-    parse = load_example("distill").parse_args
     monkeypatch.setenv("MVLD_HF_E5_SMALL", "/models/e5-small")
     for name, at_least in (("offline-smoke", 2), ("offline", 42), ("gpu-paper", 22)):
         cells = expand_grid(load_spec(f"{ROOT}/configs/study/{name}.yaml"))
