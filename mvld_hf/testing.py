@@ -95,6 +95,20 @@ SHAPES = {"en": ["circle", "square", "triangle", "star"], "de": ["Kreis", "Quadr
           "fr": ["cercle", "carré", "triangle", "étoile"]}
 
 
+class CountingTeacher:
+    """Wraps a teacher and counts the texts it embeds in this process (tests of where teacher work happens)."""
+
+    def __init__(self, teacher):
+        self.teacher, self.texts = teacher, 0
+
+    def __getattr__(self, name):
+        return getattr(self.teacher, name)
+
+    def encode_text(self, texts, **kwargs):
+        self.texts += len(texts)
+        return self.teacher.encode_text(texts, **kwargs)
+
+
 def toy_parallel_corpus(seed: int = 0, with_images: bool = False, image_size: int = 32):
     """A small caption corpus: every (colour, shape, count) phrase in English, German and French, as rows of
     ``{"caption", "english", "language", "image_id"}`` (plus a flat-colour PIL ``image`` if asked).

@@ -11,7 +11,7 @@ import torch
 
 from mvld_hf import DistillationTrainer, MissingColumnError, precompute_teacher_embeddings
 from mvld_hf.precompute import TeacherEmbeddingCache, join_precomputed_embeddings
-from mvld_hf.testing import tiny_student
+from mvld_hf.testing import CountingTeacher, tiny_student
 from tests.helpers import training_args
 
 BATCH = 16
@@ -19,20 +19,6 @@ BATCH = 16
 
 _args = partial(training_args, method="dr+mcl", per_device_train_batch_size=BATCH, queue_size=32, learning_rate=3e-3,
                 max_steps=3, logging_steps=1)
-
-
-class CountingTeacher:
-    """Wraps the tiny teacher and counts the texts it embeds."""
-
-    def __init__(self, teacher):
-        self.teacher, self.texts = teacher, 0
-
-    def __getattr__(self, name):
-        return getattr(self.teacher, name)
-
-    def encode_text(self, texts, **kwargs):
-        self.texts += len(texts)
-        return self.teacher.encode_text(texts, **kwargs)
 
 
 @pytest.fixture

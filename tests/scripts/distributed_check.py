@@ -101,20 +101,6 @@ def train_run(workdir: str, per_device_batch: int, global_batch: int, dataset=No
             "world_size": trainer.args.world_size}
 
 
-class CountingTeacher:
-    """The tiny teacher, counting the captions it embeds in this process."""
-
-    def __init__(self, teacher):
-        self.teacher, self.texts = teacher, 0
-
-    def __getattr__(self, name):
-        return getattr(self.teacher, name)
-
-    def encode_text(self, texts, **kwargs):
-        self.texts += len(texts)
-        return self.teacher.encode_text(texts, **kwargs)
-
-
 def shared_precompute_run(workdir: str, share: bool) -> dict:
     """``precompute_teacher_embeddings(share_across_ranks=share)`` of ``raw_dataset/`` (backed by files) and of an
     in-memory copy, with the conftest's tiny teacher; returns the columns and how many captions this process
@@ -123,7 +109,7 @@ def shared_precompute_run(workdir: str, share: bool) -> dict:
     from transformers import AutoTokenizer
 
     from mvld_hf import precompute_teacher_embeddings
-    from mvld_hf.testing import tiny_clip_teacher
+    from mvld_hf.testing import CountingTeacher, tiny_clip_teacher
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(workdir, "tokenizer"))
     teacher = CountingTeacher(tiny_clip_teacher(tokenizer, projection_dim=16))
@@ -145,7 +131,7 @@ def stream_run(workdir: str) -> dict:
     from transformers import AutoTokenizer
 
     from mvld_hf import DistillationCollator, precompute_teacher_embeddings
-    from mvld_hf.testing import tiny_clip_teacher
+    from mvld_hf.testing import CountingTeacher, tiny_clip_teacher
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(workdir, "tokenizer"))
     teacher = CountingTeacher(tiny_clip_teacher(tokenizer, projection_dim=16))
