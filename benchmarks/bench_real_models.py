@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", default="2e-4", help="one learning rate, or RUN=LR pairs with an optional default, "
                                                 "e.g. '2e-4,dr=5e-4'")
     p.add_argument("--warm-start-samples", type=int, default=1024)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a DistillationArguments field for every mvld run of this invocation, e.g. "
+                        "--set contrastive_temperature=0.1 --set queue_size=512 (repeatable)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="write the results as JSON here")
@@ -79,6 +82,24 @@ def learning_rates(spec: str) -> tuple[float, dict[str, float]]:
         elif part.strip():
             default = float(part)
     return default, per_run
+
+
+def overrides(pairs: list[str]) -> dict:
+    """``["queue_size=512", "contrastive_temperature=0.1"]`` -> typed values (int, float, bool or str)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {pair!r}")
+        key, value = (x.strip() for x in pair.split("=", 1))
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
 
 
 def ensure_student(student_dir: str, tools_dir: str) -> str:
@@ -127,12 +148,13 @@ def train_mvld(run: str, args, lr: float, train, teacher, student_dir: str, outp
         projection_init = "least_squares"
     if run == "warm":
         projection_init = "least_squares"
-    targs = DistillationArguments(
+    settings = dict(
         output_dir=output_dir, method=method, learning_rate=lr, per_device_train_batch_size=args.batch_size,
         max_steps=max(args.steps, 1), warmup_steps=0.1, lr_scheduler_type="linear", logging_steps=10,
         save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, disable_tqdm=True,
         max_length=args.max_length, projection_init=projection_init,
         projection_init_samples=args.warm_start_samples, dataloader_drop_last=True)
+    targs = DistillationArguments(**{**settings, **overrides(args.set)})  # --set wins
     trainer = DistillationTrainer(model=student, args=targs, train_dataset=train, processing_class=tokenizer)
     fit = None
     if run in ("zero", "warm"):
@@ -243,7 +265,7 @@ def main(argv=None) -> dict:
                                    f"{torch.get_num_threads()}, load average {os.getloadavg()}",
                         "teacher": args.teacher, "student": student_dir, "train_rows": len(train),
                         "eval_rows": {lang: len(evaluator.captions[lang]) for lang in languages},
-                        "steps": args.steps, "batch_size": args.batch_size},
+                        "steps": args.steps, "batch_size": args.batch_size, "overrides": overrides(args.set)},
                "runs": {}}
     results["diagnostics"] = diagnostics(student_dir, evaluator, languages, args.max_length)
     print("step-0 diagnostics:", json.dumps({k: round(v, 5) for k, v in results["diagnostics"].items()}), flush=True)

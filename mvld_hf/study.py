@@ -142,8 +142,10 @@ class Cell:
 
 
 def expand_grid(spec: dict) -> list[Cell]:
-    """Every cell of the spec: ``base`` updated by each combination of each sub-grid, in order, duplicates
-    (same settings from two sub-grids) once. Environment variables in string values are expanded."""
+    """Every cell of the spec: ``base`` updated by each combination of each sub-grid, duplicates (same settings
+    from two sub-grids) once, seed by seed: every sub-grid's cells of the first seed, then of the next, so a
+    study stopped part-way holds every comparison at fewer seeds. Environment variables in string values are
+    expanded."""
     spec = load_spec(spec)
     cells, seen = [], set()
     for sub in spec["grid"]:
@@ -156,7 +158,8 @@ def expand_grid(spec: dict) -> list[Cell]:
             if cell.fingerprint not in seen:
                 seen.add(cell.fingerprint)
                 cells.append(cell)
-    return cells
+    seeds = list(dict.fromkeys(str(c.settings.get("seed", SETTING_DEFAULTS.get("seed"))) for c in cells))
+    return sorted(cells, key=lambda c: seeds.index(str(c.settings.get("seed", SETTING_DEFAULTS.get("seed")))))
 
 
 def _product(choices: list[list]):
