@@ -209,7 +209,9 @@ def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
             continue
         retry = os.path.isdir(folder)  # an earlier attempt (killed or failed): start the cell over
         os.makedirs(folder, exist_ok=True)
-        argv = [*command, *cell.argv(folder), *(["--overwrite_output_dir", "true"] if retry else [])]
+        # the cells share one teacher: its own evaluation is computed once per held-out set (not fingerprinted)
+        argv = [*command, *cell.argv(folder), "--teacher_eval_cache", os.path.join(output_dir, "teacher_eval"),
+                *(["--overwrite_output_dir", "true"] if retry else [])]
         _write_json(os.path.join(folder, CELL_FILE), {**record, "argv": argv, "status": "running"})
         log(f"[{i}/{len(cells)}] {cell.name}: running {' '.join(argv[1:])}")
         start = time.perf_counter()

@@ -96,6 +96,8 @@ def test_rerun_skips_finished_cells_and_a_changed_setting_reruns_only_its_cells(
     spec = {"name": "t", "base": {"max_steps": 5}, "grid": [{"method": ["dr", "ed"], "seed": [0, 1]}]}
     first = run_study(spec, str(out), command=fake_command, log=lambda msg: None)
     assert len(_runs(out)) == 4
+    # every cell reads and writes the study's one teacher-evaluation cache (outside the cells' fingerprints)
+    assert {r["teacher_eval_cache"] for r in _runs(out)} == {str(out / "teacher_eval")}
     assert {c["status"] for c in first["cells"]} == {"done"}
     assert {c["method"] for c in first["cells"]} == {"dr", "ed"}
     assert first["cells"][0]["metrics"]["t2i_R@1_de"] == pytest.approx(0.6)

@@ -72,6 +72,10 @@ class DataArguments:
     teacher_cache_dir: str | None = field(default=None, metadata={"help": "Streams: keep every teacher text "
                                           "embedding in this on-disk cache (SQLite, shared by all ranks of one "
                                           "machine), so later epochs and runs skip the teacher."})
+    teacher_eval_cache: str | None = field(default=None, metadata={"help": "Keep the teacher's own evaluation "
+                                           "(retrieval, purity, consistency, VQA) in this folder, keyed by the "
+                                           "teacher and the held-out data, and reuse it in later runs with the same "
+                                           "teacher and evaluation data (the study runner sets it for its cells)."})
     world_seed: int = field(default=0, metadata={"help": "Offline world: seed."})
     world_train_scenes: int | None = field(default=None, metadata={"help": "Offline world: training scenes."})
     world_test_scenes: int | None = field(default=None, metadata={"help": "Offline world: held-out scenes."})
@@ -416,6 +420,44 @@ def run_record(model_args: ModelArguments, data_args: DataArguments, args: Disti
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
+TEACHER_EVAL_FORMAT = 1  # bump when the evaluation's content changes: older cached teacher evaluations are ignored
+
+
+def teacher_eval_path(folder: str | None, teacher, dataset, vqa, args: DistillationArguments,
+                      data_args: DataArguments, parallel_column: str | None) -> str | None:
+    """Where the teacher's evaluation on exactly this held-out data is kept in ``folder`` (None: no cache). The
+    key names the teacher (name or folder, revision), the held-out split and VQA set (datasets fingerprints and
+    sizes), the evaluated columns and languages, and the mvld_hf version."""
+    if not folder:
+        return None
+    import hashlib
+
+    key = {"format": TEACHER_EVAL_FORMAT, "mvld_hf": mvld_hf.__version__, "teacher": teacher.name_or_path,
+           "revision": getattr(teacher, "revision", None), "eval": [dataset._fingerprint, len(dataset)],
+           "vqa": [vqa._fingerprint, len(vqa)] if vqa is not None else None, "caption": args.caption_column,
+           "language": data_args.language_column, "languages": data_args.languages, "parallel": parallel_column}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return os.path.join(folder, f"teacher-eval-{digest}.json")
+
+
+def read_teacher_eval(path: str | None) -> dict | None:
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):  # a torn or foreign file: evaluate again (and rewrite it)
+        return None
+
+
+def write_teacher_eval(path: str, results: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(results, f, default=float)
+    os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+
+
 def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, data_args: DataArguments,
              output_dir: str, vqa=None) -> dict:
     """Per-language retrieval, purity and cross-lingual consistency of the student (with the teacher's images)
@@ -438,8 +480,14 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
                 len(evaluator.captions), len(evaluator.languages), len(evaluator.image_rows))
     images = evaluator.encode_images(lambda batch: teacher.encode_image(batch).cpu())
     student.eval()
-    logger.info("evaluation of the teacher")
-    models = {"teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images)}
+    cache = teacher_eval_path(data_args.teacher_eval_cache, teacher, dataset, vqa, args, data_args, parallel)
+    cached = read_teacher_eval(cache)
+    if cached is not None:
+        logger.info("evaluation of the teacher: reused from %s", cache)
+        models = {"teacher": cached}
+    else:
+        logger.info("evaluation of the teacher")
+        models = {"teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images)}
     logger.info("evaluation of the student")
     models["student"] = evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
                                   image_embeddings=images)
@@ -449,10 +497,14 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
         for name, encode in (("teacher", lambda texts: teacher.encode_text(texts).cpu()),
                              ("student", lambda texts: student.encode(texts, tokenizer,
                                                                       max_length=args.max_length).cpu())):
+            if name == "teacher" and cached is not None:
+                continue
             logger.info("VQA of the %s: %d questions", name, len(vqa))
             models[name]["vqa"] = evaluate_vqa(encode, lambda batch: teacher.encode_image(batch).cpu(), vqa,
                                                languages=data_args.languages,
                                                batch_size=args.per_device_eval_batch_size)
+    if cache and cached is None:
+        write_teacher_eval(cache, models["teacher"])
     teacher_en = models["teacher"]["retrieval"].get("en", {}).get("t2i_R@1")
     # a ratio is undefined (None) when the teacher retrieves nothing in its own language
     ratios = {lang: (m["t2i_R@1"] / teacher_en if teacher_en else None)

@@ -40,6 +40,39 @@ def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, ca
     assert any(offline_cache.iterdir())  # world and teacher were cached under MVLD_HF_CACHE
 
 
+def test_teacher_evaluation_is_computed_once_per_teacher_and_held_out_set(distill_script, tmp_path, monkeypatch,
+                                                                        offline_cache, caplog):
+    """--teacher_eval_cache: a second run with the same teacher and held-out data reuses the teacher's numbers
+    (same values, no teacher pass); other held-out data is evaluated afresh."""
+    import logging
+
+    monkeypatch.setenv("MVLD_HF_CACHE", str(offline_cache))
+    cache = tmp_path / "teacher_eval"
+
+    def run(name, test_scenes, method):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mvld_hf"):
+            distill_script.main([
+                "--output_dir", str(tmp_path / name), "--world_train_scenes", "40", "--world_test_scenes",
+                str(test_scenes), "--teacher_steps", "3", "--offline_hidden_size", "32", "--offline_layers", "1",
+                "--offline_heads", "2", "--offline_vocab_size", "400", "--max_steps", "2", "--method", method,
+                "--per_device_train_batch_size", "16", "--queue_size", "32", "--save_strategy", "no",
+                "--disable_tqdm", "true", "--teacher_eval_cache", str(cache)])
+        reused = any("evaluation of the teacher: reused" in r.getMessage() for r in caplog.records)
+        vqa_of_teacher = any("VQA of the teacher" in r.getMessage() for r in caplog.records)
+        return json.loads((tmp_path / name / "eval_results.json").read_text()), reused, vqa_of_teacher
+
+    first, reused, vqa_pass = run("a", 12, "dr")
+    assert not reused and vqa_pass and len(list(cache.iterdir())) == 1
+    second, reused, vqa_pass = run("b", 12, "fd")
+    assert reused and not vqa_pass and len(list(cache.iterdir())) == 1
+    assert second["teacher"] == first["teacher"] and "vqa" in second["teacher"]
+    assert second["student"] != first["student"]  # the student was evaluated (another method)
+    other, reused, _ = run("c", 10, "dr")  # another held-out set: a new entry, evaluated afresh
+    assert not reused and len(list(cache.iterdir())) == 2
+    assert other["meta"]["images"] == 10
+
+
 def test_readme_multi_process_line_is_one_ddp_run_on_cpu(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 examples/distill.py` on a machine without GPUs trains
     once, data-parallel over both processes (not twice, racing on one output_dir)."""
