@@ -49,7 +49,8 @@ RESERVED_SETTINGS = {"output_dir"}
 #: settings that form a student's training recipe: ignored when comparing students
 STUDENT_RECIPE = {"learning_rate", "pooling", "per_device_train_batch_size", "max_steps", "warmup_steps",
                   "weight_decay", "max_length", "offline_hidden_size", "offline_layers", "offline_heads",
-                  "offline_vocab_size", "offline_max_token_length", "queue_size"}
+                  "offline_vocab_size", "offline_max_token_length", "queue_size",
+                  "projection_init"}
 HOLDS, FAILS, NOISE, NOT_MEASURED = "holds", "does not hold", "within noise", "not measured"
 CELL_FILE = "cell.json"
 EVAL_FILE = "eval_results.json"
