@@ -51,6 +51,10 @@ STUDENT_RECIPE = {"learning_rate", "pooling", "per_device_train_batch_size", "ma
                   "weight_decay", "max_length", "offline_hidden_size", "offline_layers", "offline_heads",
                   "offline_vocab_size", "offline_max_token_length", "queue_size",
                   "projection_init"}
+#: settings that change what is evaluated or logged, not what is trained: ignored when comparing cells and in
+#: variant names (e.g. VQA skipped in the cells whose findings don't read it)
+EVALUATION_SETTINGS = {"eval_vqa", "logging_steps", "disable_tqdm", "save_strategy", "save_steps",
+                       "save_total_limit", "report_to", "per_device_eval_batch_size"}
 HOLDS, FAILS, NOISE, NOT_MEASURED = "holds", "does not hold", "within noise", "not measured"
 CELL_FILE = "cell.json"
 EVAL_FILE = "eval_results.json"
@@ -275,7 +279,7 @@ def setting(cell: dict, key: str):
 
 def _context(cell: dict, exclude: set) -> tuple:
     """The cell's settings that must match for two cells to be compared (defaults dropped)."""
-    skip = exclude | {"seed"}
+    skip = exclude | {"seed"} | EVALUATION_SETTINGS
     items = []
     for key in sorted(cell["settings"]):
         value = setting(cell, key)
@@ -454,10 +458,12 @@ def compute_findings(cells: list[dict]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------- reports
 def variant_label(settings: dict, varying: Sequence[str]) -> str:
-    """A short name for a cell's settings without the seed: method, then the other varied settings."""
+    """A short name for a cell's settings without the seed: method, then the other varied settings (not the
+    evaluation-only ones, nor the training recipe of a student other than the default one)."""
     parts = [str(settings.get("method", SETTING_DEFAULTS["method"]))]
+    own_recipe = settings.get("student", SETTING_DEFAULTS["student"]) != SETTING_DEFAULTS["student"]
     for key in varying:
-        if key in ("method", "seed"):
+        if key in ("method", "seed") or key in EVALUATION_SETTINGS or (own_recipe and key in STUDENT_RECIPE):
             continue
         value = settings.get(key, SETTING_DEFAULTS.get(key))
         if value == SETTING_DEFAULTS.get(key, object()) or value is None:

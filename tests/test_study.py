@@ -9,6 +9,7 @@ from mvld_hf.study import (
     cell_metrics,
     compute_findings,
     expand_grid,
+    group_variants,
     load_spec,
     run_study,
     verdict,
@@ -173,14 +174,15 @@ def test_findings_on_made_up_cells():
                   seed, method="ed"),
             _cell({"t2i_MRR@10_mean": 0.695 + jitter, "t2i_R@1_mean": 0.55}, seed, method="fd"),
             _cell({"t2i_R@1_mean": 0.62 + jitter, "vqa_mean": 0.35 + jitter}, seed, method="dr+fd"),
-            _cell({"t2i_R@1_mean": 0.30 + jitter}, seed, method="dr", anchor="image"),
+            # VQA skipped (an evaluation-only setting): still compared with the text-anchor DR cells
+            _cell({"t2i_R@1_mean": 0.30 + jitter}, seed, method="dr", anchor="image", eval_vqa=False),
             _cell({"t2i_R@1_mean": 0.61 + jitter}, seed, method="dr", anchor_language="de"),
             _cell({"t2i_R@1_mean": 0.20 + jitter}, seed, method="dr", anchor_language="zh"),
             # weak languages: bn at 5% is much worse than bn with all data
             _cell({"t2i_R@1_bn": 0.2 + jitter}, seed, method="dr", world_language_share=["bn:0.05"]),
             # zero-shot sw: the pretrained student (own recipe) beats the from-scratch one
             _cell({"t2i_R@1_sw": 0.3 + jitter}, seed, method="dr", world_language_share=["sw:0"],
-                  student="/models/e5", learning_rate=1e-4),
+                  student="/models/e5", learning_rate=1e-4, projection_init="least_squares"),
             _cell({"t2i_R@1_sw": 0.02 + jitter}, seed, method="dr", world_language_share=["sw:0"]),
         ]
         cells[0 + 10 * seed]["metrics"]["t2i_R@1_bn"] = 0.6 + jitter
@@ -217,6 +219,14 @@ def test_findings_on_made_up_cells():
     # cells differing in another setting are not compared
     unmatched = [_cell({"vqa_mean": 0.5}, method="dr", max_steps=10), _cell({"vqa_mean": 0.3}, method="ed")]
     assert _by_claim(compute_findings(unmatched), "ED answers VQA")["verdict"] == "not measured"
+
+
+def test_variant_labels_leave_out_evaluation_settings_and_a_pretrained_students_recipe():
+    cells = [_cell({}, method="dr"), _cell({}, method="dr", anchor="image", eval_vqa=False),
+             _cell({}, method="dr", learning_rate=1e-3),
+             _cell({}, method="dr", student="/models/e5", learning_rate=1e-4, projection_init="least_squares")]
+    assert list(group_variants(cells)) == ["dr", "dr, image anchor", "dr, learning_rate=0.001",
+                                           "dr, student e5"]
 
 
 def test_cell_metrics_flattens_eval_results():
