@@ -82,8 +82,11 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Warm start of the student's projection before the first step: 'least_squares' (ridge "
                           "regression of the teacher's anchors on the student's pooled outputs over "
                           "`projection_init_samples` training rows), 'none' (keep it as built), or 'auto' "
-                          "(least_squares when the method has an FD/ED term, whose MSE otherwise collapses a "
-                          "pretrained student to a constant; measured in benchmarks/RESULTS_real_models.md)."},
+                          "(least_squares when the method has an FD/ED term and the student's backbone is "
+                          "pretrained, i.e. its config names a `backbone_name_or_path`: from a random projection "
+                          "the MSE collapses a pretrained student to a constant, while on a backbone trained from "
+                          "scratch the fitted projection's large gain makes FD diverge; both measured in "
+                          "benchmarks/RESULTS_real_models.md)."},
     )
     projection_init_samples: int = field(
         default=1024, metadata={"help": "Training rows the least-squares warm start of the projection uses."})
@@ -187,7 +190,9 @@ class DistillationArguments(TrainingArguments):
 
     @property
     def warm_start_projection(self) -> bool:
-        """Whether the trainer fits the projection by least squares before the first step."""
+        """Whether the method asks for the least-squares warm start: ``projection_init="least_squares"``, or
+        ``"auto"`` with an FD/ED term (the trainer then also requires a pretrained backbone, see
+        :meth:`DistillationTrainer.should_warm_start_projection`)."""
         if self.projection_init == "auto":
             return any(METHODS[m].warm_start_projection for m in self.method_weights)
         return self.projection_init == "least_squares"

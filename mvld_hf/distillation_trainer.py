@@ -527,6 +527,21 @@ class DistillationTrainer(Trainer):
         self._check_compatible(checkpoint, manifest)
         return checkpoint
 
+    def should_warm_start_projection(self) -> bool:
+        """``projection_init="least_squares"``: always; ``"none"``: never; ``"auto"``: when the method has an FD/ED
+        term and the student's backbone is pretrained (``config.backbone_name_or_path``, set by
+        ``MultilingualTextTower.from_backbone``). A backbone trained from scratch keeps its random projection:
+        its pooled outputs carry little signal yet, the fit's gain is large, and FD then diverged (loss 1.8 ->
+        4265 in 10 steps on the offline student at lr 3e-3; benchmarks/RESULTS_real_models.md)."""
+        if not self.args.warm_start_projection:
+            return False
+        if self.args.projection_init == "least_squares":
+            return True
+        from .lora import is_peft_model
+
+        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        return getattr(getattr(model, "config", None), "backbone_name_or_path", None) is not None
+
     @torch.no_grad()
     def warm_start_projection(self) -> dict[str, float] | None:
         """Fit the student's projection by ridge regression of the teacher's anchors on its pooled outputs,
@@ -577,8 +592,8 @@ class DistillationTrainer(Trainer):
         """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
         restores the DR queue, so it logs the same losses as an uninterrupted run. A new run refuses an
         ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``, then
-        warm-starts the projection when ``args.warm_start_projection`` (FD/ED by default, see
-        :meth:`warm_start_projection`)."""
+        warm-starts the projection when :meth:`should_warm_start_projection` (FD/ED on a pretrained backbone by
+        default, see :meth:`warm_start_projection`)."""
         earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
         if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
             logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", self.args.output_dir,
@@ -593,7 +608,7 @@ class DistillationTrainer(Trainer):
             self.load_queue(resume_from_checkpoint)
         else:
             resume_from_checkpoint = None
-            if self.args.warm_start_projection and self.state.global_step == 0:
+            if self.state.global_step == 0 and self.should_warm_start_projection():
                 self.warm_start_projection()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)

@@ -34,6 +34,9 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
         teacher_name_or_path / teacher_revision: the teacher whose embedding space this student writes into. An
             embedding space is only meaningful with its teacher, so it is recorded with the weights.
         distillation_method: the method string the student was trained with (informational).
+        backbone_name_or_path: the pretrained checkpoint the backbone's weights came from (set by
+            :meth:`MultilingualTextTower.from_backbone`); ``None`` for a backbone built from a config (random
+            weights). ``projection_init="auto"`` warm-starts the projection only for a pretrained backbone.
 
     Example::
 
@@ -56,6 +59,7 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
     teacher_name_or_path: str | None = None
     teacher_revision: str | None = None
     distillation_method: str | None = None
+    backbone_name_or_path: str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -146,6 +150,7 @@ class MultilingualTextTower(PreTrainedModel):
             projection_bias=projection_bias,
             teacher_name_or_path=teacher_name_or_path,
             teacher_revision=teacher_revision,
+            backbone_name_or_path=str(backbone_name_or_path),
         )
         model = cls(config)
         weights = {k: v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}

@@ -4,7 +4,8 @@ A real pretrained backbone (multilingual-e5-small) pools captions into large-nor
 already encode meaning across languages, in a space unrelated to the teacher's. From a random projection, FD's
 MSE pulls every output towards the targets' mean first and Adam's normalised steps carry the backbone along:
 the student ends as a near-constant encoder (benchmarks/RESULTS_real_models.md). The library's default
-(``projection_init="auto"``: a least-squares warm start of the projection before FD/ED) must prevent it.
+(``projection_init="auto"``: a least-squares warm start of the projection before FD/ED, for a pretrained
+backbone) must prevent it.
 
 The tiny stand-in: a 2-layer student first trained (MCL) to map translations to shared vectors of its own
 space, then made anisotropic (a large constant added to its last LayerNorm's bias: pooled norm ~6, mean
@@ -43,6 +44,7 @@ def setting(toy_rows, tokenizer, tmp_path_factory):
     with_column = lambda vectors: datasets.Dataset.from_list(  # noqa: E731
         [dict(r, teacher_text_embeds=vectors[r["english"]].tolist()) for r in rows])
     student = tiny_student(tokenizer, projection_dim=DIM, seed=0)
+    student.config.backbone_name_or_path = "pretrained-like stand-in"  # as from_backbone records a checkpoint
     pretrain = _args(tmp_path_factory.mktemp("pre"), method="mcl", per_device_train_batch_size=32,
                      learning_rate=5e-3, num_train_epochs=40, projection_init="none")
     DistillationTrainer(model=student, args=pretrain, train_dataset=with_column(own),

@@ -245,15 +245,20 @@ def test_dr_scores_the_batch_before_enqueueing_its_anchors(tokenizer, precompute
         assert torch.equal(trainer.queue.keys()[len(keys_before):], t)  # enqueued after the loss
 
 
-@pytest.mark.parametrize("method,init,fitted", [("fd", "auto", True), ("ed", "auto", True), ("dr", "auto", False),
-                                                ("fd", "none", False), ("mcl", "least_squares", True)])
-def test_projection_warm_start_before_the_first_step(method, init, fitted, tokenizer, precomputed, tmp_path,
-                                                     monkeypatch):
+@pytest.mark.parametrize("method,init,pretrained,fitted", [
+    ("fd", "auto", True, True), ("ed", "auto", True, True), ("dr", "auto", True, False),
+    ("fd", "auto", False, False),  # a backbone from a config (scratch): the fit's gain made FD diverge
+    ("fd", "none", True, False), ("mcl", "least_squares", False, True)])
+def test_projection_warm_start_before_the_first_step(method, init, pretrained, fitted, tokenizer, precomputed,
+                                                     tmp_path, monkeypatch):
     student = tiny_student(tokenizer, projection_dim=16, seed=1)
+    if pretrained:  # what MultilingualTextTower.from_backbone records
+        student.config.backbone_name_or_path = "some/pretrained-encoder"
     args = _args(tmp_path, method=method, projection_init=init, max_steps=1, projection_init_samples=40)
-    assert args.warm_start_projection is fitted
+    assert args.warm_start_projection is (fitted or (init == "auto" and method in ("fd", "ed")))
     trainer = DistillationTrainer(model=student, args=args, train_dataset=precomputed["text"],
                                   processing_class=tokenizer)
+    assert trainer.should_warm_start_projection() is fitted
     calls = []
     original = student.fit_projection
     monkeypatch.setattr(student, "fit_projection", lambda p, a, ridge: calls.append(len(p)) or original(p, a, ridge))

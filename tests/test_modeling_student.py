@@ -45,6 +45,10 @@ def test_from_backbone_copies_pretrained_weights(tokenizer, tmp_path, model_type
     backbone.save_pretrained(tmp_path)
     student = MultilingualTextTower.from_backbone(str(tmp_path), projection_dim=12, teacher_name_or_path="t/x")
     assert student.config.projection_dim == 12 and student.config.teacher_name_or_path == "t/x"
+    # recorded: projection_init="auto" warm-starts only pretrained backbones; a config-built one has none
+    assert student.config.backbone_name_or_path == str(tmp_path)
+    assert MultilingualTextTower(student.config.__class__(backbone_config=student.config.backbone_config,
+                                                          projection_dim=12)).config.backbone_name_or_path is None
     reference = backbone.state_dict()
     for name, value in student.backbone.state_dict().items():
         assert torch.equal(value, reference[name]), name

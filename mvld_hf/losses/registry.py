@@ -51,9 +51,9 @@ class MethodSpec:
         inputs: the embeddings passed positionally to ``loss`` (names listed in the module docstring).
         arguments: ``loss`` keyword -> the ``DistillationArguments`` field it comes from.
         citation: BibTeX of the paper the method is taken from.
-        warm_start_projection: ``projection_init="auto"`` fits the student's projection by least squares before
-            the first step (FD and ED: their MSE collapses a pretrained student from a random projection; see
-            ``DistillationTrainer.warm_start_projection``).
+        warm_start_projection: ``projection_init="auto"`` fits a pretrained student's projection by least squares
+            before the first step (FD and ED: their MSE collapses a pretrained student from a random projection;
+            see ``DistillationTrainer.should_warm_start_projection``).
     """
 
     code: str
