@@ -572,6 +572,18 @@ def evaluate_translation(student, tokenizer, teacher, dataset, args: Distillatio
     return results
 
 
+def cpu_threads(world_size: int) -> int:
+    """Torch threads per process on a CPU: ``$MVLD_HF_NUM_THREADS`` when set (e.g. 1 beside another job, so
+    neither oversubscribes the cores), else the cores shared among the processes (`accelerate launch` sets
+    OMP_NUM_THREADS=1 when unset, which would leave cores idle)."""
+    value = os.environ.get("MVLD_HF_NUM_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise CliError(f"MVLD_HF_NUM_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    return max(1, (os.cpu_count() or 1) // max(1, world_size))
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, args = parse_args(argv)
@@ -580,10 +592,9 @@ def main(argv: list[str] | None = None) -> dict:
                         level=logging.INFO if args.should_log else logging.WARNING)
     start = time.perf_counter()
     if args.device.type == "cpu":
-        # `accelerate launch` sets OMP_NUM_THREADS=1 when unset; share the cores among the processes instead
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.world_size)))
+        torch.set_num_threads(cpu_threads(args.world_size))
     set_seed(args.seed)
     check_flags(model_args, data_args, args)
     offline = model_args.teacher == OFFLINE

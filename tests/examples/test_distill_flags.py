@@ -96,3 +96,18 @@ def test_card_of_a_recorded_run_says_only_what_the_run_recorded(tiny_run, offlin
     assert "pre-training" not in text and "translated" not in text.replace("no translation", "")
     assert "trained from scratch" in text and "32 captions" in text
     assert 'SentenceTransformer("path/to/exported-model")' in text
+
+
+def test_cpu_threads_share_the_cores_or_follow_the_environment(distill_script, monkeypatch):
+    import os
+
+    import pytest
+
+    monkeypatch.delenv("MVLD_HF_NUM_THREADS", raising=False)
+    assert distill_script.cpu_threads(1) == (os.cpu_count() or 1)
+    assert distill_script.cpu_threads(10**6) == 1
+    monkeypatch.setenv("MVLD_HF_NUM_THREADS", "1")
+    assert distill_script.cpu_threads(1) == 1
+    monkeypatch.setenv("MVLD_HF_NUM_THREADS", "zero")
+    with pytest.raises(distill_script.CliError, match="MVLD_HF_NUM_THREADS"):
+        distill_script.cpu_threads(1)
