@@ -20,7 +20,7 @@ from .losses.registry import METHODS, parse_method
 __all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
 
 ANCHORS = ("text", "image")
-PROJECTION_INITS = ("auto", "least_squares", "none")
+PROJECTION_INITS = ("auto", "least_squares", "mean", "none")
 logger = logging.getLogger(__name__)
 
 
@@ -81,11 +81,11 @@ class DistillationArguments(TrainingArguments):
         default="auto",
         metadata={"help": "Warm start of the student's projection before the first step: 'least_squares' (ridge "
                           "regression of the teacher's anchors on the student's pooled outputs over "
-                          "`projection_init_samples` training rows), 'none' (keep it as built), or 'auto' "
-                          "(least_squares when the method has an FD/ED term and the student's backbone is "
-                          "pretrained, i.e. its config names a `backbone_name_or_path`: from a random projection "
-                          "the MSE collapses a pretrained student to a constant, while on a backbone trained from "
-                          "scratch the fitted projection's large gain makes FD diverge; both measured in "
+                          "`projection_init_samples` training rows), 'mean' (keep the weight, set the bias so the "
+                          "outputs start at the anchors' mean), 'none' (keep it as built), or 'auto' (for methods "
+                          "with an FD/ED term: least_squares on a pretrained backbone, whose MSE from a random "
+                          "projection collapses it to a constant; mean on a backbone trained from scratch, where a "
+                          "fitted weight's large gain made FD diverge; measured in "
                           "benchmarks/RESULTS_real_models.md)."},
     )
     projection_init_samples: int = field(
@@ -190,12 +190,12 @@ class DistillationArguments(TrainingArguments):
 
     @property
     def warm_start_projection(self) -> bool:
-        """Whether the method asks for the least-squares warm start: ``projection_init="least_squares"``, or
-        ``"auto"`` with an FD/ED term (the trainer then also requires a pretrained backbone, see
-        :meth:`DistillationTrainer.should_warm_start_projection`)."""
+        """Whether the projection is initialised before the first step: an explicit ``least_squares``/``mean``,
+        or ``"auto"`` with an FD/ED term (the trainer picks the kind from the backbone, see
+        :meth:`DistillationTrainer.projection_init_mode`)."""
         if self.projection_init == "auto":
             return any(METHODS[m].warm_start_projection for m in self.method_weights)
-        return self.projection_init == "least_squares"
+        return self.projection_init in ("least_squares", "mean")
 
     @property
     def needs_english_captions(self) -> bool:

@@ -527,26 +527,30 @@ class DistillationTrainer(Trainer):
         self._check_compatible(checkpoint, manifest)
         return checkpoint
 
-    def should_warm_start_projection(self) -> bool:
-        """``projection_init="least_squares"``: always; ``"none"``: never; ``"auto"``: when the method has an FD/ED
-        term and the student's backbone is pretrained (``config.backbone_name_or_path``, set by
-        ``MultilingualTextTower.from_backbone``). A backbone trained from scratch keeps its random projection:
-        its pooled outputs carry little signal yet, the fit's gain is large, and FD then diverged (loss 1.8 ->
-        4265 in 10 steps on the offline student at lr 3e-3; benchmarks/RESULTS_real_models.md)."""
+    def projection_init_mode(self) -> str | None:
+        """How the projection is initialised before the first step: ``"least_squares"``, ``"mean"`` or None.
+        ``projection_init="auto"`` with an FD/ED term: least squares when the student's backbone is pretrained
+        (``config.backbone_name_or_path``, set by ``MultilingualTextTower.from_backbone``), else ``mean``. A
+        backbone trained from scratch carries little signal yet: a fitted weight's gain made FD diverge there
+        (loss 1.8 -> 4265 in 10 steps on the offline student at lr 3e-3), while Adam's lr-sized steps need
+        hundreds of steps to move a random projection's outputs to the anchors' mean (norm 13 for the offline
+        teacher); the bias alone starts them there (benchmarks/RESULTS_real_models.md)."""
         if not self.args.warm_start_projection:
-            return False
-        if self.args.projection_init == "least_squares":
-            return True
+            return None
+        if self.args.projection_init != "auto":
+            return self.args.projection_init
         from .lora import is_peft_model
 
         model = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        return getattr(getattr(model, "config", None), "backbone_name_or_path", None) is not None
+        pretrained = getattr(getattr(model, "config", None), "backbone_name_or_path", None) is not None
+        return "least_squares" if pretrained else "mean"
 
     @torch.no_grad()
-    def warm_start_projection(self) -> dict[str, float] | None:
-        """Fit the student's projection by ridge regression of the teacher's anchors on its pooled outputs,
-        over the first ``projection_init_samples`` training rows (see
-        :meth:`MultilingualTextTower.fit_projection`). Every process computes the same fit from the same rows.
+    def warm_start_projection(self, mode: str = "least_squares") -> dict[str, float] | None:
+        """Fit the student's projection by ridge regression of the teacher's anchors on its pooled outputs
+        (``mode="least_squares"``), or only its bias so the outputs start at the anchors' mean (``"mean"``), over
+        the first ``projection_init_samples`` training rows (see :meth:`MultilingualTextTower.fit_projection`).
+        Every process computes the same fit from the same rows.
         Returns the fit's ``{"r2", "cosine", "rows"}``, or None when the student has no projection to fit."""
         import itertools
 
@@ -582,18 +586,22 @@ class DistillationTrainer(Trainer):
         if not finite.all():  # left to the training step, which stops on a non-finite loss naming the step
             logger.warning("projection warm start: %d of %d rows have NaN/inf embeddings and are left out",
                            int((~finite).sum()), len(rows))
-        fit = model.fit_projection(pooled[finite], targets[finite], ridge=args.projection_init_ridge)
+        if mode not in ("least_squares", "mean"):
+            raise ValueError(f"warm_start_projection: mode must be 'least_squares' or 'mean', got {mode!r}")
+        fit = model.fit_projection(pooled[finite], targets[finite], ridge=args.projection_init_ridge,
+                                   fit_weight=mode == "least_squares")
         fit["rows"] = int(finite.sum())
-        logger.info("projection warm start (least squares on %d rows): R^2 %.3f, mean cosine to the anchors %.3f",
-                    len(rows), fit["r2"], fit["cosine"])
+        logger.info("projection warm start (%s on %d rows): R^2 %.3f, mean cosine to the anchors %.3f",
+                    "least squares" if mode == "least_squares" else "bias at the anchors' mean", len(rows),
+                    fit["r2"], fit["cosine"])
         return fit
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
         restores the DR queue, so it logs the same losses as an uninterrupted run. A new run refuses an
         ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``, then
-        warm-starts the projection when :meth:`should_warm_start_projection` (FD/ED on a pretrained backbone by
-        default, see :meth:`warm_start_projection`)."""
+        initialises the projection as :meth:`projection_init_mode` says (FD/ED by default, see
+        :meth:`warm_start_projection`)."""
         earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
         if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
             logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", self.args.output_dir,
@@ -608,8 +616,9 @@ class DistillationTrainer(Trainer):
             self.load_queue(resume_from_checkpoint)
         else:
             resume_from_checkpoint = None
-            if self.state.global_step == 0 and self.should_warm_start_projection():
-                self.warm_start_projection()
+            mode = self.projection_init_mode() if self.state.global_step == 0 else None
+            if mode:
+                self.warm_start_projection(mode)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 

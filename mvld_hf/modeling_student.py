@@ -160,7 +160,8 @@ class MultilingualTextTower(PreTrainedModel):
         return model
 
     @torch.no_grad()
-    def fit_projection(self, pooled: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2) -> dict[str, float]:
+    def fit_projection(self, pooled: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2,
+                       fit_weight: bool = True) -> dict[str, float]:
         r"""Warm-start the projection by ridge regression of teacher embeddings on pooled backbone outputs.
 
         With ``P`` the pooled outputs [n, h] and ``A`` the teacher's embeddings of the same rows [n, d] (both
@@ -176,6 +177,10 @@ class MultilingualTextTower(PreTrainedModel):
         every output towards the targets' mean first and the student collapses to a constant (see
         ``benchmarks/RESULTS_real_models.md``). Starting from the least-squares map the MSE's gradient carries
         the per-row differences from the first step.
+
+        With ``fit_weight=False`` the weight is kept and only the bias is set, ``mean(A) - mean(P) W^T``: the
+        outputs start centred on the targets' mean without the large gain a least-squares weight takes on a
+        backbone whose outputs carry little signal yet (a randomly initialised one).
 
         Returns ``{"r2": fraction of the targets' variance explained, "cosine": mean cos(fit, target)}``.
 
@@ -203,11 +208,14 @@ class MultilingualTextTower(PreTrainedModel):
         p_mean = p.mean(0) if bias else torch.zeros(hidden, dtype=p.dtype)
         a_mean = a.mean(0) if bias else torch.zeros(dim, dtype=a.dtype)
         pc, ac = p - p_mean, a - a_mean
-        gram = pc.T @ pc
-        lam = ridge * float(gram.diagonal().sum()) / hidden
-        weight = torch.linalg.lstsq(gram + lam * torch.eye(hidden, dtype=gram.dtype), pc.T @ ac).solution  # [h, d]
+        if fit_weight:
+            gram = pc.T @ pc
+            lam = ridge * float(gram.diagonal().sum()) / hidden
+            weight = torch.linalg.lstsq(gram + lam * torch.eye(hidden, dtype=gram.dtype), pc.T @ ac).solution  # [h, d]
+            self.projection.weight.copy_(weight.T.to(self.projection.weight))
+        else:
+            weight = self.projection.weight.detach().double().cpu().T
         fit = pc @ weight + a_mean
-        self.projection.weight.copy_(weight.T.to(self.projection.weight))
         if bias:
             self.projection.bias.copy_((a_mean - p_mean @ weight).to(self.projection.bias))
         residual = float(((fit - a) ** 2).sum())

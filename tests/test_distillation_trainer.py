@@ -245,25 +245,41 @@ def test_dr_scores_the_batch_before_enqueueing_its_anchors(tokenizer, precompute
         assert torch.equal(trainer.queue.keys()[len(keys_before):], t)  # enqueued after the loss
 
 
-@pytest.mark.parametrize("method,init,pretrained,fitted", [
-    ("fd", "auto", True, True), ("ed", "auto", True, True), ("dr", "auto", True, False),
-    ("fd", "auto", False, False),  # a backbone from a config (scratch): the fit's gain made FD diverge
-    ("fd", "none", True, False), ("mcl", "least_squares", False, True)])
-def test_projection_warm_start_before_the_first_step(method, init, pretrained, fitted, tokenizer, precomputed,
+@pytest.mark.parametrize("method,init,pretrained,mode", [
+    ("fd", "auto", True, "least_squares"), ("ed", "auto", True, "least_squares"), ("dr", "auto", True, None),
+    ("fd", "auto", False, "mean"),  # a backbone from a config (scratch): a fitted weight's gain made FD diverge
+    ("fd", "none", True, None), ("mcl", "least_squares", False, "least_squares"), ("dr", "mean", True, "mean")])
+def test_projection_warm_start_before_the_first_step(method, init, pretrained, mode, tokenizer, precomputed,
                                                      tmp_path, monkeypatch):
     student = tiny_student(tokenizer, projection_dim=16, seed=1)
     if pretrained:  # what MultilingualTextTower.from_backbone records
         student.config.backbone_name_or_path = "some/pretrained-encoder"
     args = _args(tmp_path, method=method, projection_init=init, max_steps=1, projection_init_samples=40)
-    assert args.warm_start_projection is (fitted or (init == "auto" and method in ("fd", "ed")))
+    assert args.warm_start_projection is (mode is not None)
     trainer = DistillationTrainer(model=student, args=args, train_dataset=precomputed["text"],
                                   processing_class=tokenizer)
-    assert trainer.should_warm_start_projection() is fitted
+    assert trainer.projection_init_mode() == mode
     calls = []
     original = student.fit_projection
-    monkeypatch.setattr(student, "fit_projection", lambda p, a, ridge: calls.append(len(p)) or original(p, a, ridge))
+    monkeypatch.setattr(student, "fit_projection", lambda p, a, ridge, fit_weight: calls.append(
+        (len(p), fit_weight)) or original(p, a, ridge, fit_weight))
     trainer.train()
-    assert calls == ([40] if fitted else [])
+    assert calls == ([(40, mode == "least_squares")] if mode else [])
+
+
+def test_mean_init_keeps_the_weight_and_starts_the_outputs_at_the_anchors_mean(tokenizer, precomputed, tmp_path):
+    data = precomputed["text"]
+    student = tiny_student(tokenizer, projection_dim=16, seed=1)
+    weight = student.projection.weight.detach().clone()
+    trainer = DistillationTrainer(model=student, args=_args(tmp_path, method="fd"), train_dataset=data,
+                                  processing_class=tokenizer)
+    trainer.warm_start_projection("mean")
+    assert torch.equal(student.projection.weight, weight)
+    out = student.encode(list(data["caption"]), tokenizer)
+    anchors = torch.tensor(data["teacher_text_embeds"])
+    assert torch.allclose(out.mean(0), anchors.mean(0), atol=1e-4)
+    with pytest.raises(ValueError, match="mode"):
+        trainer.warm_start_projection("ridge")
 
 
 def test_warm_start_fits_the_anchors_and_is_validated(tokenizer, precomputed, teacher, tmp_path):

@@ -53,7 +53,7 @@ class MethodSpec:
         citation: BibTeX of the paper the method is taken from.
         warm_start_projection: ``projection_init="auto"`` fits a pretrained student's projection by least squares
             before the first step (FD and ED: their MSE collapses a pretrained student from a random projection;
-            see ``DistillationTrainer.should_warm_start_projection``).
+            see ``DistillationTrainer.projection_init_mode``).
     """
 
     code: str
