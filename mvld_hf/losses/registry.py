@@ -51,9 +51,8 @@ class MethodSpec:
         inputs: the embeddings passed positionally to ``loss`` (names listed in the module docstring).
         arguments: ``loss`` keyword -> the ``DistillationArguments`` field it comes from.
         citation: BibTeX of the paper the method is taken from.
-        warm_start_projection: ``projection_init="auto"`` fits a pretrained student's projection by least squares
-            before the first step (FD and ED: their MSE collapses a pretrained student from a random projection;
-            see ``DistillationTrainer.projection_init_mode``).
+        mse_term: the loss is an MSE to the anchors (FD, ED): ``projection_init="auto"`` starts a
+            from-scratch student's outputs at the anchors' mean (see ``DistillationTrainer.projection_init_mode``).
     """
 
     code: str
@@ -63,7 +62,7 @@ class MethodSpec:
     inputs: tuple[str, ...]
     arguments: dict[str, str] = field(default_factory=dict)
     citation: str = PAPER_CITATION
-    warm_start_projection: bool = False
+    mse_term: bool = False
 
     @property
     def needs_english_captions(self) -> bool:
@@ -89,11 +88,11 @@ class MethodSpec:
 _TEMPERATURES = {"teacher_temperature": "teacher_temperature", "student_temperature": "student_temperature"}
 METHODS: dict[str, MethodSpec] = {spec.code: spec for spec in (
     MethodSpec("fd", "feature distillation (FD)", "feature distillation: MSE(student(caption), anchor)",
-               feature_distillation, ("s", "a"), {"normalize": "normalize_features"}, warm_start_projection=True),
+               feature_distillation, ("s", "a"), {"normalize": "normalize_features"}, mse_term=True),
     MethodSpec("ed", "English-control distillation (ED)",
                "English-control distillation: FD + MSE(student(English caption), anchor)",
                english_control, ("s", "s_en", "a"), {"normalize": "normalize_features"},
-               warm_start_projection=True),
+               mse_term=True),
     MethodSpec("sd", "soft-logit distillation (SD)", "soft-logit distillation: KL over the batch's anchor similarities",
                soft_logit, ("s", "t", "a"), _TEMPERATURES),
     MethodSpec("mcl", "multilingual contrastive learning (MCL)",
