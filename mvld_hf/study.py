@@ -195,12 +195,62 @@ def cell_done(cell: Cell, folder: str) -> bool:
             and os.path.isfile(os.path.join(folder, EVAL_FILE)))
 
 
+LOCK_FILE = ".running"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def claim_cell(folder: str) -> bool:
+    """Take ``folder``'s lock for this process; False when a live process of this machine holds it (another
+    runner of the same study is running that cell). A lock left by a dead process is taken over."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_FILE)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    holder = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _pid_alive(holder):
+                return False
+            try:
+                os.remove(path)  # stale: its runner was killed
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release_cell(folder: str) -> None:
+    try:
+        os.remove(os.path.join(folder, LOCK_FILE))
+    except FileNotFoundError:
+        pass
+
+
 def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
               log: Callable[[str], None] = print) -> list[dict]:
     """Run every unfinished cell as ``command + cell.argv(folder)`` (a subprocess, output in the cell's
     ``log.txt``); finished cells are skipped, a cell whose folder holds an unfinished attempt starts over
-    (``--overwrite_output_dir true``). Returns one record per cell: settings, fingerprint, folder,
-    status (``done``/``skipped``/``failed``), wall seconds."""
+    (``--overwrite_output_dir true``). Several runners of one study (e.g. two processes of one thread each on a
+    2-core machine) share the work: a cell another live runner is running is passed over (status
+    ``running elsewhere``; rerun the study once they are done to report every cell). Returns one record per
+    cell: settings, fingerprint, folder, status (``done``/``skipped``/``failed``/``running elsewhere``), wall
+    seconds."""
     records = []
     for i, cell in enumerate(cells, 1):
         folder = os.path.join(output_dir, "cells", cell.name)
@@ -212,16 +262,27 @@ def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
             log(f"[{i}/{len(cells)}] {cell.name}: finished earlier, skipped")
             records.append({**record, "status": "skipped"})
             continue
-        retry = os.path.isdir(folder)  # an earlier attempt (killed or failed): start the cell over
-        os.makedirs(folder, exist_ok=True)
+        retry = os.path.isfile(os.path.join(folder, CELL_FILE))  # an earlier attempt (killed or failed)
+        if not claim_cell(folder):
+            log(f"[{i}/{len(cells)}] {cell.name}: running in another runner, passed over")
+            records.append({**record, "status": "running elsewhere"})
+            continue
+        if cell_done(cell, folder):  # finished by another runner since the check above
+            release_cell(folder)
+            log(f"[{i}/{len(cells)}] {cell.name}: finished earlier, skipped")
+            records.append({**record, "status": "skipped"})
+            continue
         # the cells share one teacher: its own evaluation is computed once per held-out set (not fingerprinted)
         argv = [*command, *cell.argv(folder), "--teacher_eval_cache", os.path.join(output_dir, "teacher_eval"),
                 *(["--overwrite_output_dir", "true"] if retry else [])]
         _write_json(os.path.join(folder, CELL_FILE), {**record, "argv": argv, "status": "running"})
         log(f"[{i}/{len(cells)}] {cell.name}: running {' '.join(argv[1:])}")
         start = time.perf_counter()
-        with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as out:
-            returncode = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as out:
+                returncode = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            release_cell(folder)
         wall = round(time.perf_counter() - start, 1)
         status = "done" if returncode == 0 and os.path.isfile(os.path.join(folder, EVAL_FILE)) else "failed"
         _write_json(os.path.join(folder, CELL_FILE), {**record, "argv": argv, "status": status, "wall_s": wall,
@@ -686,4 +747,8 @@ def run_study(spec_or_path, output_dir: str | None = None, command: Sequence[str
     failed = [r["name"] for r in records if r["status"] == "failed"]
     if failed:
         raise RuntimeError(f"{len(failed)} cell(s) failed: {failed}; see their log.txt; rerun to retry them")
+    elsewhere = [r["name"] for r in records if r["status"] == "running elsewhere"]
+    if elsewhere:
+        raise RuntimeError(f"{len(elsewhere)} cell(s) still running in another runner: {elsewhere}; rerun the "
+                           "study when it is done to report every cell")
     return results

@@ -123,6 +123,40 @@ def test_rerun_skips_finished_cells_and_a_changed_setting_reruns_only_its_cells(
         assert (out / plot).stat().st_size > 5000
 
 
+def test_two_runners_share_a_study_through_cell_locks(tmp_path, fake_command):
+    """A cell whose lock is held by a live process (another runner) is passed over; a stale lock (its runner
+    died) is taken over; a rerun afterwards reports every cell."""
+    import subprocess
+    import sys
+
+    from mvld_hf.study import LOCK_FILE
+
+    out = tmp_path / "study"
+    spec = {"name": "t", "grid": [{"method": ["dr", "ed", "sd"]}]}
+    cells = expand_grid(spec)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for cell, pid in ((cells[0], other.pid), (cells[1], dead.pid)):
+            folder = out / "cells" / cell.name
+            folder.mkdir(parents=True)
+            (folder / LOCK_FILE).write_text(str(pid))
+        with pytest.raises(RuntimeError, match="still running in another runner") as err:
+            run_study(spec, str(out), command=fake_command, log=lambda msg: None)
+        assert cells[0].name in str(err.value)
+        assert [r["method"] for r in _runs(out)] == ["ed", "sd"]  # the stale lock was taken over
+        assert (out / "cells" / cells[0].name / LOCK_FILE).exists()  # the live runner's lock is untouched
+        assert not (out / "cells" / cells[1].name / LOCK_FILE).exists()  # released after the run
+    finally:
+        other.kill()
+        other.wait()
+    (out / "cells" / cells[0].name / LOCK_FILE).unlink()  # that runner is gone: its cell runs on the rerun
+    again = run_study(spec, str(out), command=fake_command, log=lambda msg: None)
+    assert [c["status"] for c in again["cells"]] == ["done", "skipped", "skipped"]
+    assert [r["method"] for r in _runs(out)] == ["ed", "sd", "dr"]
+
+
 def test_a_failed_cell_is_reported_and_retried(tmp_path, fake_command):
     out = tmp_path / "study"
     spec = {"grid": [{"method": ["dr", "boom"]}]}
