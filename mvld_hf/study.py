@@ -544,10 +544,14 @@ def variant_label(settings: dict, varying: Sequence[str]) -> str:
 
 def group_variants(cells: list[dict]) -> dict[str, list[dict]]:
     """Cells grouped by :func:`variant_label` (seeds together), in grid order."""
+    default_student = [c for c in cells if c["settings"].get("student", SETTING_DEFAULTS["student"])
+                       == SETTING_DEFAULTS["student"]]
     varying = []
     for cell in cells:
         for key in cell["settings"]:
-            values = {json.dumps(c["settings"].get(key), default=str) for c in cells}
+            # a training-recipe setting names a variant only when it varies among the default student's cells
+            pool = default_student if key in STUDENT_RECIPE else cells
+            values = {json.dumps(c["settings"].get(key), default=str) for c in pool}
             if len(values) > 1 and key not in varying:
                 varying.append(key)
     groups: dict[str, list[dict]] = {}

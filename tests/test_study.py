@@ -261,6 +261,10 @@ def test_variant_labels_leave_out_evaluation_settings_and_a_pretrained_students_
              _cell({}, method="dr", student="/models/e5", learning_rate=1e-4, projection_init="least_squares")]
     assert list(group_variants(cells)) == ["dr", "dr, image anchor", "dr, learning_rate=0.001",
                                            "dr, student e5"]
+    # max_steps differs only for the pretrained student (its own recipe): no "max_steps=..." in any name
+    cells = [_cell({}, method="dr", max_steps=300), _cell({}, method="ed", max_steps=300),
+             _cell({}, method="dr", student="/models/e5", max_steps=100)]
+    assert list(group_variants(cells)) == ["dr", "ed", "dr, student e5"]
 
 
 def test_cell_metrics_flattens_eval_results():

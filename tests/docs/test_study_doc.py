@@ -1,0 +1,48 @@
+"""docs/study.md: the offline study's findings and tables are what mvld_hf.study computes from the committed
+results (docs/results/study_offline.json, the study's study_results.json, copied by docs/make_study_doc.py)."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = os.path.join(ROOT, "docs", "results", "study_offline.json")
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("make_study_doc", os.path.join(ROOT, "docs", "make_study_doc.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def results():
+    with open(RESULTS, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_the_committed_study_is_the_full_grid(results):
+    cells = results["cells"]
+    assert all(c["status"] in ("done", "skipped") and c.get("metrics") for c in cells)
+    assert {c["method"] for c in cells} >= {"fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"}
+    assert sorted({c["settings"]["seed"] for c in cells}) == [0, 1, 2]
+    assert {c["settings"].get("anchor", "text") for c in cells} == {"text", "image"}
+
+
+def test_doc_block_follows_the_json(script, results):
+    with open(os.path.join(ROOT, "docs", "study.md"), encoding="utf-8") as f:
+        doc = f.read()
+    block = script.render(results, "study/offline")
+    assert script.START + "\n" + block + script.END in doc
+    for name in script.PLOTS:
+        assert os.path.getsize(os.path.join(ROOT, "docs", "study", "offline", name)) > 5000
+
+
+def test_block_replacement_touches_only_the_block(script):
+    text = f"intro\n{script.START}\nold\n{script.END}\nafter\n"
+    assert script.replace_block(text, "new\n") == f"intro\n{script.START}\nnew\n{script.END}\nafter\n"
+    with pytest.raises(SystemExit, match="no"):
+        script.replace_block("no markers", "x")
