@@ -51,6 +51,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_training import student_backbone_config, teacher_clip_config  # noqa: E402  (the paper shapes, once)
+
 SIZES = {
     # paper shapes: CLIP ViT-L/14 teacher, XLM-R base student, batch 256 (the configs' per_device_train_batch_size)
     "paper": dict(batch_size=256, seq=64, steps=30, warmup=5, workers=4, queue_size=65536, text_batch=1024,
@@ -62,36 +65,32 @@ SIZES = {
 
 
 def teacher_config(size: str):
+    """``smoke``: a tiny CLIP for the CPU check; ``paper``: openai/clip-vit-large-patch14's shape (the one
+    bench_training.py builds)."""
     from transformers import CLIPConfig
 
+    if size != "smoke":
+        return teacher_clip_config("paper")
     ids = dict(pad_token_id=0, bos_token_id=2, eos_token_id=4)  # our tokenizer's ids (eos 4: CLIP pools there)
-    if size == "smoke":
-        text = dict(vocab_size=2000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=2, max_position_embeddings=77, **ids)
-        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      patch_size=8, image_size=32)
-        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
-    # openai/clip-vit-large-patch14
-    text = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, **ids)
-    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                  patch_size=14, image_size=224)
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=768)
+    text = dict(vocab_size=2000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=77, **ids)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  patch_size=8, image_size=32)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
 
 
 def student_config(size: str, projection_dim: int):
+    """``smoke``: a tiny XLM-R; ``paper``: xlm-roberta-base's shape (bench_training.py's)."""
     from transformers import XLMRobertaConfig
 
     from mvld_hf import MultilingualTextTowerConfig
 
-    ids = dict(pad_token_id=0, bos_token_id=2, eos_token_id=4)
     if size == "smoke":
         backbone = XLMRobertaConfig(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=256, max_position_embeddings=130, **ids)
-    else:  # xlm-roberta-base (XLMRobertaConfig() defaults are BERT-base's: set vocabulary and positions)
-        backbone = XLMRobertaConfig(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                    intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
-                                    layer_norm_eps=1e-5, **ids)
+                                    intermediate_size=256, max_position_embeddings=130, pad_token_id=0,
+                                    bos_token_id=2, eos_token_id=4)
+    else:
+        backbone = student_backbone_config("paper", "xlmr")
     return MultilingualTextTowerConfig(backbone_config=backbone.to_dict(), projection_dim=projection_dim)
 
 
