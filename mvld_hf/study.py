@@ -49,8 +49,7 @@ RESERVED_SETTINGS = {"output_dir"}
 #: settings that form a student's training recipe: ignored when comparing students
 STUDENT_RECIPE = {"learning_rate", "pooling", "per_device_train_batch_size", "max_steps", "warmup_steps",
                   "weight_decay", "max_length", "offline_hidden_size", "offline_layers", "offline_heads",
-                  "offline_vocab_size", "offline_max_token_length", "queue_size",
-                  "projection_init"}
+                  "offline_vocab_size", "offline_max_token_length", "queue_size", "projection_init"}
 #: settings that change what is evaluated or logged, not what is trained: ignored when comparing cells and in
 #: variant names (e.g. VQA skipped in the cells whose findings don't read it)
 EVALUATION_SETTINGS = {"eval_vqa", "logging_steps", "disable_tqdm", "save_strategy", "save_steps",
@@ -163,8 +162,10 @@ def expand_grid(spec: dict) -> list[Cell]:
             if cell.fingerprint not in seen:
                 seen.add(cell.fingerprint)
                 cells.append(cell)
-    seeds = list(dict.fromkeys(str(c.settings.get("seed", SETTING_DEFAULTS.get("seed"))) for c in cells))
-    return sorted(cells, key=lambda c: seeds.index(str(c.settings.get("seed", SETTING_DEFAULTS.get("seed")))))
+    rank: dict[str, int] = {}  # seeds in the order they first appear
+    for cell in cells:
+        rank.setdefault(str(cell.settings.get("seed")), len(rank))
+    return sorted(cells, key=lambda c: rank[str(c.settings.get("seed"))])
 
 
 def _product(choices: list[list]):
@@ -634,6 +635,15 @@ def format_findings(findings: list[dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _save_figure(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_study(cells: list[dict], output_dir: str) -> list[str]:
     """Heatmap variant x language of T2I R@1, retrieval vs VQA per variant, bars per variant with the seeds."""
     import matplotlib
@@ -659,10 +669,7 @@ def plot_study(cells: list[dict], output_dir: str) -> list[str]:
                             color="white" if value < 60 else "black")
         fig.colorbar(image, ax=ax, label="T2I R@1 (%)")
         ax.set_title("Held-out text-to-image R@1 per language (mean over seeds)")
-        fig.tight_layout()
-        paths.append(os.path.join(output_dir, "heatmap_t2i_R@1.png"))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_save_figure(fig, os.path.join(output_dir, "heatmap_t2i_R@1.png")))
     fig, ax = plt.subplots(figsize=(7, 5))
     for label in labels:
         (rx, sx, _), (vy, sy, _) = _mean_std(groups[label], "t2i_R@1_mean"), _mean_std(groups[label], "vqa_mean")
@@ -672,10 +679,7 @@ def plot_study(cells: list[dict], output_dir: str) -> list[str]:
     ax.set_xlabel("retrieval: T2I R@1, mean over languages (%)")
     ax.set_ylabel("VQA accuracy, mean over languages (%)")
     ax.set_title("Retrieval vs VQA per variant (mean ± std over seeds)")
-    fig.tight_layout()
-    paths.append(os.path.join(output_dir, "retrieval_vs_vqa.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save_figure(fig, os.path.join(output_dir, "retrieval_vs_vqa.png")))
     fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(labels), 4.5))
     for i, label in enumerate(labels):
         mean, std, values = _mean_std(groups[label], "t2i_MRR@10_mean")
@@ -686,10 +690,7 @@ def plot_study(cells: list[dict], output_dir: str) -> list[str]:
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("T2I MRR@10, mean over languages (%)")
     ax.set_title("Retrieval per variant (bars: mean ± std; dots: seeds)")
-    fig.tight_layout()
-    paths.append(os.path.join(output_dir, "bars_mrr.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save_figure(fig, os.path.join(output_dir, "bars_mrr.png")))
     return paths
 
 
