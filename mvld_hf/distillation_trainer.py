@@ -558,6 +558,9 @@ class DistillationTrainer(Trainer):
 
         from .lora import is_peft_model
 
+        if mode not in ("least_squares", "mean"):  # before the forward pass over the rows, not after it
+            raise ValueError(f"warm_start_projection: mode must be 'least_squares' or 'mean', got {mode!r}")
+
         model = self.model.get_base_model() if is_peft_model(self.model) else self.model
         if not hasattr(model, "fit_projection") or self.train_dataset is None:
             return None
@@ -588,8 +591,6 @@ class DistillationTrainer(Trainer):
         if not finite.all():  # left to the training step, which stops on a non-finite loss naming the step
             logger.warning("projection warm start: %d of %d rows have NaN/inf embeddings and are left out",
                            int((~finite).sum()), len(rows))
-        if mode not in ("least_squares", "mean"):
-            raise ValueError(f"warm_start_projection: mode must be 'least_squares' or 'mean', got {mode!r}")
         fit = model.fit_projection(pooled[finite], targets[finite], ridge=args.projection_init_ridge,
                                    fit_weight=mode == "least_squares")
         fit["rows"] = int(finite.sum())
