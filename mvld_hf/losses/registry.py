@@ -35,8 +35,13 @@ from .english_control import english_control
 from .feature_distillation import feature_distillation
 from .soft_logit import soft_logit
 
-PAPER_CITATION = ("@article{mvld2025, title={Multilingual Vision-Language Distillation}, "
-                  "journal={arXiv preprint arXiv:2510.26271}, year={2025}}")
+PAPER_CITATION = (
+    "@article{thongwat2025distilling, "
+    "title={Distilling Multilingual Vision-Language Models: When Smaller Models Stay Multilingual}, "
+    "author={Thongwat, Jhayahgrit and Payoungkhamdee, Patomporn and Limkonchotiwat, Peerat and Chumpu, R. "
+    "and Nutanong, S. and Sriratanawilai, S.}, "
+    "journal={arXiv preprint arXiv:2510.26271}, eprint={2510.26271}, archivePrefix={arXiv}, year={2025}}"
+)
 
 
 @dataclass(frozen=True)
