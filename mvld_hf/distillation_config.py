@@ -21,6 +21,16 @@ __all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
 
 ANCHORS = ("text", "image")
 PROJECTION_INITS = ("auto", "least_squares", "mean", "none")
+# methods whose negatives are the other rows of the (global) batch, and what they compare
+IN_BATCH_NEGATIVES = {
+    "mcl": "contrasts each caption with the other rows' anchors",
+    "sd": "matches the softmax over the batch's anchor similarities",
+}
+# methods that need at least two different training rows (negatives come from the batch or the DR queue)
+DATASET_NEGATIVES = {
+    **IN_BATCH_NEGATIVES,
+    "dr": "compares each caption with the other anchors in its queue",
+}
 logger = logging.getLogger(__name__)
 
 
@@ -150,6 +160,14 @@ class DistillationArguments(TrainingArguments):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}: set --{name} 1 or more")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < -1:
+            # transformers reads any max_steps <= 0 as "train num_train_epochs epochs": -5 would train 3 epochs
+            raise ValueError(f"max_steps must be a positive integer, or -1 to train num_train_epochs epochs; got "
+                             f"{self.max_steps!r}")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning_rate must be a positive finite number, got {lr!r}: with 0 the run trains "
+                             "nothing, a negative or NaN rate diverges (e.g. --learning_rate 5e-5)")
         if not self.use_cpu and _launched_processes() > 1 and not _has_accelerator():
             # accelerate launch --multi_gpu --num_processes N on a machine without GPUs: without use_cpu every
             # process would train alone and all of them would write into one output_dir; make it one DDP run
@@ -181,6 +199,7 @@ class DistillationArguments(TrainingArguments):
                 raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
             if isinstance(self.lora_target_modules, str):
                 self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        self._check_in_batch_negatives()
         if self.uses_queue:
             batch = self.per_device_train_batch_size
             if self.queue_size < batch or self.queue_size % batch:
@@ -188,6 +207,22 @@ class DistillationArguments(TrainingArguments):
                     f"queue_size ({self.queue_size}) must be a positive multiple of the batch size ({batch} per "
                     "device, times the number of processes) so the FIFO queue holds whole batches"
                 )
+
+    def _check_in_batch_negatives(self) -> None:
+        """Refuse a global batch of one row for a method whose negatives are the batch's other rows (MCL, SD):
+        its loss would be a constant and its gradient zero at every step."""
+        processes = max(_launched_processes(), 1)
+        global_batch = self.per_device_train_batch_size * processes
+        if global_batch >= 2:
+            return
+        needy = [m for m in self.method_weights if m in IN_BATCH_NEGATIVES]
+        if needy:
+            needs = "; ".join(f"{m.upper()} {IN_BATCH_NEGATIVES[m]}" for m in needy)
+            raise ValueError(
+                f"method={self.method!r} needs at least 2 rows in the global batch, got {global_batch} "
+                f"(per_device_train_batch_size={self.per_device_train_batch_size} x {processes} process"
+                f"{'es' if processes > 1 else ''}): {needs}; with one row its loss is constant and nothing trains. "
+                "Set --per_device_train_batch_size 2 or more (gradient accumulation does not add negatives)")
 
     @property
     def has_mse_term(self) -> bool:

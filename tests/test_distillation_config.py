@@ -49,6 +49,14 @@ def test_defaults_and_derived_needs(tmp_path):
     (dict(method="dr", queue_size=4, per_device_train_batch_size=8), "queue_size"),
     (dict(method="dr", queue_size=100, per_device_train_batch_size=8), "multiple"),
     (dict(max_length=0), "max_length"),
+    (dict(max_steps=-5), r"max_steps must be a positive integer, or -1 .*got -5"),
+    (dict(learning_rate=0.0), r"learning_rate must be a positive finite number, got 0.0"),
+    (dict(learning_rate=-1e-4), "learning_rate must be a positive"),
+    (dict(learning_rate=float("nan")), r"learning_rate .* got nan"),
+    (dict(learning_rate=float("inf")), "learning_rate must be a positive"),
+    (dict(method="mcl", per_device_train_batch_size=1), r"method='mcl' needs at least 2 rows in the global batch, "
+                                                         r"got 1 .*MCL contrasts.*--per_device_train_batch_size 2"),
+    (dict(method="dr+sd", per_device_train_batch_size=1), r"SD matches the softmax"),
 ])
 def test_validation_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -68,3 +76,22 @@ def test_fields_have_help(tmp_path):
     for f in dataclasses.fields(DistillationArguments):
         if f.name in own:
             assert f.metadata.get("help"), f.name
+
+
+def test_a_batch_of_one_is_fine_for_methods_with_other_negatives(tmp_path):
+    # FD/ED compare each row with its own anchor; DR's negatives are the queue's earlier anchors
+    for method in ("fd", "ed", "dr"):
+        args = _args(tmp_path, method=method, per_device_train_batch_size=1, queue_size=4)
+        assert args.per_device_train_batch_size == 1
+
+
+def test_one_row_per_process_is_fine_when_processes_share_the_batch(tmp_path, monkeypatch):
+    import mvld_hf.distillation_config as config
+
+    monkeypatch.setattr(config, "_launched_processes", lambda: 2)
+    args = config.DistillationArguments.__new__(config.DistillationArguments)
+    args.method_weights, args.method, args.per_device_train_batch_size = {"mcl": 1.0}, "mcl", 1
+    args._check_in_batch_negatives()  # 2 processes x 1 row: the gathered global batch has a negative
+    monkeypatch.setattr(config, "_launched_processes", lambda: 1)
+    with pytest.raises(ValueError, match=r"got 1 \(per_device_train_batch_size=1 x 1 process\)"):
+        args._check_in_batch_negatives()
