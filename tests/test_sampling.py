@@ -1,0 +1,82 @@
+"""LengthGroupedSampler: batches of similar length, a fresh permutation per epoch, deterministic, DDP-shardable."""
+
+import numpy as np
+import pytest
+import torch
+from accelerate.data_loader import BatchSamplerShard
+
+from mvld_hf.sampling import LengthGroupedSampler, token_lengths
+
+
+def lengths_like_captions(n=1000, seed=0):
+    """Token lengths of captions of 6-20 words (about 1.3-3 tokens a word, as a subword tokenizer gives)."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(6, 21, n) * rng.uniform(1.3, 3.0, n)).astype(int) + 2
+
+
+def padded_tokens(lengths, batches):
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_every_row_once_in_full_batches_of_similar_length():
+    lengths = lengths_like_captions(1000)
+    sampler = LengthGroupedSampler(lengths, batch_size=32, seed=0, group_batches=8)
+    order = list(sampler)
+    assert sorted(order) == list(range(1000)) and len(sampler) == 1000
+    batches = [order[i:i + 32] for i in range(0, 1000, 32)]
+    assert [len(b) for b in batches] == [32] * 31 + [8]  # the one short batch is last
+    assert [list(b) for b in sampler.batches()] == batches  # what the DataLoader will cut, batch for batch
+    rng = np.random.default_rng(1)
+    random_batches = [b.tolist() for b in np.array_split(rng.permutation(1000), range(32, 1000, 32))]
+    grouped, shuffled = padded_tokens(lengths, batches), padded_tokens(lengths, random_batches)
+    real = int(lengths.sum())
+    assert (grouped - real) < 0.2 * (shuffled - real)  # pad work falls by more than 5x
+    spread = np.median([np.ptp(lengths[b]) for b in batches[:-1]])
+    assert spread < 0.25 * np.median([np.ptp(lengths[b]) for b in random_batches[:-1]])
+
+
+def test_order_depends_only_on_seed_and_epoch():
+    lengths = lengths_like_captions(500)
+    a, b = LengthGroupedSampler(lengths, 16, seed=3), LengthGroupedSampler(lengths, 16, seed=3)
+    assert list(a) == list(b)  # a resumed run (a new sampler, same seed) replays the same order
+    first = list(a)
+    a.set_epoch(1)
+    b.set_epoch(1)
+    assert list(a) == list(b) and list(a) != first  # a new permutation each epoch, the same on every process
+    assert list(LengthGroupedSampler(lengths, 16, seed=4)) != first
+    a.set_epoch(0)
+    assert list(a) == first
+    # batch order is shuffled: long and short batches alternate at random, not longest-first
+    means = [lengths[bt].mean() for bt in a.batches()[:-1]]
+    assert not (np.all(np.diff(means) <= 0) or np.all(np.diff(means) >= 0))
+
+
+def test_ddp_shards_get_disjoint_grouped_batches():
+    """accelerate gives each process every world_size-th batch of the same sampler (BatchSamplerShard)."""
+    lengths = lengths_like_captions(640)
+    sampler = LengthGroupedSampler(lengths, 16, seed=0)
+    batch_sampler = torch.utils.data.BatchSampler(sampler, 16, drop_last=False)
+    shards = [list(BatchSamplerShard(batch_sampler, num_processes=2, process_index=r)) for r in (0, 1)]
+    rows = [i for shard in shards for b in shard for i in b]
+    assert sorted(rows) == list(range(640))
+    grouped = sorted(sorted(b.tolist()) for b in sampler.batches())
+    assert sorted(sorted(b) for shard in shards for b in shard) == grouped  # each rank gets whole grouped batches
+
+
+def test_token_lengths_take_the_longest_column_and_truncate(tokenizer):
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"caption": ["a dog", "a red dog runs on the grass " * 20],
+                                       "english": ["a big black dog sits there", "a dog"]})
+    one = token_lengths(rows, tokenizer, ["caption"], max_length=16, batch_size=1)
+    both = token_lengths(rows, tokenizer, ["caption", "english"], max_length=64)
+    n_english = len(tokenizer(rows["english"][0])["input_ids"])
+    assert one[1] == 16 and one[0] == len(tokenizer("a dog")["input_ids"]) < n_english < 64
+    assert both[0] == n_english and both[1] == 64
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="batch_size"):
+        LengthGroupedSampler([3, 4], batch_size=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        LengthGroupedSampler([], batch_size=2)
