@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -57,6 +58,29 @@ class Teacher:
     def _encode_image_batch(self, images: list) -> torch.Tensor:
         raise TeacherCapabilityError.text_only(self.name_or_path)
 
+    # the two halves of the image path: ``prepare_images`` (decode + image processor, CPU only, safe in DataLoader
+    # workers: see mvld_hf.image_pipeline) and ``encode_prepared_images`` (the forward, where the teacher lives)
+    def prepare_images(self, images: Sequence) -> Any:
+        """Decoded RGB PIL images; a teacher with an image processor returns its CPU tensors instead."""
+        if not self.supports_images:
+            return self._encode_image_batch(list(images))  # raises TeacherCapabilityError
+        return [decode_image(im, f"image {i}", rgb=True) for i, im in enumerate(images)]
+
+    @torch.no_grad()
+    def encode_prepared_images(self, prepared) -> torch.Tensor:
+        """float32 [N, dim] embeddings of one batch made by :meth:`prepare_images`, on the teacher's device."""
+        return self._encode_image_batch(prepared).float()
+
+    def text_tokenizer(self) -> TeacherTextTokenizer | None:
+        """A picklable callable giving this teacher's token tensors for a list of captions (what
+        :meth:`encode_tokenized` reads), for DataLoader workers; ``None`` if the teacher tokenizes internally."""
+        return None
+
+    @torch.no_grad()
+    def encode_tokenized(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """float32 [N, dim] embeddings of captions tokenized by :meth:`text_tokenizer`, on the teacher's device."""
+        raise NotImplementedError(f"{type(self).__name__} has no text_tokenizer(): use encode_text")
+
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:
         """Embed texts: float32 [N, dim] on the teacher's device, in input order."""
@@ -64,12 +88,28 @@ class Teacher:
         return self._batched(self._encode_text_batch, texts, batch_size, show_progress_bar, "Teacher texts")
 
     @torch.no_grad()
-    def encode_image(self, images: Sequence, batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:
-        """Embed PIL images: float32 [N, dim] on the teacher's device, in input order."""
+    def encode_image(self, images: Sequence, batch_size: int = 64, show_progress_bar: bool = False,
+                     num_workers: int | None = 0) -> torch.Tensor:
+        """Embed PIL images (or undecoded ``{"bytes", "path"}`` rows): float32 [N, dim] on the teacher's device,
+        in input order. ``num_workers > 0`` decodes and preprocesses the batches in that many DataLoader worker
+        processes while this one runs the forward (``None``: :func:`~mvld_hf.image_pipeline.default_num_workers`).
+        """
         if not self.supports_images:
             return self._encode_image_batch(list(images))  # raises TeacherCapabilityError
-        images = [decode_image(im, f"image {i}", rgb=True) for i, im in enumerate(images)]
-        return self._batched(self._encode_image_batch, images, batch_size, show_progress_bar, "Teacher images")
+        from .image_pipeline import iter_prepared_batches
+
+        images = list(images)
+        if not images:
+            raise ValueError("the teacher got nothing to encode")
+
+        def get(start: int, stop: int):  # decode here, so an error names the image's position in the input
+            return [decode_image(im, f"image {i}", rgb=True) for i, im in enumerate(images[start:stop], start)]
+
+        batches = iter_prepared_batches(len(images), get, batch_size, self.prepare_images, num_workers, self.device)
+        chunks = [self.encode_prepared_images(b) for b in
+                  tqdm(batches, desc="Teacher images", total=-(-len(images) // batch_size),
+                       disable=not show_progress_bar)]
+        return torch.cat(chunks)
 
     @staticmethod
     def _batched(fn, items: list, batch_size: int, show_progress_bar: bool, desc: str) -> torch.Tensor:
@@ -82,6 +122,24 @@ class Teacher:
     def fingerprint(self) -> str:
         """A string identifying the teacher's embedding space, used for caching precomputed embeddings."""
         return f"{self.name_or_path}@{self.revision or 'local'}"
+
+
+class TeacherTextTokenizer:
+    """A dual encoder's caption tokenizer on its own (no model): ``tokenizer(texts)`` gives the ``input_ids`` /
+    ``attention_mask`` tensors :meth:`DualEncoderTeacher.encode_tokenized` reads, padded as the teacher pads
+    (to the batch's longest, or to SigLIP's fixed 64). Picklable, for DataLoader workers."""
+
+    def __init__(self, tokenizer, max_length: int, fixed_length: int | None = None):
+        self.tokenizer, self.max_length, self.fixed_length = tokenizer, max_length, fixed_length
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        padding = "max_length" if self.fixed_length else True
+        batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        out = {"input_ids": batch["input_ids"]}
+        if "attention_mask" in batch:
+            out["attention_mask"] = batch["attention_mask"]
+        return out
 
 
 class DualEncoderTeacher(Teacher):
@@ -106,12 +164,14 @@ class DualEncoderTeacher(Teacher):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, revision: str | None = None, device=None, dtype=None, **kwargs):
-        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
+
+        from .image_pipeline import load_image_processor
 
         model = AutoModel.from_pretrained(name_or_path, revision=revision, dtype=dtype, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-        try:
-            image_processor = AutoImageProcessor.from_pretrained(name_or_path, revision=revision)
+        try:  # the torchvision-backed processor where torchvision imports, else the PIL one
+            image_processor = load_image_processor(name_or_path, revision=revision)
         except (OSError, ValueError):
             image_processor = None
         if device is not None:
@@ -127,22 +187,34 @@ class DualEncoderTeacher(Teacher):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def text_tokenizer(self) -> TeacherTextTokenizer:
+        return TeacherTextTokenizer(self.tokenizer, self.max_length, self.fixed_length)
+
+    @torch.no_grad()
+    def encode_tokenized(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        kwargs = {"input_ids": torch.as_tensor(tokens["input_ids"]).to(self.device, non_blocking=True)}
+        if tokens.get("attention_mask") is not None and not self.fixed_length:
+            kwargs["attention_mask"] = torch.as_tensor(tokens["attention_mask"]).to(self.device, non_blocking=True)
+        return embedding_from_output(self.model.get_text_features(**kwargs)).float()
+
     def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
-        padding = "max_length" if self.fixed_length else True
-        batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
-        kwargs = {"input_ids": batch["input_ids"]}
-        if "attention_mask" in batch and not self.fixed_length:
-            kwargs["attention_mask"] = batch["attention_mask"]
-        return embedding_from_output(self.model.get_text_features(**kwargs))
+        return self.encode_tokenized(self.text_tokenizer()(texts))
+
+    def prepare_images(self, images: Sequence) -> dict[str, torch.Tensor]:
+        """The image processor's CPU tensors for decoded images (safe in a DataLoader worker)."""
+        images = super().prepare_images(images)
+        # SigLIP2's processor also returns pixel_attention_mask and spatial_shapes: pass everything through
+        return {k: v for k, v in self.image_processor(images=images, return_tensors="pt").items() if torch.is_tensor(v)}
+
+    @torch.no_grad()
+    def encode_prepared_images(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        dtype = next(self.model.parameters()).dtype
+        inputs = {k: v.to(self.device, dtype=dtype, non_blocking=True) if k == "pixel_values"
+                  else v.to(self.device, non_blocking=True) for k, v in prepared.items()}
+        return embedding_from_output(self.model.get_image_features(**inputs)).float()
 
     def _encode_image_batch(self, images: list) -> torch.Tensor:
-        # SigLIP2's processor also returns pixel_attention_mask and spatial_shapes: pass everything through
-        inputs = dict(self.image_processor(images=images, return_tensors="pt"))
-        dtype = next(self.model.parameters()).dtype
-        inputs = {k: v.to(self.device, dtype=dtype) if k == "pixel_values" else v.to(self.device)
-                  for k, v in inputs.items() if torch.is_tensor(v)}
-        return embedding_from_output(self.model.get_image_features(**inputs))
+        return self.encode_prepared_images(self.prepare_images(images))
 
 
 class SentenceTransformerTeacher(Teacher):

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data_utils import decode_image
+from ..image_pipeline import image_encoder_parts, iter_prepared_batches
 from .base import Evaluator
 from .clustering import per_language_purity
 from .consistency import cross_lingual_consistency
@@ -46,9 +47,14 @@ ImageEncoder = Callable[[list[Image.Image]], Any]
 # ----------------------------------------------------------------------------------------------------
 def encode_in_batches(encode: Callable[[list], Any], n: int, get_batch: Callable[[int, int], list],
                       batch_size: int = 64, desc: str = "Encoding",
-                      show_progress_bar: bool | None = None) -> torch.Tensor:
+                      show_progress_bar: bool | None = None, prepare: Callable | None = None,
+                      num_workers: int | None = 0, device=None) -> torch.Tensor:
     """Call ``encode(get_batch(start, stop))`` over ``range(n)`` in batches and concatenate the results
-    (kept on the device and in the dtype the encoder returns). Checks each batch's shape."""
+    (kept on the device and in the dtype the encoder returns). Checks each batch's shape.
+
+    ``prepare`` (e.g. a teacher's ``prepare_images``) runs between the two: ``encode(prepare(get_batch(...)))``.
+    With ``num_workers > 0`` (``None``: automatic) ``get_batch`` and ``prepare`` run in DataLoader worker
+    processes (:func:`~mvld_hf.image_pipeline.iter_prepared_batches`) while this process runs ``encode``."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n_batches = -(-n // batch_size)
@@ -58,8 +64,10 @@ def encode_in_batches(encode: Callable[[list], Any], n: int, get_batch: Callable
     dim = None
     started = time.perf_counter()
     with torch.no_grad():
-        for start in tqdm(range(0, n, batch_size), desc=desc, disable=not show_progress_bar, leave=False):
-            items = get_batch(start, min(start + batch_size, n))
+        batches = iter_prepared_batches(n, get_batch, batch_size, prepare, num_workers, device)
+        for start, items in zip(tqdm(range(0, n, batch_size), desc=desc, disable=not show_progress_bar,
+                                     leave=False), batches):
+            expected = min(start + batch_size, n) - start
             emb = encode(items)
             if not torch.is_tensor(emb):
                 try:
@@ -67,9 +75,9 @@ def encode_in_batches(encode: Callable[[list], Any], n: int, get_batch: Callable
                 except Exception as exc:  # noqa: BLE001
                     raise TypeError(f"{desc}: the encoder returned {type(emb).__name__}, expected a tensor or "
                                     "array of shape [batch, dim]") from exc
-            if emb.dim() != 2 or emb.shape[0] != len(items):
+            if emb.dim() != 2 or emb.shape[0] != expected:
                 raise ValueError(f"{desc}: the encoder returned shape {tuple(emb.shape)} for a batch of "
-                                 f"{len(items)}; expected [{len(items)}, dim]")
+                                 f"{expected}; expected [{expected}, dim]")
             if not emb.is_floating_point():
                 raise TypeError(f"{desc}: the encoder returned {emb.dtype}, expected floating point embeddings")
             if dim is not None and emb.shape[1] != dim:
@@ -131,6 +139,15 @@ def _dedup_images(dataset, image_id_column: str | None, n_rows: int) -> tuple[li
             first_rows.append(row)
         row_to_image.append(index)
     return first_rows, row_to_image, list(index_of)
+
+
+def _encode_image_rows(encode_image, dataset, image_column: str, rows: list[int], batch_size: int,
+                       show_progress_bar: bool | None, num_workers: int | None) -> torch.Tensor:
+    """The images of ``rows``, read, decoded (and preprocessed, for a teacher) by DataLoader workers."""
+    prepare, encode, device = image_encoder_parts(encode_image)
+    return encode_in_batches(encode, len(rows), _image_loader(dataset, image_column, rows), batch_size,
+                             "Encoding images", show_progress_bar, prepare=prepare, num_workers=num_workers,
+                             device=device)
 
 
 def _image_loader(dataset, image_column: str, rows: list[int]) -> Callable[[int, int], list]:
@@ -244,11 +261,15 @@ class MultilingualEvaluator(Evaluator):
         return (f"{type(self).__name__}(images={len(self.image_rows)}, captions={len(self.captions)}, "
                 f"languages={self.languages})")
 
-    def encode_images(self, encode_image: ImageEncoder) -> torch.Tensor:
-        """Embeddings of the de-duplicated image gallery, ``[n_images, d]`` (reusable across calls)."""
-        return encode_in_batches(encode_image, len(self.image_rows),
-                                 _image_loader(self.dataset, self.image_column, self.image_rows),
-                                 self.batch_size, "Encoding images", self.show_progress_bar)
+    def encode_images(self, encode_image: ImageEncoder, num_workers: int | None = None) -> torch.Tensor:
+        """Embeddings of the de-duplicated image gallery, ``[n_images, d]`` (reusable across calls).
+
+        ``encode_image`` is a callable on PIL images or a teacher (or its ``encode_image``): a teacher's image
+        processor then runs in the ``num_workers`` DataLoader workers that read and decode the images (``None``:
+        :func:`~mvld_hf.image_pipeline.default_num_workers`, none for a small gallery; ``0``: all in this
+        process)."""
+        return _encode_image_rows(encode_image, self.dataset, self.image_column, self.image_rows, self.batch_size,
+                                  self.show_progress_bar, num_workers)
 
     def encode_texts(self, encode_text: TextEncoder) -> torch.Tensor:
         """Embeddings of the selected captions, ``[n_captions, d]``."""
@@ -342,6 +363,7 @@ def evaluate_vqa(
     batch_size: int = 64,
     image_embeddings: torch.Tensor | None = None,
     show_progress_bar: bool | None = None,
+    num_workers: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Multiple-choice VQA accuracy (CVQA / ALM-Bench format) with image-text similarity.
 
@@ -349,7 +371,9 @@ def evaluate_vqa(
     (list of strings, any length >= 1), ``answer`` (index of the right option, or its text) and
     ``language`` (``None``: no per-language split). Option texts are ``format_option(question, option,
     template)``. Images are de-duplicated by ``image_id_column`` when given; ``image_embeddings`` (one
-    row per de-duplicated image) skips image encoding. Returns :func:`vqa_accuracy`'s dict.
+    row per de-duplicated image) skips image encoding; otherwise ``num_workers`` DataLoader workers read, decode
+    (and, for a teacher's ``encode_image``, preprocess) the images (see ``MultilingualEvaluator.encode_images``).
+    Returns :func:`vqa_accuracy`'s dict.
     """
     _check_dataset(dataset, {"image_column": image_column, "question_column": question_column,
                              "options_column": options_column, "answer_column": answer_column,
@@ -389,9 +413,8 @@ def evaluate_vqa(
             kept_languages.append(row_languages[row])
 
     if image_embeddings is None:
-        image_embeddings = encode_in_batches(encode_image, len(image_rows),
-                                             _image_loader(dataset, image_column, image_rows), batch_size,
-                                             "Encoding images", show_progress_bar)
+        image_embeddings = _encode_image_rows(encode_image, dataset, image_column, image_rows, batch_size,
+                                              show_progress_bar, num_workers)
     elif image_embeddings.shape[0] != len(image_rows):
         raise ValueError(f"image_embeddings has {image_embeddings.shape[0]} rows but the dataset has "
                          f"{len(image_rows)} distinct images")
