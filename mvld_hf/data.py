@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data_utils import MissingColumnError, check_columns, decode_image
+from .data_utils import BLANK_TEXT, BLANK_TEXT_PATTERN, MissingColumnError, check_columns, decode_image
 from .encode import check_texts
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,57 @@ def non_finite_error(column: str, where: str, value=None, fix: str | None = None
         + (fix or "Drop that row or recompute its teacher embedding (precompute_teacher_embeddings)"))
 
 
+class ZeroEmbeddingError(ValueError):
+    """A teacher embedding is the zero vector: it carries no signal (DR/SD see a uniform distribution, FD pulls the
+    caption to the origin, ``normalize_features`` divides by ~0), so the row would train nothing or noise."""
+
+
+#: a row whose L2 norm is at most this is a zero vector (``F.normalize``'s own epsilon)
+ZERO_NORM = 1e-12
+
+
+def zero_norm_rows(embeddings) -> np.ndarray:
+    """Indices of the rows of a [N, d] array (numpy or torch) whose L2 norm is zero (at most :data:`ZERO_NORM`)."""
+    if isinstance(embeddings, torch.Tensor):
+        norms = embeddings.detach().reshape(len(embeddings), -1).double().norm(dim=1)
+        return torch.nonzero(norms <= ZERO_NORM).flatten().cpu().numpy()
+    values = np.asarray(embeddings, dtype=np.float64)
+    return np.flatnonzero(np.linalg.norm(values.reshape(len(values), -1), axis=1) <= ZERO_NORM)
+
+
+def zero_norm_error(column: str, where: str, fix: str | None = None) -> ZeroEmbeddingError:
+    """The error for a teacher embedding that is the zero vector at ``where`` (e.g. ``"row 5 of train_dataset"``)."""
+    return ZeroEmbeddingError(
+        f"{where}: '{column}' is the zero vector; a zero teacher embedding carries no signal (DR/SD see a uniform "
+        "distribution, FD pulls the caption to the origin, normalize_features divides by ~0). "
+        + (fix or "Drop that row or recompute its teacher embedding (precompute_teacher_embeddings)"))
+
+
+def check_embedding_rows(embeddings, column: str, describe) -> None:
+    """Raise for the first row of ``embeddings`` ([N, d], numpy or torch) that holds NaN/inf
+    (:class:`NonFiniteEmbeddingError`) or is the zero vector (:class:`ZeroEmbeddingError`); ``describe(i)`` names
+    row ``i`` (e.g. ``"row 7 of the dataset"``). The check teacher outputs get wherever they enter a run."""
+    bad = non_finite_rows(embeddings)
+    if len(bad):
+        raise non_finite_error(column, describe(int(bad[0])), np.asarray(embeddings[int(bad[0])], dtype=np.float32))
+    zero = zero_norm_rows(embeddings)
+    if len(zero):
+        raise zero_norm_error(column, describe(int(zero[0])))
+
+
+def _embedding_type_error(column: str, dataset_name: str, arrow_type, example) -> TypeError:
+    kind = "strings" if isinstance(example, str) else f"{type(example).__name__} scalars"
+    shown = repr(example)
+    return TypeError(f"{dataset_name} column '{column}' holds {kind} ({arrow_type} values, e.g. "
+                     f"{shown[:60] + '...' if len(shown) > 60 else shown}), expected vectors of floats (one list per "
+                     "row): recompute them with precompute_teacher_embeddings, or parse them (e.g. json.loads) into "
+                     "lists")
+
+
 def check_finite_embeddings(dataset, column: str, dataset_name: str = "dataset", batch_size: int = 100_000) -> None:
-    """Raise :class:`NonFiniteEmbeddingError` naming the first dataset row of the embedding ``column`` that
-    holds NaN/inf (or is missing). One vectorised Arrow pass in the dataset's row order."""
+    """Raise naming the first dataset row of the embedding ``column`` that holds NaN/inf or is missing
+    (:class:`NonFiniteEmbeddingError`), or is the zero vector (:class:`ZeroEmbeddingError`); a column of strings
+    or scalars instead of vectors raises ``TypeError``. One vectorised Arrow pass in the dataset's row order."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -69,16 +117,26 @@ def check_finite_embeddings(dataset, column: str, dataset_name: str = "dataset",
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type) \
                 or pa.types.is_fixed_size_list(values.type):
             flat = pc.list_flatten(values)
-            if pa.types.is_floating(flat.type):
-                bad = pc.invert(pc.is_finite(flat))
-                if pc.any(bad).as_py():
-                    row = pc.list_parent_indices(values)[pc.index(bad, True).as_py()].as_py()
-                    raise non_finite_error(column, f"row {offset + row} of {dataset_name}", values[row].as_py())
+            if pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type):
+                if pa.types.is_floating(flat.type):
+                    bad = pc.invert(pc.is_finite(flat))
+                    if pc.any(bad).as_py():
+                        row = pc.list_parent_indices(values)[pc.index(bad, True).as_py()].as_py()
+                        raise non_finite_error(column, f"row {offset + row} of {dataset_name}", values[row].as_py())
+                # a row is the zero vector when none of its values is non-zero
+                nonzero = pc.not_equal(flat, 0).to_numpy(zero_copy_only=False)
+                parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+                has_signal = np.bincount(parents[nonzero], minlength=len(values)) > 0
+                if not has_signal.all():
+                    raise zero_norm_error(column, f"row {offset + int(np.argmin(has_signal))} of {dataset_name}")
+        elif len(values):
+            raise _embedding_type_error(column, dataset_name, values.type, values[0].as_py())
         offset += len(values)
 
 
 def check_text_column(dataset, column: str, dataset_name: str = "dataset", batch_size: int = 100_000) -> None:
-    """Raise naming the first dataset row whose ``column`` is not a string, or is empty or whitespace only.
+    """Raise naming the first dataset row whose ``column`` is not a string, or has no visible character
+    (:func:`~mvld_hf.data_utils.is_blank_text`, here as the RE2 pattern ``BLANK_TEXT_PATTERN``).
 
     One vectorised pass over the column (Arrow compute, ``batch_size`` rows at a time, in the dataset's row
     order), so a bad row is reported before training instead of at the step that reads it. Streams are checked
@@ -100,10 +158,48 @@ def check_text_column(dataset, column: str, dataset_name: str = "dataset", batch
         if values.null_count:
             row = pc.index(pc.is_null(values), True).as_py()
             raise TypeError(f"row {offset + row} of {dataset_name}: '{column}' is None, expected a string: {fix}")
-        row = pc.index(pc.equal(pc.utf8_trim_whitespace(values), ""), True).as_py()
+        row = pc.index(pc.match_substring_regex(values, BLANK_TEXT_PATTERN), True).as_py()
         if row >= 0:
-            raise ValueError(f"row {offset + row} of {dataset_name}: '{column}' is empty or whitespace only; {fix}")
+            raise ValueError(f"row {offset + row} of {dataset_name}: '{column}' is {BLANK_TEXT} "
+                             f"({values[row].as_py()!r}); {fix}")
         offset += len(values)
+
+
+def check_room_for_content(tokenizer, max_length: int) -> None:
+    """Refuse a ``max_length`` that leaves no room for a caption's tokens after the tokenizer's special tokens
+    (``max_length=2`` with XLM-R's ``<s>``/``</s>`` would cut every caption to those two tokens)."""
+    count = getattr(tokenizer, "num_special_tokens_to_add", None)
+    special = count(pair=False) if callable(count) else 0
+    if max_length <= special:
+        raise ValueError(f"max_length={max_length} leaves no room for a caption: the tokenizer adds {special} "
+                         f"special token(s) to each, so every caption would be cut to those; set max_length to "
+                         f"{special + 1} or more (captions need tens of tokens: the default is 128)")
+
+
+def has_distinct_rows(x: torch.Tensor, keys: torch.Tensor | None = None, rtol: float = 1e-6) -> bool:
+    """Whether any two rows of ``x`` (and of the DR queue's ``keys``, when given) differ by more than ``rtol`` of
+    the largest value: a batch whose anchors are all alike gives a contrastive method (MCL, SD, DR) nothing to
+    contrast, so its loss is constant and its gradient zero. One host sync; the trainer warns on ``False``."""
+    rows = x.detach().reshape(len(x), -1)
+    if keys is not None and len(keys):
+        rows = torch.cat([rows, keys.detach().reshape(len(keys), -1).to(rows.device, rows.dtype)])
+    if len(rows) < 2:
+        return False
+    scale = rows.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
+    return bool(((rows - rows[:1]).abs() > rtol * scale).any())
+
+
+def no_distinct_anchors_message(method_weights, step: int) -> str | None:
+    """The warning for a batch without distinct anchors at ``step``, or ``None`` when no selected method needs
+    other rows (FD and ED compare each caption with its own anchor)."""
+    from .distillation_config import methods_needing_other_rows
+
+    needy = methods_needing_other_rows(method_weights)
+    if not needy:
+        return None
+    needs = "; ".join(f"{m.upper()} {why}" for m, why in needy.items())
+    return (f"step {step}: every anchor of the batch is the same (no negatives): {needs}, so this step's loss is "
+            "constant and trains nothing. Shuffle the data or deduplicate rows that share one English caption")
 
 
 class DistillationCollator:
@@ -121,6 +217,7 @@ class DistillationCollator:
         self.args = args
         self.max_length = max_length or args.max_length
         self._warned_truncation = False
+        check_room_for_content(tokenizer, self.max_length)
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
@@ -141,6 +238,9 @@ class DistillationCollator:
 
     def _stack_embeddings(self, features: list[dict[str, Any]], column: str) -> torch.Tensor:
         rows = [f[column] for f in features]
+        if any(isinstance(r, (str, bytes)) or np.ndim(r) == 0 for r in rows):
+            example = next(r for r in rows if isinstance(r, (str, bytes)) or np.ndim(r) == 0)
+            raise _embedding_type_error(column, "the training batch", type(example).__name__, example)
         lengths = {len(r) if hasattr(r, "__len__") else -1 for r in rows}
         if len(lengths) != 1 or -1 in lengths:
             raise ValueError(f"rows of '{column}' are not vectors of one length (found lengths {sorted(lengths)}); "
@@ -149,11 +249,9 @@ class DistillationCollator:
             stacked = np.asarray(rows, dtype=np.float32)
         except (TypeError, ValueError) as err:
             raise ValueError(f"'{column}' does not hold numeric vectors ({err})") from err
-        bad = non_finite_rows(stacked)  # a streamed row's only check (map-style datasets are checked up front)
-        if len(bad):
-            caption = features[bad[0]].get(self.args.caption_column)
-            raise non_finite_error(column, f"the row captioned {caption!r} (position {bad[0]} of its batch)",
-                                   stacked[bad[0]])
+        # a streamed row's only check (map-style datasets are checked up front)
+        check_embedding_rows(stacked, column, lambda i: f"the row captioned "
+                             f"{features[i].get(self.args.caption_column)!r} (position {i} of its batch)")
         return torch.as_tensor(stacked)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -222,13 +320,65 @@ def text_columns(args, has_teacher: bool, columns) -> list[str]:
     return [c for c in dict.fromkeys(texts) if c in columns]
 
 
+def _needs_other_rows(args) -> dict[str, str]:
+    from .distillation_config import methods_needing_other_rows
+
+    return methods_needing_other_rows(args.method_weights)
+
+
+def _refuse_without_negatives(args, what: str) -> None:
+    needy = _needs_other_rows(args)
+    if needy:
+        needs = "; ".join(f"{m.upper()} {why}" for m, why in needy.items())
+        raise ValueError(f"{what}, but method={args.method!r} needs at least two rows with different anchors: "
+                         f"{needs}; with one anchor its loss is constant and nothing trains. Add rows, or distil "
+                         "with method='fd' (each caption to its own anchor)")
+
+
+def _anchor_column(args, columns) -> str | None:
+    """The column the run's anchors come from (precomputed, or the English caption the teacher embeds); ``None``
+    for images the teacher embeds in the step (not compared here)."""
+    if args.anchor == "text":
+        return args.teacher_text_column if args.teacher_text_column in columns else \
+            (args.english_column if args.english_column in columns else None)
+    return args.teacher_image_column if args.teacher_image_column in columns else None
+
+
+def _all_rows_identical(dataset, column: str, batch_size: int = 100_000) -> bool:
+    """Whether every row of ``column`` (strings or embedding vectors) equals the first one; one Arrow pass that
+    stops at the first differing batch."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    first = None
+    for table in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_size):
+        values = table.column(column).combine_chunks()
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            first = values[0].as_py() if first is None else first
+            if not pc.all(pc.equal(values, first)).as_py():
+                return False
+            continue
+        if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)
+                or pa.types.is_fixed_size_list(values.type)):
+            return False
+        flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+        if len(values) == 0 or len(flat) % len(values):
+            return False  # ragged rows differ (and are refused elsewhere)
+        rows = flat.reshape(len(values), -1)
+        first = rows[0].copy() if first is None else first
+        if rows.shape[1] != len(first) or not (rows == first).all():
+            return False
+    return True
+
+
 def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None = None):
     """Fail early, with the reason, on data a run with ``args`` cannot use; returns the dataset to train on.
 
     Checks: a stream needs ``max_steps``; an empty dataset; missing columns (:func:`required_columns`); text
-    columns with a non-string, empty or whitespace-only row (:func:`check_text_column`) and embedding columns
-    with a NaN/inf row (:func:`check_finite_embeddings`), both for map-style datasets; precomputed embedding
-    columns whose length is not the student's ``dim``. With a teacher that embeds images
+    columns with a non-string or blank row (:func:`check_text_column`) and embedding columns with a NaN/inf or
+    zero row, or of strings/scalars (:func:`check_finite_embeddings`), both for map-style datasets; a training
+    set of one row, or whose rows all share one anchor, for a method that needs other rows as negatives (MCL,
+    SD, DR); precomputed embedding columns whose length is not the student's ``dim``. With a teacher that embeds images
     in the step, the image column is left undecoded so the collator can name a corrupt image.
     """
     if dataset is None:
@@ -243,6 +393,8 @@ def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None =
                 "unknown: set max_steps in DistillationArguments (epochs cannot be counted)")
     elif hasattr(dataset, "__len__") and len(dataset) == 0:
         raise ValueError(f"{name} is empty: there is nothing to distil")
+    elif name == "train_dataset" and hasattr(dataset, "__len__") and len(dataset) == 1:
+        _refuse_without_negatives(args, "train_dataset has a single row")
     columns = getattr(dataset, "column_names", None)
     if isinstance(columns, list):  # a stream may not know its columns before the first row
         check_columns(columns, required_columns(args, has_teacher=has_teacher), name)
@@ -253,10 +405,16 @@ def check_dataset(name: str, dataset, args, has_teacher: bool, dim: int | None =
                                    (args.teacher_image_column, args.needs_teacher_image)):
                 if needed and column in columns:
                     check_finite_embeddings(dataset, column, name)
+            if name == "train_dataset" and _needs_other_rows(args):
+                anchor = _anchor_column(args, columns)
+                if anchor is not None and _all_rows_identical(dataset, anchor):
+                    _refuse_without_negatives(args, f"every row of train_dataset has the same anchor ('{anchor}')")
         if not is_iterable_dataset(dataset) and dim is not None:
             for column in (args.teacher_text_column, args.teacher_image_column):
                 if column in columns:
                     first = dataset[0][column]
+                    if isinstance(first, (str, bytes)) or np.ndim(first) == 0:
+                        raise _embedding_type_error(column, name, type(first).__name__, first)
                     if not hasattr(first, "__len__") or len(first) != dim:
                         got = len(first) if hasattr(first, "__len__") else type(first).__name__
                         raise ValueError(

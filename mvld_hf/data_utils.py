@@ -5,7 +5,37 @@ from __future__ import annotations
 
 import io
 import os
+import unicodedata
 from collections.abc import Sequence
+
+# Characters that show nothing although they are not whitespace to ``str.strip``: the combining grapheme joiner,
+# Hangul fillers, the blank Braille pattern and the variation selectors (formatting and control characters,
+# e.g. zero-width spaces/joiners and the BOM, are covered by their Unicode categories Cf and Cc).
+_INVISIBLE_RANGES = ((0x034F, 0x034F), (0x115F, 0x1160), (0x3164, 0x3164), (0xFFA0, 0xFFA0), (0x2800, 0x2800),
+                     (0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"})
+#: The same definition as :func:`is_blank_text` as an RE2 pattern (what pyarrow's ``match_substring_regex``
+#: takes), so a whole dataset column is checked in one vectorised pass.
+BLANK_TEXT_PATTERN = "^[\\p{Z}\\p{Cc}\\p{Cf}" + "".join(
+    f"\\x{{{lo:04X}}}" + (f"-\\x{{{hi:04X}}}" if hi != lo else "") for lo, hi in _INVISIBLE_RANGES) + "]*$"
+BLANK_TEXT = ("empty or whitespace only (it has no visible character: zero-width, control and formatting "
+              "characters count as whitespace)")
+
+
+def _invisible(char: str) -> bool:
+    code = ord(char)
+    return unicodedata.category(char) in _INVISIBLE_CATEGORIES or any(lo <= code <= hi
+                                                                      for lo, hi in _INVISIBLE_RANGES)
+
+
+def is_blank_text(text: str) -> bool:
+    """The one definition of an empty caption: no visible character (whitespace, zero-width characters, the BOM,
+    control and formatting characters do not count). Every caption check in the package uses it.
+
+    >>> [is_blank_text(t) for t in ("", " \\t", "\\u200b\\u200c\\u200d\\ufeff", "a\\u200b", "\\u3164", "猫")]
+    [True, True, True, False, True, False]
+    """
+    return all(map(_invisible, text))
 
 
 class MissingColumnError(KeyError):

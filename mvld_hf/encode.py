@@ -8,17 +8,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data_utils import embedding_from_output
+from .data_utils import BLANK_TEXT, embedding_from_output, is_blank_text
 
 
 def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
-    """Reject non-strings and empty/whitespace-only strings with a message naming the first offender."""
+    """Reject non-strings and strings without a visible character (:func:`~mvld_hf.data_utils.is_blank_text`)
+    with a message naming the first offender."""
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] is a {type(text).__name__}, expected a string: {text!r}")
-        if not text.strip():
-            raise ValueError(f"{what}[{i}] is empty or whitespace only; drop or fix such rows before distilling")
+        if is_blank_text(text):
+            raise ValueError(f"{what}[{i}] is {BLANK_TEXT} ({text!r}); drop or fix such rows before distilling")
     return texts
 
 

@@ -6,6 +6,7 @@ method/queue are in ``tests/test_resume.py``; streams without ``max_steps`` in `
 """
 
 import io
+import re
 import logging
 import math
 import os
@@ -93,8 +94,12 @@ def test_empty_dataset(tokenizer, data, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- captions
 @pytest.mark.parametrize("bad,error,message", [
-    ("", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only; drop or fix such rows"),
+    ("", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only .*\(''\); drop or fix such "
+                     "rows"),
     (" \t\n", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only"),
+    ("\u200b\u200c\u200d\ufeff", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only \(it "
+                                         r"has no visible character: zero-width"),
+    ("\u3000\x00\u2060", ValueError, r"row 5 of train_dataset: 'caption' is empty or whitespace only"),
     (None, TypeError, r"row 5 of train_dataset: 'caption' is None, expected a string"),
 ])
 def test_bad_caption_is_named_by_its_dataset_row_before_training(tokenizer, data, tmp_path, bad, error, message):
@@ -533,3 +538,125 @@ def test_rerun_into_an_output_dir_with_checkpoints(tokenizer, data, tmp_path):
                          overwrite_output_dir=True)
     overwrite.train()  # starts over: the earlier run's checkpoints are gone, so they cannot mix with this run's
     assert sorted(os.listdir(overwrite.args.output_dir)) == ["checkpoint-1"]
+
+
+# ------------------------------------------------------------------------------- no content, no negatives
+def test_one_definition_of_an_empty_caption():
+    """The collator, the encoders and the evaluator (is_blank_text) and the dataset check (its RE2 pattern) agree
+    on every character of the Basic Multilingual Plane (surrogates aside)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mvld_hf.data_utils import BLANK_TEXT_PATTERN, is_blank_text
+    from mvld_hf.encode import check_texts
+
+    chars = [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    by_arrow = pc.match_substring_regex(pa.array(chars), BLANK_TEXT_PATTERN).to_pylist()
+    assert [c for c, blank in zip(chars, by_arrow) if blank != is_blank_text(c)] == []
+    for blank in ("\u200b\u200c\u200d\ufeff", "\u00a0\u2028", "\u3164", "\ufe0f", ""):
+        assert is_blank_text(blank)
+        with pytest.raises(ValueError, match="no visible character"):
+            check_texts(["ok", blank], "captions")
+    for text in ("a\u200b", "\u200b猫", "٣", "\u0e01"):
+        assert not is_blank_text(text)
+
+
+def test_evaluator_refuses_a_caption_without_visible_characters():
+    from PIL import Image
+
+    from mvld_hf.evaluation import MultilingualEvaluator
+
+    rows = datasets.Dataset.from_dict({"image": [Image.new("RGB", (4, 4))] * 2, "image_id": [0, 1],
+                                       "caption": ["red", "\u200b\ufeff"], "language": ["en", "en"]})
+    with pytest.raises(ValueError, match=r"row 1 holds an empty caption \('\\u200b\\ufeff' is empty or whitespace"):
+        MultilingualEvaluator(rows, compute_purity=False)
+
+
+@pytest.mark.parametrize("max_length", [1, 2])
+def test_max_length_without_room_for_content(tokenizer, data, tmp_path, max_length):
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    assert special == 2  # <s> and </s>: max_length 1 or 2 would cut every caption to them
+    with pytest.raises(ValueError, match=rf"max_length={max_length} leaves no room for a caption: the tokenizer "
+                                         rf"adds 2 special token\(s\).*set max_length to 3 or more"):
+        _trainer(tokenizer, tmp_path, data, max_length=max_length)
+    _trainer(tokenizer, tmp_path, data.select(range(4)), max_length=3)
+
+
+@pytest.mark.parametrize("method", ["dr", "mcl", "sd", "dr+fd"])
+def test_one_row_dataset_without_negatives_is_refused(tokenizer, data, tmp_path, method):
+    one = data.select([7])
+    with pytest.raises(ValueError, match=rf"train_dataset has a single row, but method='{re.escape(method)}' needs at least two "
+                                         r"rows with different anchors: (MCL|SD|DR) .*method='fd'"):
+        _trainer(tokenizer, tmp_path, one, method=method, per_device_train_batch_size=2, queue_size=4)
+    _trainer(tokenizer, tmp_path, one, method="fd")  # each caption to its own anchor: one row is enough
+
+
+def test_dataset_whose_rows_share_one_anchor_is_refused(tokenizer, teacher, data, tmp_path):
+    same = _replace(data, "teacher_text_embeds", lambda i, v: data[0]["teacher_text_embeds"])
+    with pytest.raises(ValueError, match=r"every row of train_dataset has the same anchor \('teacher_text_embeds'\)"
+                                         r", but method='dr' needs"):
+        _trainer(tokenizer, tmp_path, same, method="dr")
+    one_caption = _replace(data.remove_columns("teacher_text_embeds"), "english", lambda i, v: "a red circle")
+    with pytest.raises(ValueError, match=r"same anchor \('english'\), but method='mcl'.*MCL contrasts"):
+        _trainer(tokenizer, tmp_path, one_caption, method="mcl", teacher=teacher)
+    _trainer(tokenizer, tmp_path, same, method="fd")
+
+
+def test_a_batch_without_distinct_anchors_is_detected():
+    from mvld_hf.data import has_distinct_rows, no_distinct_anchors_message
+
+    same = torch.ones(4, 3)
+    assert not has_distinct_rows(same) and not has_distinct_rows(same[:1])
+    assert not has_distinct_rows(same * (1 + 1e-9))  # float noise is no negative
+    assert has_distinct_rows(torch.cat([same, torch.tensor([[1.0, 1.0, 0.5]])]))
+    assert has_distinct_rows(same, keys=torch.zeros(2, 3))  # the DR queue holds other anchors
+    assert not has_distinct_rows(same, keys=torch.ones(2, 3))
+    message = no_distinct_anchors_message({"mcl": 1.0, "fd": 1.0}, step=3)
+    assert message.startswith("step 3: every anchor of the batch is the same (no negatives): MCL contrasts")
+    assert no_distinct_anchors_message({"fd": 1.0, "ed": 0.5}, step=3) is None
+
+
+# --------------------------------------------------------------------------------------- zero embeddings
+@pytest.mark.parametrize("method", ["fd", "dr", "mcl"])
+def test_zero_precomputed_embedding_is_named_before_training(tokenizer, data, tmp_path, method):
+    from mvld_hf.data import ZeroEmbeddingError
+
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: [0.0] * 16 if i == 41 else v)
+    with pytest.raises(ZeroEmbeddingError, match=r"row 41 of train_dataset: 'teacher_text_embeds' is the zero "
+                                                 r"vector; .*carries no signal.*Drop that row or recompute"):
+        _trainer(tokenizer, tmp_path, rows, method=method)
+
+
+def test_zero_embedding_in_a_stream_is_refused_by_the_collator(tokenizer, data, tmp_path):
+    from mvld_hf.data import ZeroEmbeddingError
+
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: [0.0] * 16 if i == 2 else v)
+    student = tiny_student(tokenizer, 16)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset(), student=student, method="dr")
+    with pytest.raises(ZeroEmbeddingError, match=rf"the row captioned '{rows[2]['caption']}' \(position 2 of its "
+                                                 r"batch\): 'teacher_text_embeds' is the zero vector"):
+        trainer.train()
+    assert _unchanged(student, before)
+
+
+def test_check_embedding_rows_names_the_first_bad_row():
+    from mvld_hf.data import ZeroEmbeddingError, check_embedding_rows
+
+    good = torch.randn(4, 3)
+    check_embedding_rows(good, "t", lambda i: f"row {i}")
+    with pytest.raises(ZeroEmbeddingError, match="row 2: 't' is the zero vector"):
+        check_embedding_rows(torch.cat([good[:2], torch.zeros(1, 3), good]), "t", lambda i: f"row {i}")
+    with pytest.raises(NonFiniteEmbeddingError, match="row 1: 't' holds NaN"):
+        check_embedding_rows(torch.tensor([[1.0, 0], [math.nan, 0]]).numpy(), "t", lambda i: f"row {i}")
+
+
+@pytest.mark.parametrize("value,kind", [(lambda v: str(v), "strings"), (lambda v: float(v[0]), "float scalars")])
+def test_embeddings_stored_as_strings_or_scalars(tokenizer, data, tmp_path, value, kind):
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: value(v))
+    with pytest.raises(TypeError, match=rf"train_dataset column 'teacher_text_embeds' holds {kind} \(.*expected "
+                                        r"vectors of floats"):
+        _trainer(tokenizer, tmp_path, rows)
+    stream = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset())
+    with pytest.raises(TypeError, match=rf"the training batch column 'teacher_text_embeds' holds {kind}"):
+        stream.train()

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data_utils import decode_image
+from ..data_utils import BLANK_TEXT, decode_image, is_blank_text
 from ..image_pipeline import image_encoder_parts, iter_prepared_batches
 from .base import Evaluator
 from .clustering import per_language_purity
@@ -244,8 +244,9 @@ class MultilingualEvaluator(Evaluator):
                 if not isinstance(text, str):
                     raise TypeError(f"column {caption_column!r} row {row} holds {type(text).__name__}, "
                                     "expected a string (or a list of strings)")
-                if not text.strip():
-                    raise ValueError(f"column {caption_column!r} row {row} holds an empty caption")
+                if is_blank_text(text):
+                    raise ValueError(f"column {caption_column!r} row {row} holds an empty caption ({text!r} is "
+                                     f"{BLANK_TEXT})")
                 self.captions.append(text)
                 self.caption_languages.append(lang)
                 self.caption_labels.append(row_labels[row])
