@@ -228,10 +228,12 @@ class SentenceTransformerTeacher(Teacher):
         self.supports_images = "image" in modalities
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device=None, **kwargs):
+    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device=None, dtype=None, **kwargs):
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(name_or_path, revision=revision, device=device, **kwargs)
+        if dtype is not None:
+            model = model.to(dtype=dtype)
         return cls(model, name_or_path=name_or_path, revision=revision)
 
     @property
@@ -252,6 +254,33 @@ class SentenceTransformerTeacher(Teacher):
         return self.model.encode(images, batch_size=len(images), convert_to_tensor=True, show_progress_bar=False)
 
 
+#: the choices of ``--teacher_dtype``: ``auto`` picks what the device is fast in (:func:`teacher_dtype`)
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def teacher_dtype(device=None, choice: str | torch.dtype | None = "auto") -> torch.dtype:
+    """The dtype to load a frozen teacher in on ``device`` (a ``torch.device``, a string, or None for the CPU).
+
+    ``auto``: ``bfloat16`` on a CUDA device that supports it, ``float16`` on a CUDA device without bf16
+    (pre-Ampere), ``float32`` anywhere else (the CPU has no fast half-precision matmul for inference here).
+    On an H200 a CLIP ViT-L/14 teacher's bf16 forward ran 6.5x (text) and 9x (images) faster than float32
+    (issue 22); the embeddings it returns are float32 either way (``encode_text``/``encode_image`` cast them),
+    so precomputed columns stay float32. Any other ``choice`` (``"float32"`` keeps the old behaviour) is
+    returned as that dtype.
+    """
+    if isinstance(choice, torch.dtype):
+        return choice
+    choice = choice or "auto"
+    if choice not in TEACHER_DTYPES:
+        raise ValueError(f"teacher dtype {choice!r} is not one of {', '.join(TEACHER_DTYPES)}")
+    if choice != "auto":
+        return getattr(torch, choice)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def _is_sentence_transformer(name_or_path: str, revision: str | None) -> bool:
     if os.path.isdir(name_or_path):
         return os.path.isfile(os.path.join(name_or_path, "modules.json"))
@@ -270,7 +299,8 @@ def load_teacher(name_or_path: str, revision: str | None = None, device=None, dt
         raise OSError(f"teacher {name_or_path!r} not found: no such directory (a Hub id looks like 'org/name')")
     try:
         if _is_sentence_transformer(name_or_path, revision):
-            return SentenceTransformerTeacher.from_pretrained(name_or_path, revision=revision, device=device, **kwargs)
+            return SentenceTransformerTeacher.from_pretrained(name_or_path, revision=revision, device=device,
+                                                              dtype=dtype, **kwargs)
         return DualEncoderTeacher.from_pretrained(name_or_path, revision=revision, device=device, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         if isinstance(err, TeacherCapabilityError):

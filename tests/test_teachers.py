@@ -96,3 +96,36 @@ def test_siglip2_teacher_passes_patch_masks_and_pads_to_fixed_length(tokenizer):
     batch = tokenizer(["a red star"], padding="max_length", max_length=64, return_tensors="pt")
     assert torch.allclose(siglip.encode_text(["a red star"]),
                           model.get_text_features(input_ids=batch["input_ids"]).pooler_output, atol=1e-5)
+
+
+def test_teacher_dtype_is_what_the_device_is_fast_in(monkeypatch):
+    from mvld_hf.teachers import teacher_dtype
+
+    assert teacher_dtype() is torch.float32 and teacher_dtype("cpu") is torch.float32  # CPU: float32
+    assert teacher_dtype(torch.device("cpu"), "auto") is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert teacher_dtype("cuda") is torch.bfloat16 and teacher_dtype("cuda:1") is torch.bfloat16  # Ampere and later
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert teacher_dtype("cuda") is torch.float16  # bf16 only emulated (V100, T4): float16
+    assert teacher_dtype("cuda", "float32") is torch.float32  # the flag that keeps float32
+    assert teacher_dtype("cpu", "bfloat16") is torch.bfloat16 and teacher_dtype("cuda", torch.float16) is torch.float16
+    with pytest.raises(ValueError, match="auto, float32, bfloat16, float16"):
+        teacher_dtype("cuda", "fp8")
+
+
+def test_bf16_teacher_embeddings_stay_close_to_float32(teacher, tmp_path):
+    """A teacher loaded in bf16 returns float32 embeddings within cosine 0.99 of the float32 teacher's (the tiny
+    random CLIP here gives 1.0000 to four places; the offline world's trained CLIP: benchmarks/RESULTS.md)."""
+    teacher.model.save_pretrained(tmp_path)
+    teacher.tokenizer.save_pretrained(tmp_path)
+    teacher.image_processor.save_pretrained(tmp_path)
+    half = load_teacher(str(tmp_path), dtype=torch.bfloat16)
+    assert next(half.model.parameters()).dtype is torch.bfloat16
+    texts = ["a small red circle", "a big blue square next to a green star", "two yellow triangles"]
+    images = [Image.new("RGB", (36, 32), c) for c in ("red", "blue", "white")]
+    for full, low in ((teacher.encode_text(texts), half.encode_text(texts)),
+                      (teacher.encode_image(images), half.encode_image(images))):
+        assert low.dtype is torch.float32  # what precompute writes stays float32
+        cosine = torch.nn.functional.cosine_similarity(full, low, dim=-1)
+        assert cosine.min() > 0.99, cosine
+        assert not torch.equal(full, low)  # it really ran in bf16
