@@ -26,11 +26,20 @@ IN_BATCH_NEGATIVES = {
     "mcl": "contrasts each caption with the other rows' anchors",
     "sd": "matches the softmax over the batch's anchor similarities",
 }
-# methods that need at least two different training rows (negatives come from the batch or the DR queue)
-DATASET_NEGATIVES = {
-    **IN_BATCH_NEGATIVES,
-    "dr": "compares each caption with the other anchors in its queue",
-}
+
+
+def methods_needing_other_rows(method_weights) -> dict[str, str]:
+    """The selected methods whose negatives are other training rows (in the batch or the DR queue), and what
+    each compares: all but the MSE methods (FD, ED). On a dataset of one row (or of identical rows) their loss is
+    constant and nothing trains."""
+    out = {}
+    for m in method_weights:
+        spec = METHODS[m]
+        if spec.mse_term:
+            continue
+        out[m] = IN_BATCH_NEGATIVES.get(m) or ("compares each caption with the other anchors in its queue"
+                                               if spec.uses_queue else "compares each caption with other rows")
+    return out
 logger = logging.getLogger(__name__)
 
 
@@ -201,6 +210,8 @@ class DistillationArguments(TrainingArguments):
                 self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         self._check_in_batch_negatives()
         if self.uses_queue:
+            if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int):
+                raise ValueError(f"queue_size must be an integer number of anchors, got {self.queue_size!r}")
             batch = self.per_device_train_batch_size
             if self.queue_size < batch or self.queue_size % batch:
                 raise ValueError(
