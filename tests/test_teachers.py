@@ -129,3 +129,30 @@ def test_bf16_teacher_embeddings_stay_close_to_float32(teacher, tmp_path):
         cosine = torch.nn.functional.cosine_similarity(full, low, dim=-1)
         assert cosine.min() > 0.99, cosine
         assert not torch.equal(full, low)  # it really ran in bf16
+
+
+def test_cli_loads_the_teacher_in_the_dtype_of_teacher_dtype(monkeypatch):
+    """--teacher_dtype (default auto) reaches load_teacher; it is refused with the offline world's teacher."""
+    import mvld_hf
+    from mvld_hf.cli.arguments import CliError, parse_args
+    from mvld_hf.cli.hub_data import hub_setup
+
+    hub = ["--output_dir", "x", "--teacher", "openai/clip-vit-large-patch14", "--student", "xlm-roberta-base",
+           "--dataset", "d/x", "--use_cpu", "true"]
+    seen = []
+
+    def fake_load_teacher(name, **kwargs):
+        seen.append(kwargs["dtype"])
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(mvld_hf, "load_teacher", fake_load_teacher)
+    for flags, dtype in (([], torch.float32), (["--teacher_dtype", "bfloat16"], torch.bfloat16)):
+        model_args, data_args, args = parse_args(hub + flags)
+        assert model_args.teacher_dtype == (flags[1] if flags else "auto")
+        with pytest.raises(RuntimeError, match="stop here"):
+            hub_setup(model_args, data_args, args)
+        assert seen[-1] is dtype  # auto on the CPU: float32
+    with pytest.raises(SystemExit):
+        parse_args(hub + ["--teacher_dtype", "fp8"])
+    with pytest.raises(CliError, match="--teacher_dtype do"):
+        parse_args(["--output_dir", "x", "--teacher_dtype", "bfloat16"])

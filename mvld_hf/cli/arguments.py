@@ -24,6 +24,10 @@ class ModelArguments:
                          "world, trained here) or a Hub id/path (openai/clip-vit-large-patch14, "
                          "google/siglip2-large-patch16-256, a SentenceTransformer)."})
     teacher_revision: str | None = field(default=None, metadata={"help": "Teacher revision (commit) to pin."})
+    teacher_dtype: str = field(default="auto", metadata={"help": "Dtype to load the teacher in: auto (bfloat16 on "
+                               "a CUDA GPU with bf16, float16 on one without, float32 on the CPU), float32, "
+                               "bfloat16 or float16. Its embeddings are float32 either way.",
+                               "choices": ["auto", "float32", "bfloat16", "float16"]})
     student: str = field(default=OFFLINE, metadata={"help": "Student backbone: 'offline' (a small random XLM-R-"
                          "style encoder with a tokenizer trained on the captions) or a Hub id/path "
                          "(xlm-roberta-base, distilbert-base-multilingual-cased, ...)."})
@@ -183,7 +187,7 @@ def parse_args(argv: list[str] | None = None):
 #: flags that only mean something with the offline world / only with Hub models and data
 OFFLINE_ONLY = ("offline_hidden_size", "offline_layers", "offline_heads", "offline_vocab_size",
                 "offline_max_token_length", "world_seed", "world_train_scenes", "world_test_scenes", "teacher_steps")
-HUB_ONLY = ("teacher_revision", "dataset_config", "streaming", "precomputed_embeddings",
+HUB_ONLY = ("teacher_revision", "teacher_dtype", "dataset_config", "streaming", "precomputed_embeddings",
             "precomputed_embeddings_config", "precomputed_id_column", "precomputed_embedding_column")
 OFFLINE_SPLITS = ("train", "test")
 

@@ -61,7 +61,10 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
     captions, ...) or a local one (see :func:`load_split`)."""
     from datasets import load_dataset
 
-    teacher = mvld_hf.load_teacher(model_args.teacher, revision=model_args.teacher_revision, device=args.device)
+    from mvld_hf.teachers import teacher_dtype
+
+    teacher = mvld_hf.load_teacher(model_args.teacher, revision=model_args.teacher_revision, device=args.device,
+                                   dtype=teacher_dtype(args.device, model_args.teacher_dtype))
     tokenizer = AutoTokenizer.from_pretrained(model_args.student)
     student = MultilingualTextTower.from_backbone(
         model_args.student, projection_dim=teacher.dim, pooling=model_args.pooling,
