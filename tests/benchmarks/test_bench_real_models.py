@@ -29,3 +29,95 @@ def test_overrides_reach_the_training_arguments():
     assert (args.queue_size, args.student_temperature) == (64, 0.1)
     with pytest.raises(TypeError):
         DistillationArguments(output_dir="out", report_to="none", **bench.overrides(["queue_sise=64"]))
+
+
+PO_DE = r'''# German catalog (header, a fuzzy entry, a plural, a context, a multi-line string, an obsolete entry)
+msgid ""
+msgstr ""
+"Language: de\n"
+
+msgid "Enter a valid email address."
+msgstr "Bitte gültige E-Mail-Adresse eingeben."
+
+#, fuzzy
+msgid "This field is required here."
+msgstr "Dieses Feld ist zwingend erforderlich."
+
+msgctxt "abbrev. month"
+msgid "Jan."
+msgstr "Jan."
+
+msgid "Ensure this value has at most %(limit_value)d character."
+msgid_plural "Ensure this value has at most %(limit_value)d characters."
+msgstr[0] "Dieser Wert darf höchstens %(limit_value)d Zeichen haben."
+msgstr[1] "Dieser Wert darf höchstens %(limit_value)d Zeichen haben."
+
+msgid ""
+"The password is too similar "
+"to the \"username\"."
+msgstr ""
+"Das Passwort ist dem „Benutzernamen“ "
+"zu ähnlich."
+
+msgid "Not translated yet, but long enough."
+msgstr ""
+
+msgid "%(class_name)s %(instance)s"
+msgstr "%(class_name)s %(instance)s"
+
+#~ msgid "An obsolete sentence of several words."
+#~ msgstr "Ein veralteter Satz aus mehreren Wörtern."
+'''
+
+
+def test_parse_po_reads_entries_and_skips_header_fuzzy_and_obsolete():
+    bench = load_benchmark("bench_real_models")
+    entries = bench.parse_po(PO_DE)
+    ids = [e["msgid"] for e in entries]
+    assert ids == ["Enter a valid email address.", "Jan.",
+                   "Ensure this value has at most %(limit_value)d character.",
+                   'The password is too similar to the "username".', "Not translated yet, but long enough.",
+                   "%(class_name)s %(instance)s"]
+    assert entries[1]["msgctxt"] == "abbrev. month"
+    assert entries[2]["msgstr[0]"].startswith("Dieser Wert") and "msgid_plural" in entries[2]
+    assert entries[3]["msgstr"] == "Das Passwort ist dem „Benutzernamen“ zu ähnlich."
+
+
+def test_catalog_pairs_keep_translated_sentences_of_several_words():
+    bench = load_benchmark("bench_real_models")
+    pairs = bench.catalog_pairs([PO_DE], min_words=3)
+    assert list(pairs) == ["Enter a valid email address.",
+                           "Ensure this value has at most %(limit_value)d character.",
+                           'The password is too similar to the "username".']
+    assert bench.word_count("%(class_name)s %(instance)s") == 0  # placeholders are not words
+    assert "Jan." in bench.catalog_pairs([PO_DE], min_words=1)
+
+
+def test_parallel_corpus_holds_out_sources_shared_by_every_language():
+    bench = load_benchmark("bench_real_models")
+    shared = {f"shared sentence number {i}": i for i in range(10)}
+    pairs = {"de": {**{k: f"de {v}" for k, v in shared.items()}, "only in german here": "nur deutsch"},
+             "ja": {k: f"ja {v}" for k, v in shared.items()}}
+    train, test = bench.build_parallel_corpus(pairs, test_fraction=0.3, seed=0)
+    held_out = {r["english"] for r in test}
+    assert len(held_out) == 3 and held_out <= set(shared)
+    assert sorted(r["language"] for r in test) == ["de"] * 3 + ["ja"] * 3  # every language, same sources
+    assert not held_out & {r["english"] for r in train}  # never trained on, in any language
+    assert len(train) == 2 * 7 + 1 and {"caption", "english", "language"} == set(train[0])
+    again, _ = bench.build_parallel_corpus(pairs, test_fraction=0.3, seed=0)
+    assert again == train
+
+
+def test_seeds_are_summarised_as_mean_and_std_per_language():
+    bench = load_benchmark("bench_real_models")
+
+    def table(acc):
+        return {"de": {"s2t_acc": acc, "t2s_acc": acc, "cosine": 0.5, "spread": 0.2, "teacher_spread": 0.1},
+                "mean": {"s2t_acc": acc, "t2s_acc": acc, "cosine": 0.5, "spread": 0.2, "teacher_spread": 0.1}}
+
+    run = bench.summarize(5e-5, {0: {"train_seconds": 10, "table": table(0.8)},
+                                 1: {"train_seconds": 20, "table": table(0.9)}})
+    assert abs(run["table"]["de"]["s2t_acc"] - 0.85) < 1e-12 and abs(run["std"]["mean"]["s2t_acc"] - 0.0707) < 1e-4
+    assert run["train_seconds"] == 15 and set(run["seeds"]) == {0, 1}
+    text = bench.format_markdown({"runs": {"dr": run}}, ["de"])
+    assert "| dr | 5e-05 | 0.850 ± 0.071 |" in text
