@@ -1,4 +1,5 @@
-"""The five distillation objectives of arXiv 2510.26271 as pure functions of embeddings.
+"""The five distillation objectives of arXiv 2510.26271 as pure functions of embeddings, and two candidate
+objectives of mvld_hf's own for the paper's Open Question 1 (DRG, DRB).
 
 Each returns a dict whose ``"loss"`` entry is the scalar to minimise; other entries are named parts or detached
 diagnostics, all of which the trainer logs (``loss_<method>``, ``loss_<method>_<part>``).
@@ -6,6 +7,8 @@ diagnostics, all of which the trainer logs (``loss_<method>``, ``loss_<method>_<
 
 from .contrastive import DEFAULT_CONTRASTIVE_TEMPERATURE, contrastive
 from .distributional_replication import DEFAULT_QUEUE_SIZE, distributional_replication
+from .dr_bidirectional import dr_bidirectional
+from .dr_geometry import DEFAULT_GEOMETRY_WEIGHT, dr_geometry
 from .english_control import english_control
 from .feature_distillation import feature_distillation
 from .registry import METHODS, MethodSpec, parse_method
@@ -17,6 +20,9 @@ __all__ = [
     "soft_logit",
     "contrastive",
     "distributional_replication",
+    "dr_geometry",
+    "dr_bidirectional",
+    "DEFAULT_GEOMETRY_WEIGHT",
     "DEFAULT_TEACHER_TEMPERATURE",
     "DEFAULT_STUDENT_TEMPERATURE",
     "DEFAULT_CONTRASTIVE_TEMPERATURE",

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 from .contrastive import contrastive
 from .distributional_replication import distributional_replication
+from .dr_bidirectional import dr_bidirectional
+from .dr_geometry import dr_geometry
 from .english_control import english_control
 from .feature_distillation import feature_distillation
 from .soft_logit import soft_logit
@@ -55,7 +57,7 @@ class MethodSpec:
         loss: the pure loss function; returns a dict with ``"loss"`` and named parts.
         inputs: the embeddings passed positionally to ``loss`` (names listed in the module docstring).
         arguments: ``loss`` keyword -> the ``DistillationArguments`` field it comes from.
-        citation: BibTeX of the paper the method is taken from.
+        citation: BibTeX of the paper the method is taken from (``None``: mvld_hf's own, not from a paper).
         mse_term: the loss is an MSE to the anchors (FD, ED): ``projection_init="auto"`` starts a
             from-scratch student's outputs at the anchors' mean (see ``DistillationTrainer.projection_init_mode``).
     """
@@ -66,7 +68,7 @@ class MethodSpec:
     loss: Callable[..., dict]
     inputs: tuple[str, ...]
     arguments: dict[str, str] = field(default_factory=dict)
-    citation: str = PAPER_CITATION
+    citation: str | None = PAPER_CITATION
     mse_term: bool = False
 
     @property
@@ -107,6 +109,15 @@ METHODS: dict[str, MethodSpec] = {spec.code: spec for spec in (
                "distributional replication: KL over a FIFO queue of teacher anchors",
                distributional_replication, ("s", "t", "a", "keys"),
                {**_TEMPERATURES, "include_positive": "include_positive"}),
+    # candidates for the paper's Open Question 1 (one objective for retrieval and VQA); not in the paper
+    MethodSpec("drg", "DR with English-control geometry (DRG)",
+               "DR + cosine distance of the caption and of the student's English to the anchor",
+               dr_geometry, ("s", "s_en", "t", "a", "keys"),
+               {**_TEMPERATURES, "include_positive": "include_positive"}, citation=None),
+    MethodSpec("drb", "bidirectional distributional replication (DRB)",
+               "DR + the reverse KL: each anchor's distribution over the batch's texts",
+               dr_bidirectional, ("s", "t", "a", "keys"),
+               {**_TEMPERATURES, "include_positive": "include_positive"}, citation=None),
 )}
 
 _TERM = re.compile(r"^\s*([A-Za-z_]+)\s*(?::\s*([^\s:]+)\s*)?$")

@@ -21,8 +21,8 @@ def _args(**kwargs):
                                  queue_size=4, **kwargs)
 
 
-def test_registry_lists_the_five_methods_in_order():
-    assert list(METHODS) == ["fd", "ed", "sd", "mcl", "dr"]
+def test_registry_lists_the_five_methods_in_order_then_the_candidates():
+    assert list(METHODS) == ["fd", "ed", "sd", "mcl", "dr", "drg", "drb"]
     assert all(code == spec.code and spec.display_name.endswith(f"({code.upper()})") for code, spec in METHODS.items())
 
 
@@ -57,3 +57,21 @@ def test_config_needs_come_from_the_registry(method, english, teacher_text, queu
 def test_model_card_names_come_from_the_registry():
     assert _method_text("dr:1,fd:0.5") == "`dr:1,fd:0.5`: distributional replication (DR) x 1 + " \
                                            "feature distillation (FD) x 0.5"
+
+
+def test_candidate_entries_call_their_losses_and_need_what_they_read():
+    """DRG and DRB (mvld_hf's own candidates, not the paper's) go through the same registry path."""
+    from mvld_hf.losses import dr_bidirectional, dr_geometry
+
+    torch.manual_seed(0)
+    s, s_en, t, a, keys = (torch.randn(2, 4) for _ in range(5))
+    args = _args(teacher_temperature=0.5, student_temperature=0.25, include_positive=False)
+    embeddings = {"s": s, "s_en": s_en, "t": t, "a": a, "keys": keys}
+    for code, want in {"drg": dr_geometry(s, s_en, t, a, keys, 0.5, 0.25, False),
+                       "drb": dr_bidirectional(s, t, a, keys, 0.5, 0.25, False)}.items():
+        got = METHODS[code].compute(embeddings, args)
+        assert got.keys() == want.keys() and all(torch.allclose(got[k], want[k]) for k in want), code
+        assert METHODS[code].citation is None
+    drg, drb = _args(method="drg"), _args(method="drb:1,ed:0.5")
+    assert (drg.needs_english_captions, drg.uses_queue, drg.has_mse_term) == (True, True, False)
+    assert (drb.needs_english_captions, drb.uses_queue, drb.has_mse_term) == (True, True, True)
