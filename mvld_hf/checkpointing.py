@@ -1,8 +1,13 @@
 """The checkpoint format of :class:`~mvld_hf.DistillationTrainer`: a manifest written last, and its checks.
 
-Torch-free helpers in the spirit of ``transformers.trainer_utils.get_last_checkpoint``: a checkpoint is complete
-when ``mvld_checkpoint.json`` (every file with its size, plus the run's set-up) exists and every file it lists
-still has the size it was written with.
+Helpers in the spirit of ``transformers.trainer_utils.get_last_checkpoint`` (torch is imported only inside the
+functions that read or write tensors): a checkpoint is complete when ``mvld_checkpoint.json`` (every file with its
+size, plus the run's set-up) exists and every file it lists still has the size it was written with.
+
+The state a run shares with its checkpoints lives here too: :func:`checkpoint_metadata` (what a resumed run must
+share with the one that wrote the checkpoint), :func:`save_queue`/:func:`load_queue` (the DR queue),
+:func:`resolve_checkpoint` (the checkpoint to resume from, verified complete and compatible) and
+:func:`delete_earlier_checkpoints`; the trainer's ``_save_checkpoint`` and ``train`` call them.
 """
 
 from __future__ import annotations
@@ -227,3 +232,92 @@ def check_output_dir(output_dir: str, resume_from_checkpoint=None, overwrite: bo
             "(train(resume_from_checkpoint=True)), choose a new --output_dir, or pass --overwrite_output_dir true "
             "to start over and delete them")
     return found
+
+
+# ------------------------------------------------------------------- the state a run shares with its checkpoints
+def checkpoint_metadata(args, model, queue, global_step: int, projection_dim: int, sharded: bool = False) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoint (the manifest's ``metadata``):
+    method, anchor, student and queue set-up; for a LoRA student not sharded by DeepSpeed/FSDP (``sharded``) the
+    checksum of its frozen base weights (see :func:`frozen_base_checksum`)."""
+    from .lora import is_peft_model
+
+    meta = {"method_weights": dict(args.method_weights), "anchor": args.anchor, "projection_dim": projection_dim,
+            "lora_r": args.lora_r, "global_step": global_step, "world_size": args.world_size,
+            "finite_weights": True}  # the trainer checked the weights before writing them
+    if queue is not None:
+        meta.update(queue_size=args.queue_size, include_positive=args.include_positive, queue_filled=len(queue))
+    if is_peft_model(model) and not sharded:
+        meta["lora_base_checksum"] = frozen_base_checksum(model)
+    return meta
+
+
+def frozen_base_checksum(model) -> float:
+    """Sum of |w| over the frozen base weights of a LoRA student: a LoRA checkpoint holds only the adapter
+    and the projection, so resuming needs the very same base model."""
+    import torch
+
+    with torch.no_grad():
+        total = sum(float(p.detach().double().abs().sum()) for name, p in model.named_parameters()
+                    if not p.requires_grad and "lora_" not in name and ".original_module." not in name)
+    return total
+
+
+def save_queue(checkpoint: str, queue) -> None:
+    """Write the DR queue (contents and pointer) into ``checkpoint`` as ``dr_queue.pt``, flushed and atomic."""
+    import torch
+
+    _fsync_write(os.path.join(checkpoint, QUEUE_FILE), lambda tmp: torch.save(queue.state_dict(), tmp))
+
+
+def load_queue(checkpoint: str, queue, device=None) -> None:
+    """Restore the DR ``queue`` (contents and pointer) from ``checkpoint``; clear errors if absent or corrupt.
+    Nothing to do when ``queue`` is None (a run without DR)."""
+    import torch
+
+    if queue is None:
+        return
+    path = os.path.join(checkpoint, QUEUE_FILE)
+    if not os.path.isfile(path):
+        raise CheckpointMismatchError(
+            f"checkpoint {checkpoint} has no {QUEUE_FILE}: it was not written by a DR run of "
+            "DistillationTrainer, so this DR run cannot resume from it. To start DR from its weights, load "
+            "them with from_pretrained and train without resume_from_checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, ...
+        raise IncompleteCheckpointError(f"{path} is corrupt and cannot be read ({type(err).__name__}: {err})") \
+            from err
+    try:
+        queue.load_state_dict(state, device=device)
+    except ValueError as err:
+        raise CheckpointMismatchError(f"checkpoint {checkpoint}: {err}") from err
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, current: dict, model) -> str:
+    """The checkpoint a run resumes from, verified complete (:func:`verify_checkpoint`) and compatible with this
+    run (``current``: its :func:`checkpoint_metadata`; ``model``: its student, whose weight shapes are compared).
+
+    ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
+    checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An
+    explicit path must be complete, else :class:`IncompleteCheckpointError`.
+    """
+    if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "latest") \
+            and not os.path.isdir(resume_from_checkpoint):  # --resume_from_checkpoint true on a command line
+        resume_from_checkpoint = True
+    checkpoint = (newest_complete_checkpoint(output_dir) if resume_from_checkpoint is True
+                  else str(resume_from_checkpoint))
+    manifest = verify_checkpoint(checkpoint)
+    shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
+    check_compatible(checkpoint, manifest.get("metadata", {}), current, shapes)
+    return checkpoint
+
+
+def delete_earlier_checkpoints(output_dir: str, earlier: list[str]) -> None:
+    """``overwrite_output_dir``: delete the ``checkpoint-N`` folders of ``earlier`` (what
+    :func:`check_output_dir` found), which would otherwise mix into the new run's."""
+    import shutil
+
+    logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", output_dir, ", ".join(earlier))
+    for name in earlier:
+        if name.startswith(PREFIX_CHECKPOINT_DIR):
+            shutil.rmtree(os.path.join(output_dir, name))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections import defaultdict
 
 import torch
@@ -12,33 +11,23 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .checkpointing import (
-    QUEUE_FILE,
-    CheckpointMismatchError,
-    IncompleteCheckpointError,
-    _fsync_write,
-    check_compatible,
     check_output_dir,
+    checkpoint_metadata,
+    delete_earlier_checkpoints,
     last_complete_checkpoint,
-    newest_complete_checkpoint,
-    verify_checkpoint,
+    load_queue,
+    resolve_checkpoint,
+    save_queue,
     write_checkpoint_manifest,
 )
-from .data import (
-    DistillationCollator,
-    NonFiniteEmbeddingError,
-    check_dataset,
-    collator_columns_only,
-    is_iterable_dataset,
-    non_finite_rows,
-)
-from .distillation_config import DistillationArguments, _launched_processes
+from .data import DistillationCollator, NonFiniteEmbeddingError, collator_columns_only, non_finite_rows
+from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
-from .encode import position_limit
-from .lora import apply_lora, is_peft_model, merge_lora
+from .lora import is_peft_model, merge_lora
 from .losses.registry import METHODS
-from .precompute import TeacherEmbeddedStream, TeacherEmbedder
 from .queue import EmbeddingQueue
-from .teachers import TeacherCapabilityError
+from .student_init import projection_init_mode, warm_start_projection
+from .trainer_checks import check_trainer_inputs, embedding_dim
 
 logger = logging.getLogger(__name__)
 
@@ -97,158 +86,30 @@ class DistillationTrainer(Trainer):
     def __init__(self, model=None, args: DistillationArguments | None = None, train_dataset=None, eval_dataset=None,
                  processing_class=None, teacher=None, data_collator=None, evaluators=None, retrieval_evaluator=None,
                  retrieval_image_embeddings=None, **kwargs):
-        if args is None:
-            args = DistillationArguments(output_dir="mvld_hf_output")
-        if not isinstance(args, DistillationArguments):
-            raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}")
-        launched = _launched_processes()
-        if launched > 1 and args.world_size != launched:
-            raise RuntimeError(
-                f"{launched} processes were launched (WORLD_SIZE={launched}) but they do not form one distributed "
-                f"run (this one sees {args.world_size} process): each would train alone, all writing into "
-                f"{args.output_dir}. Give every process its own GPU (accelerate launch --multi_gpu --num_processes "
-                "N with N GPUs), set use_cpu=True (--use_cpu true) for CPU processes, or launch one process")
-        if data_collator is None:
-            if processing_class is None:
-                raise ValueError("pass the student's tokenizer as processing_class (or a data_collator)")
-            data_collator = DistillationCollator(processing_class, args)
+        checked = check_trainer_inputs(model, args, train_dataset, eval_dataset, processing_class, teacher,
+                                       data_collator, evaluators, retrieval_evaluator, retrieval_image_embeddings)
+        args, model = checked.args, checked.model
         self.teacher = teacher
-        # the teacher run in the step: a lazily embedded stream's (see precompute_teacher_embeddings), else teacher
-        self.teacher_embedder = None
-        train_dataset = self._unwrap_embedded_stream(train_dataset, args)
-        eval_dataset = self._unwrap_embedded_stream(eval_dataset, args)
-        if self.teacher_embedder is None and teacher is not None:
-            self.teacher_embedder = TeacherEmbedder(teacher)
-        step_teacher = None if self.teacher_embedder is None else self.teacher_embedder.teacher
-        if step_teacher is not None and is_iterable_dataset(train_dataset):
-            self._read_own_shards(args)
-        # retrieval_evaluator= is an alias: one more evaluator, with its image embeddings given or computed
-        self.evaluators = list(evaluators or []) + ([retrieval_evaluator] if retrieval_evaluator is not None else [])
+        self.teacher_embedder = checked.teacher_embedder  # the teacher run in the step (see TrainerInputs)
+        self.evaluators, self._evaluator_kwargs = checked.evaluators, checked.evaluator_kwargs
         self.retrieval_evaluator = retrieval_evaluator
-        self._evaluator_kwargs = [
-            self._evaluator_inputs(ev, teacher, retrieval_image_embeddings if ev is retrieval_evaluator else None)
-            for ev in self.evaluators]
         self.retrieval_image_embeddings = (self._evaluator_kwargs[-1].get("image_embeddings")
                                            if retrieval_evaluator is not None else None)
-        if model is not None and args.lora_r > 0:
-            model = apply_lora(model, args)
-        if model is not None and isinstance(data_collator, DistillationCollator):
-            self._limit_max_length(model, data_collator)
-        self._check_dimensions(model, step_teacher)
-        if step_teacher is not None and args.needs_teacher_image and not step_teacher.supports_images:
-            raise TeacherCapabilityError.text_only(step_teacher.name_or_path, args.teacher_image_column)
-        if args.uses_queue:
-            global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
-            if args.queue_size % global_batch:
-                raise ValueError(f"queue_size ({args.queue_size}) must be a multiple of the global batch size "
-                                 f"({args.per_device_train_batch_size} x {args.world_size} processes = {global_batch})"
-                                 " so the FIFO queue holds whole global batches")
-        train_dataset = self._check_dataset("train_dataset", train_dataset, args, step_teacher, model)
-        eval_dataset = self._check_dataset("eval_dataset", eval_dataset, args, step_teacher, model)
         eval_strategy = args.eval_strategy
-        if self.evaluators and eval_dataset is None:
+        if self.evaluators and checked.eval_dataset is None:
             # evaluators alone are a valid evaluation: keep Trainer from demanding an eval_dataset
             args.eval_strategy = "no"
         try:
-            super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                             processing_class=processing_class, data_collator=data_collator, **kwargs)
+            super().__init__(model=model, args=args, train_dataset=checked.train_dataset,
+                             eval_dataset=checked.eval_dataset, processing_class=processing_class,
+                             data_collator=checked.data_collator, **kwargs)
         finally:
             args.eval_strategy = eval_strategy
         self.queue: EmbeddingQueue | None = None
         if args.uses_queue:
-            self.queue = EmbeddingQueue(args.queue_size, self._embedding_dim(model))
+            self.queue = EmbeddingQueue(args.queue_size, embedding_dim(model))
         self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list),
                                                                     "eval": defaultdict(list)}
-
-    # ----------------------------------------------------------------------------------------------- set-up
-    def _unwrap_embedded_stream(self, dataset, args):
-        """The raw stream of a :class:`~mvld_hf.precompute.TeacherEmbeddedStream` (its workers only read, decode
-        and tokenize; the step embeds with its teacher), and what the DataLoader needs for it."""
-        if isinstance(dataset, dict):
-            return {key: self._unwrap_embedded_stream(value, args) for key, value in dataset.items()}
-        if not isinstance(dataset, TeacherEmbeddedStream):
-            return dataset
-        if dataset.embedder is None:
-            raise ValueError("this TeacherEmbeddedStream was copied without its teacher: call "
-                             "precompute_teacher_embeddings in the training process")
-        if self.teacher_embedder is not None and self.teacher_embedder.teacher is not dataset.embedder.teacher:
-            raise ValueError("the train and eval streams were prepared by precompute_teacher_embeddings with "
-                             "different teachers: the trainer embeds every batch with one teacher")
-        wanted = {"english_column": args.english_column, "image_column": args.image_column}
-        differing = [f"{name}={getattr(dataset, name)!r} there, {value!r} in DistillationArguments"
-                     for name, value in wanted.items() if getattr(dataset, name) != value]
-        if differing:
-            raise ValueError(f"precompute_teacher_embeddings was called with other columns ({'; '.join(differing)}): "
-                             "pass the same column names to both")
-        if self.teacher_embedder is None:  # the first stream's embedder (the train stream's cache) serves all
-            self.teacher_embedder = dataset.embedder
-        return dataset.dataset
-
-    @staticmethod
-    def _read_own_shards(args) -> None:
-        """A stream embedded in the step has batches of raw captions (strings), which accelerate cannot dispatch
-        from rank 0 (its default for iterable datasets): every rank reads its own shards of the stream instead
-        (``datasets``' ``IterableDataset.shard`` when it has at least as many shards as ranks)."""
-        config = args.accelerator_config
-        if getattr(config, "dispatch_batches", None) is None:
-            config.dispatch_batches = False
-        elif config.dispatch_batches:
-            raise ValueError("accelerator_config.dispatch_batches=True sends rank 0's batches to every rank, but a "
-                             "stream embedded by the teacher in the step has raw captions in its batches: leave "
-                             "dispatch_batches unset")
-
-    @staticmethod
-    def _evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:
-        """The keyword arguments ``evaluator.metrics`` gets besides the text encoder: the teacher's embeddings
-        of its images for an evaluator that has an image gallery (``encode_images``), computed once here. An
-        evaluator that compares with the teacher's text embeddings (``encode_teacher``, e.g. the text-only
-        :class:`~mvld_hf.evaluation.translation.TranslationEvaluator`) gets them from the teacher once here."""
-        if hasattr(evaluator, "encode_teacher") and getattr(evaluator, "teacher_embeddings", None) is None:
-            if teacher is None:
-                raise ValueError(f"{type(evaluator).__name__} needs the teacher's embeddings of its English "
-                                 "sentences: pass teacher= to the trainer, or call evaluator.encode_teacher(...) "
-                                 "before passing it")
-            evaluator.encode_teacher(lambda texts: teacher.encode_text(texts).cpu())
-        if not hasattr(evaluator, "encode_images"):
-            return {}
-        if image_embeddings is None:
-            if teacher is None or not teacher.supports_images:
-                raise ValueError(f"{type(evaluator).__name__} needs retrieval_image_embeddings (the teacher's "
-                                 "embeddings of evaluator.encode_images) or an image-capable teacher to compute them")
-            image_embeddings = evaluator.encode_images(lambda images: teacher.encode_image(images).cpu())
-        return {"image_embeddings": image_embeddings}
-
-    @staticmethod
-    def _embedding_dim(model) -> int:
-        config = getattr(model, "config", None)
-        dim = getattr(config, "projection_dim", None)
-        if dim is None:
-            raise ValueError("cannot tell the student's embedding dim: its config has no projection_dim")
-        return int(dim)
-
-    @staticmethod
-    def _limit_max_length(model, collator: DistillationCollator) -> None:
-        """Truncate captions to what the student's position table holds (stated once in the log)."""
-        limit = position_limit(model)
-        if limit is not None and collator.max_length > limit:
-            logger.warning("max_length=%d is more than the student's position table holds (%d tokens): captions are "
-                           "truncated to %d tokens", collator.max_length, limit, limit)
-            collator.max_length = limit
-        else:
-            logger.info("captions are truncated to max_length=%d tokens", collator.max_length)
-
-    def _check_dimensions(self, model, teacher) -> None:
-        if model is None or teacher is None:
-            return
-        student_dim, teacher_dim = self._embedding_dim(model), teacher.dim
-        if student_dim != teacher_dim:
-            raise ValueError(f"the student projects to {student_dim} dims but teacher {teacher.name_or_path!r} "
-                             f"embeds in {teacher_dim}: build the student with projection_dim={teacher_dim}")
-
-    def _check_dataset(self, name: str, dataset, args, teacher, model):
-        """Fail early, with the reason, on data the run cannot use (see :func:`~mvld_hf.data.check_dataset`)."""
-        return check_dataset(name, dataset, args, has_teacher=teacher is not None,
-                             dim=None if model is None else self._embedding_dim(model))
 
     # ------------------------------------------------------------------------------------------------- loss
     def _teacher_targets(self, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -443,26 +304,10 @@ class DistillationTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------- checkpoint state
     def _checkpoint_metadata(self) -> dict:
-        """What a resumed run must share with the run that wrote the checkpoint."""
-        args = self.args
-        meta = {"method_weights": dict(args.method_weights), "anchor": args.anchor,
-                "projection_dim": self._embedding_dim(self.model), "lora_r": args.lora_r,
-                "global_step": self.state.global_step, "world_size": args.world_size,
-                "finite_weights": True}  # _save_checkpoint checked the weights before writing them
-        if self.queue is not None:
-            meta.update(queue_size=args.queue_size, include_positive=args.include_positive,
-                        queue_filled=len(self.queue))
-        if is_peft_model(self.model) and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            meta["lora_base_checksum"] = self._frozen_base_checksum()
-        return meta
-
-    def _frozen_base_checksum(self) -> float:
-        """Sum of |w| over the frozen base weights of a LoRA student: a LoRA checkpoint holds only the adapter
-        and the projection, so resuming needs the very same base model."""
-        with torch.no_grad():
-            total = sum(float(p.detach().double().abs().sum()) for name, p in self.model.named_parameters()
-                        if not p.requires_grad and "lora_" not in name and ".original_module." not in name)
-        return total
+        """What a resumed run must share with the run that wrote the checkpoint (see
+        :func:`~mvld_hf.checkpointing.checkpoint_metadata`)."""
+        return checkpoint_metadata(self.args, self.model, self.queue, self.state.global_step, embedding_dim(self.model),
+                                   sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled)
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
@@ -479,149 +324,38 @@ class DistillationTrainer(Trainer):
         self.accelerator.wait_for_everyone()  # every rank's files (optimizer shards, RNG states) are written
         if self.args.should_save:
             if self.queue is not None:
-                _fsync_write(os.path.join(checkpoint, QUEUE_FILE),
-                             lambda tmp: torch.save(self.queue.state_dict(), tmp))
+                save_queue(checkpoint, self.queue)
             write_checkpoint_manifest(checkpoint, self._checkpoint_metadata())
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
 
-    def load_queue(self, checkpoint: str) -> None:
-        """Restore the DR queue (contents and pointer) from ``checkpoint``; clear errors if absent or corrupt."""
-        if self.queue is None:
-            return
-        path = os.path.join(checkpoint, QUEUE_FILE)
-        if not os.path.isfile(path):
-            raise CheckpointMismatchError(
-                f"checkpoint {checkpoint} has no {QUEUE_FILE}: it was not written by a DR run of "
-                "DistillationTrainer, so this DR run cannot resume from it. To start DR from its weights, load "
-                "them with from_pretrained and train without resume_from_checkpoint")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated zip, bad pickle, ...
-            raise IncompleteCheckpointError(f"{path} is corrupt and cannot be read ({type(err).__name__}: {err})") \
-                from err
-        try:
-            self.queue.load_state_dict(state, device=self.args.device)
-        except ValueError as err:
-            raise CheckpointMismatchError(f"checkpoint {checkpoint}: {err}") from err
-
-    def _check_compatible(self, checkpoint: str, manifest: dict) -> None:
-        shapes = {name: list(value.shape) for name, value in self.model.state_dict().items()}
-        check_compatible(checkpoint, manifest.get("metadata", {}), self._checkpoint_metadata(), shapes)
-
-    def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> str:
-        """The checkpoint ``train`` resumes from, verified complete and compatible.
-
-        ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
-        checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An
-        explicit path must be complete, else
-        :class:`IncompleteCheckpointError`.
-        """
-        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "latest") \
-                and not os.path.isdir(resume_from_checkpoint):  # --resume_from_checkpoint true on a command line
-            resume_from_checkpoint = True
-        checkpoint = (newest_complete_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
-                      else str(resume_from_checkpoint))
-        manifest = verify_checkpoint(checkpoint)
-        self._check_compatible(checkpoint, manifest)
-        return checkpoint
-
-    def projection_init_mode(self) -> str | None:
-        """How the projection is initialised before the first step: ``"least_squares"``, ``"mean"`` or None.
-        ``projection_init="auto"``: least squares, whatever the method, when the student's backbone is pretrained
-        (``config.backbone_name_or_path``, set by ``MultilingualTextTower.from_backbone``); on a backbone built
-        from a config (trained from scratch) ``mean`` for methods with an FD/ED term, else nothing. Measured
-        (benchmarks/RESULTS_real_models.md): from a random projection FD collapsed multilingual-e5-small to a
-        constant and DR reached 0.60 translation retrieval (0.98 with the fit); on the offline scratch student a
-        fitted weight's gain made FD diverge (loss 1.8 -> 4265 in 10 steps at lr 3e-3), while the bias alone
-        (outputs start centred on the anchors' mean, the random weight kept) doubled FD's R@1 after 300 steps
-        (0.094 vs 0.044 untouched, one seed)."""
-        init = self.args.projection_init
-        if init != "auto":
-            return None if init == "none" else init
-        from .lora import is_peft_model
-
-        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        if getattr(getattr(model, "config", None), "backbone_name_or_path", None) is not None:
-            return "least_squares"
-        return "mean" if self.args.has_mse_term else None
-
-    @torch.no_grad()
     def warm_start_projection(self, mode: str = "least_squares") -> dict[str, float] | None:
-        """Fit the student's projection by ridge regression of the teacher's anchors on its pooled outputs
-        (``mode="least_squares"``), or only its bias so the outputs start at the anchors' mean (``"mean"``), over
-        the first ``projection_init_samples`` training rows (see :meth:`MultilingualTextTower.fit_projection`).
-        Every process computes the same fit from the same rows.
-        Returns the fit's ``{"r2", "cosine", "rows"}``, or None when the student has no projection to fit."""
-        import itertools
-
-        from .lora import is_peft_model
-
-        if mode not in ("least_squares", "mean"):  # before the forward pass over the rows, not after it
-            raise ValueError(f"warm_start_projection: mode must be 'least_squares' or 'mean', got {mode!r}")
-
-        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        if not hasattr(model, "fit_projection") or self.train_dataset is None:
-            return None
-        args, n = self.args, self.args.projection_init_samples
-        dataset = self.train_dataset
-        if is_iterable_dataset(dataset) or not hasattr(dataset, "select"):
-            rows = list(itertools.islice(iter(dataset), n))
-        else:
-            subset = self._remove_unused_columns(dataset.select(range(min(n, len(dataset)))))
-            rows = [subset[i] for i in range(len(subset))]
-        pooled, targets = [], []
-        was_training = model.training
-        model.eval()
-        batch_size = max(1, args.per_device_eval_batch_size)
-        for start in range(0, len(rows), batch_size):
-            inputs = self._prepare_inputs(self.data_collator(rows[start:start + batch_size]))
-            _, anchors = self._teacher_targets(inputs)
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            pooled.append(out.pooled_output.float().cpu())
-            targets.append(anchors.float().cpu())
-        model.train(was_training)
-        pooled, targets = torch.cat(pooled), torch.cat(targets)
-        finite = torch.isfinite(pooled).all(1) & torch.isfinite(targets).all(1)
-        if int(finite.sum()) < 2:
-            logger.warning("projection warm start skipped: fewer than 2 of its %d rows have finite embeddings",
-                           len(rows))
-            return None
-        if not finite.all():  # left to the training step, which stops on a non-finite loss naming the step
-            logger.warning("projection warm start: %d of %d rows have NaN/inf embeddings and are left out",
-                           int((~finite).sum()), len(rows))
-        fit = model.fit_projection(pooled[finite], targets[finite], ridge=args.projection_init_ridge,
-                                   fit_weight=mode == "least_squares")
-        fit["rows"] = int(finite.sum())
-        logger.info("projection warm start (%s on %d rows): R^2 %.3f, mean cosine to the anchors %.3f",
-                    "least squares" if mode == "least_squares" else "bias at the anchors' mean", len(rows),
-                    fit["r2"], fit["cosine"])
-        return fit
+        """Fit the student's projection on the first training rows (see
+        :func:`mvld_hf.student_init.warm_start_projection`)."""
+        return warm_start_projection(self, mode)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """``Trainer.train``; a resumed run first verifies the checkpoint (see :meth:`resolve_checkpoint`) and
-        restores the DR queue, so it logs the same losses as an uninterrupted run. A new run refuses an
-        ``output_dir`` holding an earlier run (:func:`check_output_dir`) unless ``args.overwrite_output_dir``, then
-        initialises the projection as :meth:`projection_init_mode` says (FD/ED by default, see
-        :meth:`warm_start_projection`)."""
+        """``Trainer.train``; a resumed run first verifies the checkpoint (complete and compatible, see
+        :func:`~mvld_hf.checkpointing.resolve_checkpoint`) and restores the DR queue, so it logs the same losses as
+        an uninterrupted run. A new run refuses an ``output_dir`` holding an earlier run (:func:`check_output_dir`)
+        unless ``args.overwrite_output_dir``, then initialises the projection as
+        :func:`~mvld_hf.student_init.projection_init_mode` says (FD/ED by default, see
+        :func:`~mvld_hf.student_init.warm_start_projection`)."""
         earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
         if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
-            logger.warning("overwrite_output_dir: deleting the earlier run in %s (%s)", self.args.output_dir,
-                           ", ".join(earlier))
-            for name in earlier:
-                if name.startswith(PREFIX_CHECKPOINT_DIR):
-                    shutil.rmtree(os.path.join(self.args.output_dir, name))
+            delete_earlier_checkpoints(self.args.output_dir, earlier)
         if earlier:
             self.accelerator.wait_for_everyone()
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
-            resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
-            self.load_queue(resume_from_checkpoint)
+            resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir,
+                                                        self._checkpoint_metadata(), self.model)
+            load_queue(resume_from_checkpoint, self.queue, self.args.device)
         else:
             resume_from_checkpoint = None
-            mode = self.projection_init_mode() if self.state.global_step == 0 else None
+            mode = projection_init_mode(self.model, self.args) if self.state.global_step == 0 else None
             if mode:
-                self.warm_start_projection(mode)
+                warm_start_projection(self, mode)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 

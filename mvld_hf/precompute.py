@@ -287,6 +287,50 @@ class TeacherEmbeddedStream(torch.utils.data.IterableDataset):
             yield row
 
 
+def unwrap_embedded_stream(dataset, args, embedder: TeacherEmbedder | None = None):
+    """``(dataset, embedder)``: the raw stream of a :class:`TeacherEmbeddedStream` (its DataLoader workers only
+    read, decode and tokenize; the training step embeds with its teacher) and the embedder the step uses.
+
+    ``dataset`` may be a dict of datasets (every stream in it is unwrapped). ``embedder`` is the one already chosen
+    (e.g. the train stream's, whose cache then serves the eval stream): a stream prepared with another teacher, or
+    with other column names than ``args``' (:class:`~mvld_hf.DistillationArguments`), is refused. Anything that is
+    not a :class:`TeacherEmbeddedStream` is returned as it is, with ``embedder`` unchanged."""
+    if isinstance(dataset, dict):
+        unwrapped = {}
+        for key, value in dataset.items():
+            unwrapped[key], embedder = unwrap_embedded_stream(value, args, embedder)
+        return unwrapped, embedder
+    if not isinstance(dataset, TeacherEmbeddedStream):
+        return dataset, embedder
+    if dataset.embedder is None:
+        raise ValueError("this TeacherEmbeddedStream was copied without its teacher: call "
+                         "precompute_teacher_embeddings in the training process")
+    if embedder is not None and embedder.teacher is not dataset.embedder.teacher:
+        raise ValueError("the train and eval streams were prepared by precompute_teacher_embeddings with "
+                         "different teachers: the trainer embeds every batch with one teacher")
+    wanted = {"english_column": args.english_column, "image_column": args.image_column}
+    differing = [f"{name}={getattr(dataset, name)!r} there, {value!r} in DistillationArguments"
+                 for name, value in wanted.items() if getattr(dataset, name) != value]
+    if differing:
+        raise ValueError(f"precompute_teacher_embeddings was called with other columns ({'; '.join(differing)}): "
+                         "pass the same column names to both")
+    return dataset.dataset, embedder if embedder is not None else dataset.embedder
+
+
+def read_own_shards(args) -> None:
+    """A stream embedded in the step has batches of raw captions (strings), which accelerate cannot dispatch
+    from rank 0 (its default for iterable datasets): every rank reads its own shards of the stream instead
+    (``datasets``' ``IterableDataset.shard`` when it has at least as many shards as ranks). Sets
+    ``args.accelerator_config.dispatch_batches=False``; refuses an explicit ``True``."""
+    config = args.accelerator_config
+    if getattr(config, "dispatch_batches", None) is None:
+        config.dispatch_batches = False
+    elif config.dispatch_batches:
+        raise ValueError("accelerator_config.dispatch_batches=True sends rank 0's batches to every rank, but a "
+                         "stream embedded by the teacher in the step has raw captions in its batches: leave "
+                         "dispatch_batches unset")
+
+
 def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_column: str | None = None,
                                 output_column: str | None = None, columns: Sequence[str] | None = None,
                                 embeddings_id_column: str | None = None, batch_size: int = 1000):

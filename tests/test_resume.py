@@ -19,6 +19,7 @@ from mvld_hf.checkpointing import (
     QUEUE_FILE,
     CheckpointMismatchError,
     IncompleteCheckpointError,
+    load_queue,
     verify_checkpoint,
 )
 from mvld_hf.testing import tiny_student
@@ -136,7 +137,7 @@ def test_queue_file_corrupted_in_place_is_reported(complete_copy, workdir):
         handle.write(b"\0" * size)
     trainer = script.build_trainer(workdir, os.path.dirname(complete_copy))
     with pytest.raises(IncompleteCheckpointError, match="dr_queue.pt is corrupt"):
-        trainer.load_queue(complete_copy)
+        load_queue(complete_copy, trainer.queue, trainer.args.device)
 
 
 def test_no_complete_checkpoint_is_reported(killed, workdir, tmp_path):
