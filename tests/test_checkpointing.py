@@ -6,16 +6,23 @@ import json
 import os
 
 import pytest
+import torch
 
 from mvld_hf.checkpointing import (
     CHECKPOINT_MANIFEST,
+    QUEUE_FILE,
     TRAINER_STATE,
+    CheckpointMismatchError,
     IncompleteCheckpointError,
+    delete_earlier_checkpoints,
     last_complete_checkpoint,
     list_checkpoints,
+    load_queue,
+    save_queue,
     verify_checkpoint,
     write_checkpoint_manifest,
 )
+from mvld_hf.queue import EmbeddingQueue
 
 
 def _checkpoint(output_dir, step: int, complete: bool = True, metadata: dict | None = None) -> str:
@@ -81,3 +88,25 @@ def test_weights_not_recorded_or_not_finite_are_refused(tmp_path):
     write_checkpoint_manifest(path, {"global_step": 2, "finite_weights": True})
     with pytest.raises(IncompleteCheckpointError, match=r"holds NaN/inf weights \(w\): resume from an earlier"):
         verify_checkpoint(path)
+
+
+def test_queue_round_trips_through_a_checkpoint_and_a_missing_or_other_queue_is_refused(tmp_path):
+    queue = EmbeddingQueue(8, 4)
+    queue.enqueue(torch.arange(12.0).view(3, 4))
+    save_queue(str(tmp_path), queue)
+    assert os.path.isfile(tmp_path / QUEUE_FILE) and not os.path.exists(tmp_path / f"{QUEUE_FILE}.tmp")
+    restored = EmbeddingQueue(8, 4)
+    load_queue(str(tmp_path), restored)
+    assert torch.equal(restored.keys(), queue.keys()) and restored.ptr == queue.ptr
+    load_queue(str(tmp_path / "nowhere"), None)  # a run without DR has nothing to restore
+    with pytest.raises(CheckpointMismatchError, match=f"has no {QUEUE_FILE}"):
+        load_queue(str(tmp_path / "nowhere"), restored)
+    with pytest.raises(CheckpointMismatchError, match="checkpoint"):
+        load_queue(str(tmp_path), EmbeddingQueue(8, 5))  # another embedding dim
+
+
+def test_overwrite_deletes_only_the_earlier_checkpoints(tmp_path):
+    old = _checkpoint(str(tmp_path), 3)
+    (tmp_path / "model.safetensors").write_bytes(b"w")
+    delete_earlier_checkpoints(str(tmp_path), ["checkpoint-3", "model.safetensors"])
+    assert not os.path.exists(old) and (tmp_path / "model.safetensors").exists()
