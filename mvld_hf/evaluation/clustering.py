@@ -30,12 +30,23 @@ from .base import group_by_language
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "COLLAPSE_SPREAD",
     "KMeansResult",
+    "embedding_spread",
     "spherical_kmeans",
     "purity_from_assignments",
     "clustering_purity",
     "per_language_purity",
 ]
+
+# Below this spread (1 - the norm of the mean unit vector: about the mean of 1 - cos(caption, mean direction)) the
+# embeddings are collapsed: every caption within a cosine of ~0.9999 of one direction, as from a constant or
+# near-constant encoder. k-means would split such points by float noise and score the split as clusters.
+COLLAPSE_SPREAD = 1e-4
+# Lloyd iterations stop when the mean cosine to the centroids gains less than this per point (or falls: float
+# rounding, not progress): on near-collapsed embeddings float32 rounding flips most assignments at every iteration
+# without improving anything, so waiting for "no assignment changes" ran all max_iter iterations
+_TOL = 1e-8
 
 # elements of the [rows, n_clusters] similarity block computed at once during assignment
 _ASSIGN_BLOCK_ELEMENTS = 2**24
@@ -64,7 +75,20 @@ class KMeansResult:
     assignments: torch.Tensor  # LongTensor[N], cluster of each point
     centroids: torch.Tensor  # [K, d], unit norm
     objective: float  # sum over points of cos(point, its centroid); higher is better
-    n_iter: int
+    n_iter: int  # Lloyd iterations of the kept seeding
+    collapsed: bool = False  # the embeddings were collapsed: every point in cluster 0 (see embedding_spread)
+
+
+def embedding_spread(embeddings: torch.Tensor) -> float:
+    """``1 - ||mean of the L2-normalised rows||``: 0 when every row points the same way, about the mean of
+    ``1 - cos(row, mean direction)`` when they nearly do, up to 1 for rows spread evenly. Below
+    :data:`COLLAPSE_SPREAD` the embeddings are collapsed (a constant encoder) and purity puts them in one cluster.
+
+    >>> round(embedding_spread(torch.ones(3, 4)), 6), round(embedding_spread(torch.eye(4)), 6)
+    (0.0, 0.5)
+    """
+    x = F.normalize(torch.as_tensor(embeddings).detach().double(), dim=-1)
+    return float(1.0 - x.mean(dim=0).norm())
 
 
 def _codes(values: Sequence[Hashable], name: str) -> tuple[np.ndarray, int]:
@@ -166,6 +190,13 @@ def spherical_kmeans(
     x = F.normalize(x.detach().float(), dim=-1)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("embeddings contain NaN or Inf values")
+    if embedding_spread(x) < COLLAPSE_SPREAD:
+        # ties count against: points the encoder cannot tell apart are not split by k-means' float noise
+        centroid = F.normalize(x.double().mean(dim=0), dim=-1).float()
+        centroids = centroid.expand(n_clusters, -1).clone()
+        sims = x @ centroid
+        return KMeansResult(torch.zeros(n, dtype=torch.long, device=x.device), centroids,
+                            float(sims.double().sum()), 0, collapsed=True)
     with _single_thread_if_small(x, n_clusters):
         return _spherical_kmeans(x, n_clusters, seed, n_init, max_iter)
 
@@ -176,8 +207,10 @@ def _spherical_kmeans(x: torch.Tensor, n_clusters: int, seed: int, n_init: int, 
     for _ in range(n_init):
         centroids = _kmeanspp(x, n_clusters, generator)
         labels, sims = _assign(x, centroids)
+        objective = float(sims.double().sum())
         it = 0
-        for _ in range(1, max_iter + 1):
+        while it < max_iter:
+            it += 1
             sums = torch.zeros_like(centroids).index_add_(0, labels, x)
             counts = torch.bincount(labels, minlength=n_clusters)
             empty = torch.nonzero(counts == 0).flatten()
@@ -185,13 +218,18 @@ def _spherical_kmeans(x: torch.Tensor, n_clusters: int, seed: int, n_init: int, 
                 # re-seed empty clusters with the points farthest from their centroids (deterministic)
                 worst = torch.argsort(sims, stable=True)[: empty.numel()]
                 sums[empty] = x[worst]
-            centroids = F.normalize(sums, dim=-1)
-            new_labels, sims = _assign(x, centroids)
+            new_centroids = F.normalize(sums, dim=-1)
+            new_labels, new_sims = _assign(x, new_centroids)
+            new_objective = float(new_sims.double().sum())
             changed = bool((new_labels != labels).any())
-            labels = new_labels
-            if not changed:  # a fixed point (re-seeding empty clusters would repeat itself too)
+            if new_objective < objective and empty.numel() == 0:
+                break  # float rounding, not progress (Lloyd never lowers the objective): keep the better state
+            gain = new_objective - objective
+            centroids, labels, sims, objective = new_centroids, new_labels, new_sims, new_objective
+            # a fixed point (re-seeding empty clusters would repeat itself too), or no gain worth an iteration
+            if not changed or (gain < _TOL * x.shape[0] and empty.numel() == 0):
                 break
-        result = KMeansResult(labels, centroids, float(sims.double().sum()), it)
+        result = KMeansResult(labels, centroids, objective, it)
         if best is None or result.objective > best.objective:
             best = result
     assert best is not None
@@ -209,7 +247,11 @@ def clustering_purity(
     """Purity of spherical k-means clusters of ``embeddings`` w.r.t. ``labels``.
 
     ``n_clusters`` defaults to the number of distinct labels. Perfectly separated classes give 1.0;
-    embeddings unrelated to balanced labels give roughly ``1 / n_clusters`` (slightly more on small sets).
+    embeddings unrelated to balanced labels give roughly ``1 / n_clusters`` when there are many points per
+    label, but never less than ``n_clusters / n`` (every cluster's majority counts): with 2 captions per label a
+    random split scores about 0.5. Collapsed embeddings (:func:`embedding_spread` below :data:`COLLAPSE_SPREAD`,
+    a constant encoder) are not split by float noise: ties count against, all points form one cluster and
+    purity is the largest label's share (logged as a warning).
     """
     embeddings = torch.as_tensor(embeddings)
     labels = labels.tolist() if torch.is_tensor(labels) else list(labels)
@@ -218,8 +260,17 @@ def clustering_purity(
                          f"{tuple(embeddings.shape)} for {len(labels)} labels")
     if n_clusters is None:
         n_clusters = len(set(labels))
+    purity, collapsed = _purity(embeddings, labels, n_clusters, seed, n_init, max_iter)
+    if collapsed:
+        logger.warning("purity: the embeddings are collapsed (spread %.1e < %.0e: a constant encoder?), so they form "
+                       "one cluster and purity is the largest label's share, %.4f", embedding_spread(embeddings),
+                       COLLAPSE_SPREAD, purity)
+    return purity
+
+
+def _purity(embeddings, labels, n_clusters, seed, n_init, max_iter) -> tuple[float, bool]:
     result = spherical_kmeans(embeddings, n_clusters, seed=seed, n_init=n_init, max_iter=max_iter)
-    return purity_from_assignments(result.assignments.tolist(), labels)
+    return purity_from_assignments(result.assignments.tolist(), labels), result.collapsed
 
 
 def per_language_purity(
@@ -236,7 +287,8 @@ def per_language_purity(
     one scene in different languages must share a cluster to count as pure.
 
     ``show_progress_bar`` (default: when there are 1,000 captions or more) shows one step per k-means run
-    and logs the time taken at INFO."""
+    and logs the time taken at INFO. Collapsed embeddings score as one cluster (see :func:`clustering_purity`)
+    and are named in a warning."""
     embeddings = torch.as_tensor(embeddings)
     labels = labels.tolist() if torch.is_tensor(labels) else list(labels)
     languages = list(languages)
@@ -252,16 +304,22 @@ def per_language_purity(
         logger.info("purity: spherical k-means (%d restarts) on %d captions, each of %d languages alone and all "
                     "mixed", n_init, len(labels), len(by_lang))
     bar = tqdm(total=len(by_lang) + 1, desc="Purity k-means", disable=not show_progress_bar, leave=False)
+    collapsed = []
     for lang in sorted(by_lang, key=str):
         idx = by_lang[lang]
-        out[lang] = clustering_purity(embeddings[idx], [labels[i] for i in idx], seed=seed, n_init=n_init,
-                                      max_iter=max_iter)
+        lang_labels = [labels[i] for i in idx]
+        out[lang], flat = _purity(embeddings[idx], lang_labels, len(set(lang_labels)), seed, n_init, max_iter)
+        collapsed += [str(lang)] if flat else []
         bar.update()
     if by_lang:
         out["mean"] = sum(out[lang] for lang in by_lang) / len(by_lang)
-    out["mixed"] = clustering_purity(embeddings, labels, seed=seed, n_init=n_init, max_iter=max_iter)
+    out["mixed"], flat = _purity(embeddings, labels, len(set(labels)), seed, n_init, max_iter)
+    collapsed += ["mixed"] if flat else []
     bar.update()
     bar.close()
+    if collapsed:
+        logger.warning("purity: the embeddings of %s are collapsed (a constant encoder?): each of them forms one "
+                       "cluster and scores its largest label's share (ties count against)", ", ".join(collapsed))
     if show_progress_bar:
         logger.info("purity: done in %.1f s", time.perf_counter() - started)
     return out

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from mvld_hf.evaluation.clustering import (
+    COLLAPSE_SPREAD,
     clustering_purity,
+    embedding_spread,
     per_language_purity,
     purity_from_assignments,
     spherical_kmeans,
@@ -106,3 +108,56 @@ def test_per_language_purity_mixed_needs_cross_lingual_alignment():
     assert misaligned["mixed"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="clash"):
         per_language_purity(torch.randn(2, 3), [0, 1], ["mixed", "en"])
+
+
+def _scenes(n_scenes=30, captions=2, langs=("en", "de", "ja")):
+    labels = [s for _ in langs for s in range(n_scenes) for _ in range(captions)]
+    languages = [lang for lang in langs for _ in range(n_scenes * captions)]
+    return labels, languages
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-6, 1e-4])
+def test_a_constant_encoder_scores_the_largest_label_share(noise, caplog):
+    """k-means over (nearly) identical points used to split float noise into clusters: with 2 captions per
+    scene that scored ~0.5 per language, "better" than a teacher whose identical embeddings all tied into one
+    cluster (1/30 here). Collapsed embeddings now always form one cluster: ties count against."""
+    import logging
+
+    labels, languages = _scenes()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, generator=g) + noise * torch.randn(len(labels), 16, generator=g)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf.evaluation.clustering"):
+        out = per_language_purity(x, labels, languages)
+    assert out == pytest.approx({"de": 1 / 30, "en": 1 / 30, "ja": 1 / 30, "mean": 1 / 30, "mixed": 1 / 30})
+    assert "de, en, ja, mixed are collapsed" in caplog.text
+    result = spherical_kmeans(x, 30)
+    assert result.collapsed and set(result.assignments.tolist()) == {0}
+
+
+def test_collapse_threshold_leaves_real_spread_alone():
+    x, labels = blobs()
+    assert embedding_spread(x) > 0.4 and not spherical_kmeans(x, 4).collapsed
+    assert embedding_spread(torch.ones(5, 3)) == pytest.approx(0.0, abs=1e-12)
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, 32, generator=g)
+    slightly = direction + 0.05 * direction.norm() / 32 ** 0.5 * torch.randn(200, 32, generator=g)
+    assert embedding_spread(slightly) > COLLAPSE_SPREAD  # cosine ~0.999: still clustered
+    assert not spherical_kmeans(slightly, 10).collapsed
+
+
+def test_kmeans_stops_when_it_stops_improving():
+    """Near-identical points (cosine ~0.999999): float rounding flipped assignments at every Lloyd iteration
+    without improving the objective, so k-means ran all max_iter=100 iterations (0.39 s here instead of 0.11 s);
+    it now stops when the gain vanishes. (purity no longer clusters such points at all: they are collapsed, so
+    the Lloyd loop is called directly.)"""
+    import torch.nn.functional as F
+
+    from mvld_hf.evaluation.clustering import _spherical_kmeans
+
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, 32, generator=g)
+    x = F.normalize(direction + 1e-3 * direction.norm() / 32 ** 0.5 * torch.randn(600, 32, generator=g), dim=-1)
+    result = _spherical_kmeans(x, 300, 0, 1, 100)
+    assert 1 <= result.n_iter < 10
+    separated = spherical_kmeans(blobs()[0], 4, n_init=1)
+    assert 1 <= separated.n_iter < 10 and separated.objective > 0
