@@ -278,3 +278,45 @@ def test_cell_metrics_flattens_eval_results():
                                      "purity_de": 0.7, "purity_mixed": 0.6, "vqa_de": 0.4, "consistency_de": 0.9,
                                      "consistency_cosine_de": 0.8, "teacher_t2i_R@1_en": 0.7}
     assert os.path.basename(__file__) == "test_study.py"
+
+
+# ------------------------------------------------------------------------------ the unified study (issue 25)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CANDIDATES = {"drg", "drb"}
+PAPER_METHODS = {"fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"}
+
+
+def test_unified_study_grids_compare_the_candidates_with_every_method(monkeypatch):
+    """unified.yaml: every single method, both paper combinations and the candidates, from-scratch and
+    pretrained students, 3 seeds each; its from-scratch cells are the offline study's (same settings, so the two
+    studies' cells compare like for like); the smoke and reduced grids are subsets of it."""
+    from mvld_hf.cli.distill import parse_args
+
+    monkeypatch.setenv("MVLD_HF_E5_SMALL", "/models/e5-small")
+    full = expand_grid(load_spec(os.path.join(ROOT, "configs/study/unified.yaml")))
+    assert len(full) == 54
+    for student in ("offline", "/models/e5-small"):
+        cells = [c for c in full if c.settings.get("student", "offline") == student]
+        assert {c.settings["method"] for c in cells} == PAPER_METHODS | CANDIDATES
+        assert sorted({c.settings["seed"] for c in cells}) == [0, 1, 2] and len(cells) == 27
+    offline = expand_grid(load_spec(os.path.join(ROOT, "configs/study/offline.yaml")))
+    offline_fd = {c.fingerprint for c in offline if c.settings["method"] in PAPER_METHODS and len(c.settings) == 8}
+    unified_fd = {c.fingerprint for c in full if c.settings["method"] in PAPER_METHODS and "student" not in c.settings}
+    assert unified_fd == offline_fd and len(unified_fd) == 21
+    for name in ("unified-smoke", "unified-reduced"):
+        cells = expand_grid(load_spec(os.path.join(ROOT, f"configs/study/{name}.yaml")))
+        assert CANDIDATES <= {c.settings["method"] for c in cells}
+        for cell in cells:
+            parse_args(cell.argv("/tmp/x"))  # valid distill.py flags (--method drg / drb among them)
+
+
+def test_unified_smoke_grid_runs_through_the_study(tmp_path, fake_command):
+    """The smoke grid as shipped, through run_study (a stand-in distill.py; tests/losses/test_dr_candidates.py
+    trains drg and drb through the real trainer, tests/examples/test_study_main.py runs real cells)."""
+    spec = load_spec(os.path.join(ROOT, "configs/study/unified-smoke.yaml"))
+    results = run_study(spec, str(tmp_path / "study"), command=fake_command, log=lambda msg: None)
+    assert [c["method"] for c in results["cells"]] == ["drg", "drb", "dr", "ed"]
+    assert {c["status"] for c in results["cells"]} == {"done"}
+    assert all(r["max_steps"] == "300" and r["seed"] == "0" for r in _runs(tmp_path / "study"))
+    md = (tmp_path / "study" / "study.md").read_text()
+    assert "| drg | 1 |" in md and "| drb | 1 |" in md
