@@ -14,7 +14,9 @@ hands each one every ``world_size``-th batch, each of them grouped.
 
 Used by :class:`~mvld_hf.DistillationTrainer` when ``train_sampling_strategy="group_by_length"`` (the
 transformers option, whose stock sampler needs pre-tokenized ``input_ids`` and does not apply to caption rows).
-Map-style datasets only: a stream (``IterableDataset``) keeps its own order.
+A stream (``datasets.IterableDataset``, the paper configs' ``streaming: true``) has no sampler: there
+:func:`group_stream_by_length` reorders the rows within consecutive pools of ``group_batches`` batches the
+same way (a batched ``map``, so worker sharding, DDP sharding and the stream's resume state still apply).
 """
 
 from __future__ import annotations
@@ -83,7 +85,62 @@ def length_grouped_sampler(dataset, tokenizer, args, batch_size: int) -> LengthG
     if args.length_column_name in dataset.column_names:
         lengths = np.asarray(dataset[args.length_column_name])
     else:
-        columns = [args.caption_column] + ([args.english_column] if args.needs_english_captions else [])
-        lengths = token_lengths(dataset, tokenizer, columns, args.max_length)
-    seed = args.data_seed if args.data_seed is not None else args.seed
-    return LengthGroupedSampler(lengths, batch_size, seed=seed)
+        lengths = token_lengths(dataset, tokenizer, _length_columns(args), args.max_length)
+    return LengthGroupedSampler(lengths, batch_size, seed=_seed(args))
+
+
+def length_grouped_stream(stream, tokenizer, args, batch_size: int):
+    """:func:`group_stream_by_length` for a ``DistillationArguments`` run."""
+    return group_stream_by_length(stream, tokenizer, _length_columns(args), args.max_length, batch_size,
+                                  seed=_seed(args))
+
+
+def _length_columns(args) -> list[str]:
+    return [args.caption_column] + ([args.english_column] if args.needs_english_captions else [])
+
+
+def _seed(args) -> int:
+    return args.data_seed if args.data_seed is not None else args.seed
+
+
+def _pool_seed(seed: int, texts: Sequence[str]) -> list[int]:
+    """A seed for one pool of a stream from the run's seed and the pool's first text: the same pool gets the same
+    order in every run and on every process (a stream has no epoch counter a map could read)."""
+    import zlib
+
+    return [seed, zlib.crc32(texts[0].encode("utf-8")) if texts else 0, len(texts)]
+
+
+def group_stream_by_length(stream, tokenizer, columns: Sequence[str], max_length: int, batch_size: int,
+                           seed: int = 0, group_batches: int = GROUP_BATCHES):
+    """``stream`` (a ``datasets.IterableDataset``) with its rows reordered within consecutive pools of
+    ``batch_size * group_batches`` rows: sorted by token length (the longest of ``columns``), cut into batches of
+    ``batch_size``, the batches shuffled (a short batch, at the end of the stream only, stays last)."""
+    pool = batch_size * group_batches
+
+    def regroup(rows: dict) -> dict:
+        n = len(rows[columns[0]])
+        if n == 0:
+            return rows
+        lengths = np.zeros(n, dtype=np.int64)
+        for column in columns:
+            ids = tokenizer(list(rows[column]), truncation=True, max_length=max_length)["input_ids"]
+            lengths = np.maximum(lengths, [len(x) for x in ids])
+        rng = np.random.default_rng(_pool_seed(seed, rows[columns[0]]))
+        return _reorder(rows, _grouped_order(lengths, batch_size, rng))
+
+    return stream.map(regroup, batched=True, batch_size=pool)
+
+
+def _grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Row positions of one pool: shuffled, sorted by length (stable), cut into batches, batches shuffled."""
+    shuffled = rng.permutation(len(lengths))
+    rows = shuffled[np.argsort(-lengths[shuffled], kind="stable")]
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    return np.concatenate([full[i] for i in rng.permutation(len(full))] + short)
+
+
+def _reorder(rows: dict, order: np.ndarray) -> dict:
+    return {key: [values[i] for i in order] for key, values in rows.items()}

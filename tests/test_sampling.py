@@ -5,7 +5,7 @@ import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 
-from mvld_hf.sampling import LengthGroupedSampler, token_lengths
+from mvld_hf.sampling import LengthGroupedSampler, group_stream_by_length, token_lengths
 
 
 def lengths_like_captions(n=1000, seed=0):
@@ -80,3 +80,24 @@ def test_bad_arguments():
         LengthGroupedSampler([3, 4], batch_size=0)
     with pytest.raises(ValueError, match="non-empty"):
         LengthGroupedSampler([], batch_size=2)
+
+
+def test_stream_rows_regrouped_within_pools(tokenizer):
+    """A stream keeps every row once, in pools of group_batches batches: each batch of similar length, the same
+    order on a second pass (resume, another process), worker shards regrouped on their own."""
+    import datasets
+
+    rng = np.random.default_rng(0)
+    words = ["red", "dog", "big", "small", "circle", "blue", "runs", "on", "the", "grass"]
+    texts = [" ".join(rng.choice(words, rng.integers(1, 15))) for _ in range(200)]
+    stream = datasets.Dataset.from_dict({"caption": texts, "row": list(range(200))}).to_iterable_dataset(num_shards=2)
+    grouped = group_stream_by_length(stream, tokenizer, ["caption"], max_length=64, batch_size=8, group_batches=5)
+    rows = [r["row"] for r in grouped]
+    assert sorted(rows) == list(range(200)) and rows == [r["row"] for r in grouped]  # all once, deterministic
+    lengths = token_lengths(datasets.Dataset.from_dict({"caption": texts}), tokenizer, ["caption"], 64)
+    batches = [rows[i:i + 8] for i in range(0, 200, 8)]
+    random_batches = [list(range(i, i + 8)) for i in range(0, 200, 8)]
+    pad = padded_tokens(lengths, batches) - lengths.sum()
+    assert pad < 0.3 * (padded_tokens(lengths, random_batches) - lengths.sum())
+    for start in range(0, 200, 40):  # pools of 40 rows: the same rows as the stream's, reordered
+        assert sorted(rows[start:start + 40]) == sorted(r["row"] for r in stream.skip(start).take(40))
