@@ -150,3 +150,34 @@ def test_stream_embedded_in_the_step_of_each_rank(two_process_results):
         assert result["steps"] == 2 and len(result["captions"]) >= 2 * 4  # (accelerate reads one batch ahead)
         assert 0 < result["texts_embedded"] <= 2 * 4
     assert not set(first["captions"]) & set(second["captions"])
+
+
+def test_deepspeed_zero2_dr_queue_and_resume(workdir):
+    """DeepSpeed ZeRO-2 over two CPU ranks (configs/accelerate/deepspeed_zero2.yaml): the DR run logs the losses
+    of one process on the whole batch, ends in its weights and queue, and a resume from the half-way checkpoint
+    (ZeRO optimizer shards + queue) runs only the remaining steps to the same end. (FSDP is not tested: accelerate
+    runs an FSDP config on CPU ranks as plain DDP.)"""
+    pytest.importorskip("deepspeed")
+    from tests.scripts import sharded_check
+
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "accelerate", "deepspeed_zero2.yaml")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
+               "--main_process_port", str(_free_port()), sharded_check.__file__, workdir, "zero2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"DeepSpeed run failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    reference = sharded_check.run(workdir, "one")
+    assert reference["full"]["steps_run"] == sharded_check.STEPS
+    for rank in (0, 1):
+        got = torch.load(os.path.join(workdir, f"zero2-rank{rank}.pt"))
+        assert got["world_size"] == 2
+        for run in ("full", "resumed"):
+            g, want = got[run], reference["full"]
+            assert g["wrapper"] == "DeepSpeedEngine" and g["deepspeed"] and g["world_size"] == 2
+            assert sorted(g["logs"]) == list(range(1, sharded_check.STEPS + 1))
+            for step, loss in want["logs"].items():
+                assert g["logs"][step] == pytest.approx(loss, abs=1e-5), (run, step)
+            assert (g["params"] - want["params"]).abs().max() < 1e-5
+            assert g["ptr"] == want["ptr"] and torch.allclose(g["queue"], want["queue"], atol=1e-6)
+        assert got["resumed"]["steps_run"] == sharded_check.STEPS - sharded_check.SAVE_AT  # it did resume
