@@ -26,6 +26,7 @@ from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import is_peft_model, merge_lora
 from .losses.registry import METHODS
 from .queue import EmbeddingQueue
+from .run_lock import lock_output_dir
 from .student_init import projection_init_mode, warm_start_projection
 from .trainer_checks import check_trainer_inputs, embedding_dim
 
@@ -342,22 +343,28 @@ class DistillationTrainer(Trainer):
         unless ``args.overwrite_output_dir``, then initialises the projection as
         :func:`~mvld_hf.student_init.projection_init_mode` says (FD/ED by default, see
         :func:`~mvld_hf.student_init.warm_start_projection`)."""
-        earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
-        if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
-            delete_earlier_checkpoints(self.args.output_dir, earlier)
-        if earlier:
-            self.accelerator.wait_for_everyone()
-        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
-            resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir,
-                                                        self._checkpoint_metadata(), self.model)
-            load_queue(resume_from_checkpoint, self.queue, self.args.device)
-        else:
-            resume_from_checkpoint = None
-            mode = projection_init_mode(self.model, self.args) if self.state.global_step == 0 else None
-            if mode:
-                warm_start_projection(self, mode)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        # a second run into output_dir is refused (mvld_hf.run_lock), before anything there is read or deleted
+        lock = lock_output_dir(self.args.output_dir, self.args.should_save, self.args.device)
+        try:
+            earlier = check_output_dir(self.args.output_dir, resume_from_checkpoint, self.args.overwrite_output_dir)
+            if earlier and self.args.should_save:  # overwrite_output_dir: an earlier run's checkpoints would mix in
+                delete_earlier_checkpoints(self.args.output_dir, earlier)
+            if earlier:
+                self.accelerator.wait_for_everyone()
+            if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+                resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir,
+                                                            self._checkpoint_metadata(), self.model)
+                load_queue(resume_from_checkpoint, self.queue, self.args.device)
+            else:
+                resume_from_checkpoint = None
+                mode = projection_init_mode(self.model, self.args) if self.state.global_step == 0 else None
+                if mode:
+                    warm_start_projection(self, mode)
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                                 ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        finally:
+            if lock is not None:
+                lock.release()
 
     # ----------------------------------------------------------------------------------------------- saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

@@ -60,10 +60,12 @@ class DataArguments:
     teacher_cache_dir: str | None = field(default=None, metadata={"help": "Streams: keep every teacher text "
                                           "embedding in this on-disk cache (SQLite, shared by all ranks of one "
                                           "machine), so later epochs and runs skip the teacher."})
-    teacher_eval_cache: str | None = field(default=None, metadata={"help": "Keep the teacher's own evaluation "
+    teacher_eval_cache: str | None = field(default="auto", metadata={"help": "Keep the teacher's own evaluation "
                                            "(retrieval, purity, consistency, VQA) in this folder, keyed by the "
                                            "teacher and the held-out data, and reuse it in later runs with the same "
-                                           "teacher and evaluation data (the study runner sets it for its cells)."})
+                                           "teacher and evaluation data. 'auto' (default): <mvld_hf cache>/"
+                                           "teacher-eval ($MVLD_HF_CACHE, $HF_HOME/mvld_hf or ~/.cache/mvld_hf); "
+                                           "'none' evaluates the teacher on every run."})
     world_seed: int = field(default=0, metadata={"help": "Offline world: seed."})
     world_train_scenes: int | None = field(default=None, metadata={"help": "Offline world: training scenes."})
     world_test_scenes: int | None = field(default=None, metadata={"help": "Offline world: held-out scenes."})
@@ -121,6 +123,11 @@ def validate_cli(model_args: ModelArguments, data_args: DataArguments, args: Dis
     if not os.access(existing, os.W_OK):
         raise CliError(f"--output_dir {args.output_dir} cannot be written ({existing} is read-only): choose a "
                        "writable folder")
+    from mvld_hf.run_lock import live_holder, refusal
+
+    holder = live_holder(out)  # another run trains into it now: refused here, before minutes of set-up
+    if holder is not None:
+        raise CliError(refusal(args.output_dir, holder))
     check_output_dir(out, args.resume_from_checkpoint, args.overwrite_output_dir)
     if model_args.student != OFFLINE and os.path.isdir(model_args.student):
         check_text_encoder_folder(model_args.student)

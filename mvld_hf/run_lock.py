@@ -1,0 +1,204 @@
+"""One run at a time per ``output_dir``: a lock file naming the run that holds the folder.
+
+Two runs writing checkpoints into one folder mix them (``checkpoint-5`` of one run, ``checkpoint-10`` of the
+other, every manifest valid). :class:`RunLock` prevents it: the main process of a run creates
+``<output_dir>/.mvld_run.lock`` (its pid, host, start time and command) atomically before training and removes it
+when training ends; a second run into the same folder is refused with :class:`RunLockError`, one line naming the
+holder. The module uses the standard library only.
+
+Stale-lock policy: a lock whose holder is gone does not block the folder forever.
+
+- Same host: the holder's pid is checked. A pid that no longer exists (a run killed by ``kill -9``, a crashed
+  machine's leftover), or that now belongs to another process (its start time, read from ``/proc``, differs from
+  the recorded one), is gone: the lock is taken over with a warning naming the old holder.
+- Another host (a shared file system): its pids cannot be checked from here, so the lock is respected; the
+  refusal says to delete the lock file once that run is known to be gone.
+- A process that already holds the lock may take it again (the command line and the trainer both take it);
+  only the taker that created the file removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+LOCK_FILE = ".mvld_run.lock"
+
+
+class RunLockError(RuntimeError):
+    """``output_dir`` is held by another run that is (or may be) alive."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot, Linux ``/proc``), None where unavailable:
+    with the pid it identifies a process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    """Whether the process ``pid`` (started at ``start``, see :func:`_process_start`) still runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+def describe(holder: dict) -> str:
+    """``pid 123 on host h since 2026-12-04 18:10:00 UTC (python train.py ...)``."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("time", 0)))
+    command = holder.get("command") or "?"
+    return f"pid {holder.get('pid')} on host {holder.get('host')} since {started} ({command})"
+
+
+def read_holder(output_dir: str) -> dict | None:
+    """The lock file's record (pid, host, process_start, time, command), None when the folder is not locked;
+    an unreadable lock file reads as a holder of unknown pid."""
+    try:
+        with open(os.path.join(output_dir, LOCK_FILE)) as handle:
+            holder = json.load(handle)
+        return holder if isinstance(holder, dict) else {"pid": None, "host": None}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"pid": None, "host": None}
+
+
+def holder_is_gone(holder: dict) -> bool:
+    """A holder on this host whose process no longer runs (see the module's stale-lock policy)."""
+    pid = holder.get("pid")
+    return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
+            and not _alive(pid, holder.get("process_start")))
+
+
+def live_holder(output_dir: str) -> dict | None:
+    """The holder of ``output_dir``'s lock when it is another process that may be alive, else None (a cheap check
+    for the command line, before any work; it takes nothing)."""
+    holder = read_holder(output_dir)
+    if holder is None or holder_is_gone(holder) or _is_me(holder):
+        return None
+    return holder
+
+
+def _is_me(holder: dict) -> bool:
+    return holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()
+
+
+def refusal(output_dir: str, holder: dict) -> str:
+    """The one-line refusal naming the holder and the way out."""
+    return (f"output_dir {output_dir} is in use by another run ({describe(holder)}): two runs in one folder would "
+            f"mix their checkpoints. Wait for it to finish or choose another --output_dir; if that run is gone "
+            f"(another host, a reused pid), delete {os.path.join(output_dir, LOCK_FILE)}")
+
+
+class RunLock:
+    """The lock of one run on ``output_dir`` (see the module docstring); a context manager.
+
+    ``acquire`` raises :class:`RunLockError` while another live run holds it; ``release`` removes the lock file
+    if this object created it."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, LOCK_FILE)
+        self.owned = False
+
+    def acquire(self) -> RunLock:
+        os.makedirs(self.output_dir, exist_ok=True)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+                  "time": time.time(), "command": " ".join([os.path.basename(sys.argv[0] or "python")]
+                                                           + sys.argv[1:])[:300]}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(record, handle)
+        try:
+            for _ in range(20):
+                try:
+                    os.link(tmp, self.path)  # atomic: fails if the lock exists, never leaves a half-written one
+                    self.owned = True
+                    return self
+                except FileExistsError:
+                    pass
+                holder = read_holder(self.output_dir)
+                if holder is None:
+                    continue  # released in between: try again
+                if _is_me(holder):
+                    return self  # this process holds it already (the command line took it before the trainer)
+                if not holder_is_gone(holder):
+                    raise RunLockError(refusal(self.output_dir, holder))
+                self._take_over(holder)
+            raise RunLockError(f"could not take the lock {self.path}: other processes keep changing it")
+        finally:
+            os.unlink(tmp)
+
+    def _take_over(self, stale: dict) -> None:
+        """Move the stale lock aside; if what was moved is not the stale lock (another process took it over
+        first), put it back."""
+        aside = f"{self.path}.{os.getpid()}.stale"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        with open(aside) as handle:
+            try:
+                moved = json.load(handle)
+            except ValueError:
+                moved = {"pid": None, "host": None}
+        if moved != stale and not holder_is_gone(moved):
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        else:
+            logger.warning("output_dir %s: taking over the lock of a run that is gone (%s)", self.output_dir,
+                           describe(stale))
+        os.unlink(aside)
+
+    def release(self) -> None:
+        if self.owned:
+            self.owned = False
+            holder = read_holder(self.output_dir)
+            if holder is not None and _is_me(holder):
+                os.unlink(self.path)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_output_dir(output_dir: str, saves: bool, device=None) -> RunLock | None:
+    """The lock of a (possibly multi-process) run: the saving process (``args.should_save``) takes it, and every
+    rank learns whether it was refused (one all-reduce when ``torch.distributed`` runs), so a refusal stops all
+    ranks instead of leaving the others waiting in a collective. Returns the taken lock (None on other ranks)."""
+    lock, refused = (RunLock(output_dir), None) if saves else (None, None)
+    try:
+        if lock is not None:
+            lock.acquire()
+    except RunLockError as err:
+        refused = err
+    import torch.distributed as dist  # here: the module itself stays importable without torch
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        import torch
+
+        ok = torch.tensor(float(refused is None), device=device)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if not bool(ok) and refused is None:
+            refused = RunLockError(f"output_dir {output_dir} is in use by another run (the main process's error "
+                                   "names it)")
+    if refused is not None:
+        raise refused
+    return lock
