@@ -67,6 +67,11 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         if self.projection_dim <= 0:
             raise ValueError(f"projection_dim must be positive, got {self.projection_dim}")
+        # the tower's special tokens are its backbone's: the Trainer compares them with the tokenizer's and would
+        # otherwise "align" them (and log "The tokenizer has new PAD/BOS/EOS tokens ...") on every run
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if getattr(self, name, None) is None and getattr(self.backbone_config, name, None) is not None:
+                setattr(self, name, getattr(self.backbone_config, name))
 
     @property
     def backbone_hidden_size(self) -> int:

@@ -89,6 +89,23 @@ def cpu_threads(world_size: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, world_size))
 
 
+def busy_machine_warning(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when the machine's 1-minute load exceeds its cores (other jobs hold them): torch's ``threads``
+    would then oversubscribe the cores and every phase slows down several times. Names the setting to use."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load <= cores or threads <= 1:  # quiet, or already one thread: nothing to change
+        return None
+    return (f"the machine's load ({load:.1f}) exceeds its {cores} core(s): other jobs are running, and {threads} "
+            "torch thread(s) per process oversubscribe the cores (every phase slows down several times). Set "
+            "MVLD_HF_NUM_THREADS=1 (e.g. `MVLD_HF_NUM_THREADS=1 mvld-distill ...`) or run when the machine is quiet")
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, args = parse_args(argv)
@@ -99,7 +116,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device.type == "cpu":
         import torch
 
-        torch.set_num_threads(cpu_threads(args.world_size))
+        threads = cpu_threads(args.world_size)
+        torch.set_num_threads(threads)
+        args.dataloader_pin_memory = False  # nothing to pin to without an accelerator (torch warns otherwise)
+        busy = busy_machine_warning(threads)
+        if busy:
+            logger.warning(busy)
     set_seed(args.seed)
     check_flags(model_args, data_args, args)
     offline = model_args.teacher == OFFLINE

@@ -61,11 +61,24 @@ def run_record(model_args: ModelArguments, data_args: DataArguments, args: Disti
 TEACHER_EVAL_FORMAT = 1  # bump when the evaluation's content changes: older cached teacher evaluations are ignored
 
 
+def teacher_eval_folder(value: str | None) -> str | None:
+    """The folder ``--teacher_eval_cache`` names: ``auto`` (the default) is ``teacher-eval`` under the mvld_hf
+    cache folder (:func:`mvld_hf.synthetic.default_cache_dir`); ``none`` or an empty value turns the cache off."""
+    if value is None or value.strip().lower() in ("", "none", "false"):
+        return None
+    if value.strip().lower() == "auto":
+        from mvld_hf.synthetic.world import default_cache_dir
+
+        return os.path.join(default_cache_dir(), "teacher-eval")
+    return value
+
+
 def teacher_eval_path(folder: str | None, teacher, dataset, vqa, args: DistillationArguments,
                       data_args: DataArguments, parallel_column: str | None) -> str | None:
     """Where the teacher's evaluation on exactly this held-out data is kept in ``folder`` (None: no cache). The
     key names the teacher (name or folder, revision), the held-out split and VQA set (datasets fingerprints and
     sizes), the evaluated columns and languages, and the mvld_hf version."""
+    folder = teacher_eval_folder(folder)
     if not folder:
         return None
     import hashlib
@@ -143,6 +156,7 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
                                                batch_size=args.per_device_eval_batch_size)
     if cache and cached is None:
         write_teacher_eval(cache, models["teacher"])
+        logger.info("evaluation of the teacher: kept in %s for later runs (--teacher_eval_cache none: off)", cache)
     teacher_en = models["teacher"]["retrieval"].get("en", {}).get("t2i_R@1")
     # a ratio is undefined (None) when the teacher retrieves nothing in its own language
     ratios = {lang: (m["t2i_R@1"] / teacher_en if teacher_en else None)

@@ -42,14 +42,16 @@ def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, ca
 
 def test_teacher_evaluation_is_computed_once_per_teacher_and_held_out_set(distill_script, tmp_path, monkeypatch,
                                                                         offline_cache, caplog):
-    """--teacher_eval_cache: a second run with the same teacher and held-out data reuses the teacher's numbers
-    (same values, no teacher pass); other held-out data is evaluated afresh."""
+    """By default (no flag) the teacher's evaluation is kept under the mvld_hf cache folder: a second run with the
+    same teacher and held-out data reuses the teacher's numbers (same values, no teacher pass); other held-out
+    data is evaluated afresh; --teacher_eval_cache none evaluates the teacher again and keeps nothing."""
     import logging
 
     monkeypatch.setenv("MVLD_HF_CACHE", str(offline_cache))
-    cache = tmp_path / "teacher_eval"
+    cache = offline_cache / "teacher-eval"  # the default folder, shared with the other runs of this session
+    before = set(cache.iterdir()) if cache.is_dir() else set()
 
-    def run(name, test_scenes, method):
+    def run(name, test_scenes, method, *flags):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="mvld_hf"):
             distill_script.main([
@@ -57,20 +59,43 @@ def test_teacher_evaluation_is_computed_once_per_teacher_and_held_out_set(distil
                 str(test_scenes), "--teacher_steps", "3", "--offline_hidden_size", "32", "--offline_layers", "1",
                 "--offline_heads", "2", "--offline_vocab_size", "400", "--max_steps", "2", "--method", method,
                 "--per_device_train_batch_size", "16", "--queue_size", "32", "--save_strategy", "no",
-                "--disable_tqdm", "true", "--teacher_eval_cache", str(cache)])
+                "--disable_tqdm", "true", *flags])
         reused = any("evaluation of the teacher: reused" in r.getMessage() for r in caplog.records)
         vqa_of_teacher = any("VQA of the teacher" in r.getMessage() for r in caplog.records)
         return json.loads((tmp_path / name / "eval_results.json").read_text()), reused, vqa_of_teacher
 
-    first, reused, vqa_pass = run("a", 12, "dr")
-    assert not reused and vqa_pass and len(list(cache.iterdir())) == 1
-    second, reused, vqa_pass = run("b", 12, "fd")
-    assert reused and not vqa_pass and len(list(cache.iterdir())) == 1
+    def new_entries():
+        return set(cache.iterdir()) - before
+
+    first, reused, vqa_pass = run("a", 11, "dr")  # 11 held-out scenes: a set no other test of this session uses
+    assert not reused and vqa_pass and len(new_entries()) == 1
+    second, reused, vqa_pass = run("b", 11, "fd")
+    assert reused and not vqa_pass and len(new_entries()) == 1
     assert second["teacher"] == first["teacher"] and "vqa" in second["teacher"]
     assert second["student"] != first["student"]  # the student was evaluated (another method)
-    other, reused, _ = run("c", 10, "dr")  # another held-out set: a new entry, evaluated afresh
-    assert not reused and len(list(cache.iterdir())) == 2
-    assert other["meta"]["images"] == 10
+    other, reused, _ = run("c", 9, "dr")  # another held-out set: a new entry, evaluated afresh
+    assert not reused and len(new_entries()) == 2
+    assert other["meta"]["images"] == 9
+    _, reused, vqa_pass = run("d", 11, "dr", "--teacher_eval_cache", "none")  # off: the teacher is evaluated again
+    assert not reused and vqa_pass and len(new_entries()) == 2
+
+
+def test_teacher_eval_cache_folder_defaults_under_the_mvld_hf_cache(monkeypatch, tmp_path):
+    from mvld_hf.cli.reports import teacher_eval_folder
+
+    monkeypatch.setenv("MVLD_HF_CACHE", str(tmp_path))
+    assert teacher_eval_folder("auto") == str(tmp_path / "teacher-eval")
+    assert teacher_eval_folder("none") is None and teacher_eval_folder("") is None
+    assert teacher_eval_folder("my/folder") == "my/folder"
+
+
+def test_a_busy_machine_is_named_with_the_thread_setting():
+    from mvld_hf.cli.distill import busy_machine_warning
+
+    warning = busy_machine_warning(threads=2, load=9.5, cores=2)
+    assert "load (9.5) exceeds its 2 core(s)" in warning and "MVLD_HF_NUM_THREADS=1" in warning
+    assert busy_machine_warning(threads=2, load=1.5, cores=2) is None  # quiet
+    assert busy_machine_warning(threads=1, load=9.5, cores=2) is None  # one thread already: nothing to change
 
 
 def test_readme_multi_process_line_is_one_ddp_run_on_cpu(tmp_path):
