@@ -64,7 +64,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHOD_RUNS = ["fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd", "drg", "drb"]
-ALL_RUNS = ["zero", "warm", *METHOD_RUNS, "fd-noinit", "st-mse"]
+ALL_RUNS = ["zero", "warm", "gradcos", *METHOD_RUNS, "fd-noinit", "st-mse"]
 
 
 def parse_args(argv=None):
@@ -280,11 +280,11 @@ def train_mvld(run: str, args, lr: float, train, teacher, student_dir: str, outp
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     student = MultilingualTextTower.from_backbone(student_dir, projection_dim=teacher.dim)
     freeze_word_embeddings(student.backbone)
-    method = {"zero": "fd", "warm": "fd"}.get(run, run.replace("-noinit", "").replace("-ls", ""))
+    method = {"zero": "fd", "warm": "fd", "gradcos": "fd"}.get(run, run.replace("-noinit", "").replace("-ls", ""))
     projection_init = "none" if run.endswith("-noinit") or run == "zero" else "auto"
     if run.endswith("-ls"):
         projection_init = "least_squares"
-    if run == "warm":
+    if run in ("warm", "gradcos"):
         projection_init = "least_squares"
     settings = dict(
         output_dir=output_dir, method=method, learning_rate=lr, per_device_train_batch_size=args.batch_size,
@@ -295,14 +295,65 @@ def train_mvld(run: str, args, lr: float, train, teacher, student_dir: str, outp
     targs = DistillationArguments(**{**settings, **overrides(args.set)})  # --set wins
     trainer = DistillationTrainer(model=student, args=targs, train_dataset=train, processing_class=tokenizer)
     fit = None
-    if run in ("zero", "warm"):
-        if run == "warm":
+    extra = {}
+    if run in ("zero", "warm", "gradcos"):
+        if run != "zero":
             fit = trainer.warm_start_projection()
+        if run == "gradcos":
+            extra["gradient_cosine"] = gradient_cosines(student, tokenizer, train, args)
     else:
         trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     encode = lambda texts: student.encode(texts, tokenizer, max_length=args.max_length)
-    return encode, {"losses": losses, "warm_start": fit}
+    return encode, {"losses": losses, "warm_start": fit, **extra}
+
+
+def embedding_gradient(loss_fn, emb, a, queue):
+    """d loss_fn(s, a, queue) / d s at s = emb, flattened."""
+    s = emb.detach().clone().requires_grad_(True)
+    loss_fn(s, a, queue).backward()
+    return s.grad.flatten()
+
+
+def gradient_cosines(student, tokenizer, train, args, batches: int = 6) -> dict:
+    """At the warm start (run ``gradcos``): the cosine between the gradients, with respect to the student's
+    caption embeddings ``s`` of one batch, of DR and of the other terms (FD's MSE, DRG's cosine geometry, DRB's
+    reverse KL, SD, MCL), averaged over ``batches`` batches (DR's queue: the anchors of the batches before).
+    A negative cosine: the terms pull the embeddings apart; ~0: they act on different directions."""
+    import torch
+
+    from mvld_hf.losses import (
+        contrastive,
+        distributional_replication,
+        dr_bidirectional,
+        feature_distillation,
+        soft_logit,
+    )
+    from mvld_hf.losses._common import row_cosine
+
+    terms = {"fd": lambda s, a, q: feature_distillation(s, a)["loss"],
+             "geometry": lambda s, a, q: (1 - row_cosine(s, a)).mean(),
+             "drb_reverse": lambda s, a, q: dr_bidirectional(s, a, a, q)["reverse"],
+             "sd": lambda s, a, q: soft_logit(s, a, a)["loss"], "mcl": lambda s, a, q: contrastive(s, a)["loss"]}
+    cosines: dict[str, list[float]] = {name: [] for name in terms}
+    student.eval()
+    queue = torch.zeros(0, student.config.projection_dim)
+    for i in range(batches):
+        rows = train[i * args.batch_size:(i + 1) * args.batch_size]
+        if len(rows["caption"]) < args.batch_size:
+            break
+        batch = tokenizer(rows["caption"], padding=True, truncation=True, max_length=args.max_length,
+                          return_tensors="pt")
+        with torch.no_grad():
+            emb = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+        a = torch.tensor(rows["teacher_text_embeds"], dtype=torch.float32)
+        g_dr = embedding_gradient(lambda s, a, q: distributional_replication(s, a, a, q)["loss"], emb, a, queue)
+        for name, fn in terms.items():
+            g = embedding_gradient(fn, emb, a, queue)
+            cosines[name].append(float(torch.nn.functional.cosine_similarity(g_dr, g, dim=0)))
+        queue = torch.cat([queue, a])
+    student.train()
+    return {name: round(statistics.fmean(v), 4) for name, v in cosines.items() if v}
 
 
 def train_st(args, lr: float, train, student_dir: str, output_dir: str):
@@ -413,11 +464,11 @@ def main(argv=None) -> dict:
     print("step-0 diagnostics:", json.dumps({k: round(v, 5) for k, v in results["diagnostics"].items()}), flush=True)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     results["meta"]["seeds"] = seeds
-    for run in runs:
-        lr = per_run_lr.get(run, default_lr)
-        per_seed = {}
-        for seed in seeds:
-            run_args = argparse.Namespace(**{**vars(args), "seed": seed})  # the data split keeps args.seed
+    per_seed: dict[str, dict] = {run: {} for run in runs}
+    for seed in seeds:  # seed by seed: a run stopped part-way has every method at the first seeds
+        run_args = argparse.Namespace(**{**vars(args), "seed": seed})  # the data split keeps args.seed
+        for run in runs:
+            lr = per_run_lr.get(run, default_lr)
             torch.manual_seed(seed)
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
@@ -428,12 +479,12 @@ def main(argv=None) -> dict:
                 train_s = time.perf_counter() - start
                 metrics = evaluator(encode)
             table = evaluator.per_language(metrics)
-            per_seed[seed] = {"train_seconds": round(train_s, 1), "table": table, **extra}
+            per_seed[run][seed] = {"train_seconds": round(train_s, 1), "table": table, **extra}
             row = "  ".join(f"{lang} {table[lang]['s2t_acc']:.3f}" for lang in [*languages, "mean"])
             print(f"{run:>10} seed {seed} lr {lr:g} ({train_s:.0f} s): s2t {row} | t2s {table['mean']['t2s_acc']:.3f} "
                   f"cos {table['mean']['cosine']:.3f} spread {table['mean']['spread']:.3f} "
                   f"(teacher {table['mean']['teacher_spread']:.3f})", flush=True)
-            results["runs"][run] = summarize(lr, per_seed)
+            results["runs"][run] = summarize(lr, per_seed[run])
             if args.output:
                 with open(args.output, "w") as f:
                     json.dump(results, f, indent=1, default=str)

@@ -121,3 +121,26 @@ def test_seeds_are_summarised_as_mean_and_std_per_language():
     assert run["train_seconds"] == 15 and set(run["seeds"]) == {0, 1}
     text = bench.format_markdown({"runs": {"dr": run}}, ["de"])
     assert "| dr | 5e-05 | 0.850 ± 0.071 |" in text
+
+
+def test_gradient_cosines_compare_each_term_with_dr(tokenizer):
+    """The ``gradcos`` diagnostic on a tiny student: one cosine per term, averaged over the batches; FD's MSE
+    gradient has a radial part that DR's (a function of cosines only) never has."""
+    import argparse
+
+    import datasets
+    import torch
+
+    from mvld_hf.testing import tiny_student
+
+    bench = load_benchmark("bench_real_models")
+    torch.manual_seed(0)
+    rows = {"caption": [f"caption number {i}" for i in range(12)],
+            "teacher_text_embeds": torch.randn(12, 8).tolist()}
+    got = bench.gradient_cosines(tiny_student(tokenizer, projection_dim=8), tokenizer, datasets.Dataset.from_dict(rows),
+                                 argparse.Namespace(batch_size=4, max_length=16), batches=3)
+    assert set(got) == {"fd", "geometry", "drb_reverse", "sd", "mcl"}
+    assert all(-1.0 <= v <= 1.0 for v in got.values())
+    s = torch.randn(4, 8)
+    g = bench.embedding_gradient(lambda s, a, q: (s * a).sum(), s, torch.ones(4, 8), None)
+    assert torch.equal(g, torch.ones(32))
