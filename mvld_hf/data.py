@@ -209,11 +209,16 @@ class DistillationCollator:
     ``english_attention_mask`` when ED needs them (tokenized together with the captions, so both share one
     padded length and the trainer runs a single student forward); ``teacher_text_embeds`` /
     ``teacher_image_embeds`` float tensors when present in the rows; otherwise the raw ``english_texts`` /
-    ``images`` lists for a teacher forward inside the step.
+    ``images`` lists for a teacher forward inside the step. With ``teacher_tokenizer`` (a teacher's
+    ``text_tokenizer()``) the distinct English captions of the batch are also tokenized here, where the student's
+    captions are (the DataLoader workers), as ``teacher_input_ids`` / ``teacher_attention_mask`` (one row per
+    distinct caption) and ``teacher_text_index`` (the distinct caption of every row): the step then runs only
+    the teacher's forward (``encode_tokenized``).
     """
 
-    def __init__(self, tokenizer, args, max_length: int | None = None):
+    def __init__(self, tokenizer, args, max_length: int | None = None, teacher_tokenizer=None):
         self.tokenizer = tokenizer
+        self.teacher_tokenizer = teacher_tokenizer
         self.args = args
         self.max_length = max_length or args.max_length
         self._warned_truncation = False
@@ -228,6 +233,15 @@ class DistillationCollator:
             logger.warning("some captions are longer than max_length=%d tokens and are truncated to it (training "
                            "proceeds; raise DistillationArguments.max_length to keep more)", self.max_length)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def _teacher_tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        position: dict[str, int] = {}
+        index = torch.tensor([position.setdefault(t, len(position)) for t in texts], dtype=torch.long)
+        tokens = self.teacher_tokenizer(list(position))
+        out = {"teacher_input_ids": tokens["input_ids"], "teacher_text_index": index}
+        if tokens.get("attention_mask") is not None:
+            out["teacher_attention_mask"] = tokens["attention_mask"]
+        return out
 
     def _check_batch_columns(self, features: list[dict[str, Any]]) -> None:
         args = self.args
@@ -285,6 +299,8 @@ class DistillationCollator:
                 if raw_key == "images":  # undecoded rows (see undecoded_images) are decoded here, naming the bad one
                     values = [decode_image(v, f"the image of the row captioned {c!r}")
                               for v, c in zip(values, captions)]
+                elif self.teacher_tokenizer is not None:
+                    out.update(self._teacher_tokens(check_texts(values, raw_column)))
                 out[raw_key] = values
             else:
                 raise MissingColumnError(

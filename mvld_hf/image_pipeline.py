@@ -25,8 +25,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_num_workers", "encode_prepared", "image_encoder_parts", "image_processor_backend",
-           "iter_prepared_batches", "load_image_processor", "torchvision_available"]
+__all__ = ["CaptionTokens", "PreparedBatches", "default_num_workers", "encode_prepared", "image_encoder_parts",
+           "image_processor_backend", "iter_prepared_batches", "load_image_processor", "torchvision_available"]
 
 # below this many batches, starting worker processes costs more than it saves
 MIN_BATCHES_FOR_WORKERS = 4
@@ -79,17 +79,18 @@ def default_num_workers(n_batches: int | None = None) -> int:
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Item ``i`` is batch ``first + i`` of ``range(n)``: ``prepare(get_batch(start, stop))``."""
+    """Item ``i`` is ``prepare(get_batch(a, b))`` for rows ``[a, b) = [start + i * batch_size, ...)`` of
+    ``range(n)``."""
 
     def __init__(self, n: int, batch_size: int, get_batch: Callable[[int, int], Any],
-                 prepare: Callable[[Any], Any] | None, first: int = 0):
-        self.n, self.batch_size, self.get_batch, self.prepare, self.first = n, batch_size, get_batch, prepare, first
+                 prepare: Callable[[Any], Any] | None, start: int = 0):
+        self.n, self.batch_size, self.get_batch, self.prepare, self.start = n, batch_size, get_batch, prepare, start
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size) - self.first
+        return max(0, -(-(self.n - self.start) // self.batch_size))
 
     def __getitem__(self, i: int):
-        start = (self.first + i) * self.batch_size
+        start = self.start + i * self.batch_size
         items = self.get_batch(start, min(start + self.batch_size, self.n))
         return items if self.prepare is None else self.prepare(items)
 
@@ -100,9 +101,8 @@ def _keep(batch):
 
 def iter_prepared_batches(n: int, get_batch: Callable[[int, int], Any], batch_size: int,
                           prepare: Callable[[Any], Any] | None = None, num_workers: int | None = None,
-                          device=None, first_batch: int = 0, prefetch_factor: int = 2) -> Iterator:
-    """Yield ``prepare(get_batch(start, min(start + batch_size, n)))`` for ``start = 0, batch_size, ...`` in order
-    (from batch ``first_batch`` on).
+                          device=None, start: int = 0, prefetch_factor: int = 2) -> Iterator:
+    """Yield ``prepare(get_batch(a, min(a + batch_size, n)))`` for ``a = start, start + batch_size, ...`` in order.
 
     With ``num_workers > 0`` the batches are made by that many DataLoader worker processes (each with one torch
     thread), ``prefetch_factor`` batches ahead per worker, while the caller consumes earlier ones; ``None`` picks
@@ -111,7 +111,7 @@ def iter_prepared_batches(n: int, get_batch: Callable[[int, int], Any], batch_si
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    batches = _Batches(n, batch_size, get_batch, prepare, first_batch)
+    batches = _Batches(n, batch_size, get_batch, prepare, start)
     if num_workers is None:
         num_workers = default_num_workers(len(batches))
     num_workers = min(num_workers, max(len(batches), 0))
@@ -130,6 +130,59 @@ def encode_prepared(encode: Callable[[Any], torch.Tensor], n: int, get_batch: Ca
                     device=None) -> list[torch.Tensor]:
     """``[encode(prepared batch) for every batch]``, the batches prepared by :func:`iter_prepared_batches`."""
     return [encode(batch) for batch in iter_prepared_batches(n, get_batch, batch_size, prepare, num_workers, device)]
+
+
+class PreparedBatches:
+    """Row ranges of a dataset prepared ahead by DataLoader workers for a caller that asks for them in order by
+    range, as ``datasets.map(batched=True)`` hands its batches to a function: :meth:`take` returns the batch the
+    workers made when ``[start, stop)`` is the next one they were making, else restarts them from ``start`` (a new
+    pass, another part of the dataset); a range they cannot serve (an odd size) is prepared here. Workers start
+    on the first :meth:`take` (nothing runs for a result ``datasets`` reads from its cache)."""
+
+    def __init__(self, n: int, get_batch: Callable[[int, int], Any], batch_size: int,
+                 prepare: Callable[[Any], Any] | None = None, num_workers: int | None = None, device=None):
+        self.n, self.get_batch, self.batch_size, self.prepare = n, get_batch, batch_size, prepare
+        self.num_workers, self.device = num_workers, device
+        self._batches: Iterator | None = None
+        self._next: int | None = None
+
+    def take(self, start: int, stop: int):
+        """``prepare(get_batch(start, stop))``, from the workers when they can serve it."""
+        if stop - start != min(self.batch_size, self.n - start):  # not a batch the workers would make
+            items = self.get_batch(start, stop)
+            return items if self.prepare is None else self.prepare(items)
+        if start != self._next:
+            self.close()
+            self._batches = iter_prepared_batches(self.n, self.get_batch, self.batch_size, self.prepare,
+                                                  self.num_workers, self.device, start=start)
+        self._next = stop
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop the workers (also when the object is garbage collected)."""
+        if self._batches is not None:
+            self._batches.close()
+        self._batches, self._next = None, None
+
+
+class CaptionTokens:
+    """The CPU half of embedding a batch of captions, for DataLoader workers (picklable): the distinct captions
+    (``"texts"``), every caption's position among them (``"index"``) and the teacher's tokens of the distinct ones
+    in chunks of ``chunk_size`` (``"chunks"``, numpy arrays: small arrays cross processes faster pickled than as
+    shared-memory tensors). ``tokenize`` is a teacher's ``text_tokenizer()``."""
+
+    def __init__(self, tokenize: Callable[[list[str]], dict], chunk_size: int = 64):
+        self.tokenize, self.chunk_size = tokenize, chunk_size
+
+    def __call__(self, texts: list[str]) -> dict[str, Any]:
+        import numpy as np
+
+        position: dict[str, int] = {}
+        index = np.fromiter((position.setdefault(t, len(position)) for t in texts), dtype=np.int64, count=len(texts))
+        unique = list(position)
+        chunks = [{k: np.asarray(v) for k, v in self.tokenize(unique[i:i + self.chunk_size]).items()}
+                  for i in range(0, len(unique), self.chunk_size)]
+        return {"texts": unique, "index": index, "chunks": chunks}
 
 
 def image_encoder_parts(encode_image) -> tuple[Callable | None, Callable, Any]:

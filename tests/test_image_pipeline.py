@@ -13,6 +13,7 @@ from PIL import Image
 from mvld_hf import image_pipeline
 from mvld_hf.evaluation import MultilingualEvaluator
 from mvld_hf.image_pipeline import (
+    PreparedBatches,
     default_num_workers,
     image_encoder_parts,
     iter_prepared_batches,
@@ -35,8 +36,17 @@ def test_workers_give_the_same_batches_in_order_from_other_processes():
     assert [[i for i, _ in b] for b in parallel] == [[i for i, _ in b] for b in serial]
     assert {pid for b in serial for _, pid in b} == {os.getpid()}
     assert os.getpid() not in {pid for b in parallel for _, pid in b}
-    tail = list(iter_prepared_batches(11, _pid_batch, 3, num_workers=0, first_batch=2))
-    assert [[i for i, _ in b] for b in tail] == [[6, 7, 8], [9, 10]]
+    tail = list(iter_prepared_batches(11, _pid_batch, 3, num_workers=0, start=5))
+    assert [[i for i, _ in b] for b in tail] == [[5, 6, 7], [8, 9, 10]]
+
+
+def test_prepared_batches_serve_map_style_requests_in_any_order():
+    batches = PreparedBatches(10, _pid_batch, 4, num_workers=2)
+    rows = [[i for i, _ in batches.take(a, b)] for a, b in ((0, 4), (4, 8), (8, 10), (0, 4), (5, 9), (9, 10), (2, 3))]
+    assert rows == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3], [5, 6, 7, 8], [9], [2]]
+    assert batches.take(2, 3)[0][1] == os.getpid()  # an odd range is made here
+    assert batches.take(0, 4)[0][1] != os.getpid()  # a batch's range comes from a worker
+    batches.close()
 
 
 def _fail_at_six(start, stop):

@@ -154,16 +154,27 @@ def _cache_folder(cache_dir, name: str) -> str | None:
     return os.path.join(os.fspath(cache_dir) if cache_dir is not None else default_cache_dir(), name)
 
 
+def world_folder(seed: int = 0, num_train_scenes: int = DEFAULT_TRAIN_SCENES,
+                 num_test_scenes: int = DEFAULT_TEST_SCENES, languages=None, cache_dir=None) -> str:
+    """The folder :func:`build_world` with these arguments keeps its ``DatasetDict`` in (``<folder>/test`` is the
+    held-out split, loadable with ``datasets.load_from_disk``); it exists once the world has been built."""
+    langs = _check_languages(languages)
+    name = f"world-v{VERSION}-seed{seed}-train{num_train_scenes}-test{num_test_scenes}-{'_'.join(langs)}"
+    return _cache_folder(cache_dir if cache_dir is not False else None, name)
+
+
 def build_world(seed: int = 0, num_train_scenes: int = DEFAULT_TRAIN_SCENES,
                 num_test_scenes: int = DEFAULT_TEST_SCENES, languages=None, cache_dir=None):
     """The caption world as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits (see module doc).
 
-    Each scene gives ``2 x len(languages)`` rows: two caption variants, each in every language.
+    Each scene gives ``2 x len(languages)`` rows: two caption variants, each in every language. The held-out
+    images and captions the demo (``mvld-distill``) evaluates on are ``build_world()["test"]`` (the same
+    arguments as the run's ``--world_*`` flags); :func:`world_folder` says where they are kept on disk.
     """
     from datasets import DatasetDict, load_from_disk
 
     langs = _check_languages(languages)
-    name = f"world-v{VERSION}-seed{seed}-train{num_train_scenes}-test{num_test_scenes}-{'_'.join(langs)}"
+    name = os.path.basename(world_folder(seed, num_train_scenes, num_test_scenes, langs))
 
     def build():
         t0 = time.perf_counter()
