@@ -48,6 +48,7 @@ __all__ = [
     "ExportResult",
     "NotAStudentError",
     "export_sentence_transformer",
+    "find_eval_results",
     "load_student",
     "load_student_tokenizer",
     "route_sizes",
@@ -88,6 +89,10 @@ class ExportResult:
     image_route_bytes: int
     #: the whole teacher's parameters and buffers at float32, for comparison with ``image_route_bytes``
     teacher_fp32_bytes: int | None = None
+    #: what sentence-transformers (and mteb's wrapper) see: ``["text", "image"]`` or ``["text"]``
+    modalities: list | None = None
+    #: the shipped formats with their measured quality and speed (:func:`mvld_hf.export_onnx.export_onnx_formats`)
+    formats: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -406,12 +411,36 @@ def route_sizes(folder) -> dict[str, int]:
     folder = Path(folder)
     router = _read_json(str(folder / "router_config.json"))
     sizes = {"text": 0, "image": 0, "total": _dir_bytes(folder)}
-    if router is None:  # text-only layout: everything but the card is the text route
-        sizes["text"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "README.md")
+    if router is None:  # text-only layout: everything but the card (and the ONNX files) is the text route
+        sizes["text"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()
+                            and f.name not in ("README.md", _OWNER_FILE)
+                            and f.relative_to(folder).parts[0] != "onnx")
         return sizes
     for route, module_ids in router["structure"].items():
         sizes[route] = sizes.get(route, 0) + sum(_dir_bytes(folder / m) for m in module_ids)
     return sizes
+
+
+EVAL_RESULTS_FILE = "eval_results.json"
+
+
+def find_eval_results(checkpoint) -> str | None:
+    """The ``eval_results.json`` that ``mvld-distill`` wrote next to the checkpoint, when it holds per-language
+    retrieval results the card can show (``None`` otherwise; an unreadable file is logged and skipped)."""
+    if checkpoint is None or isinstance(checkpoint, nn.Module):
+        return None
+    path = os.path.join(os.fspath(checkpoint), EVAL_RESULTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    from .model_card import load_eval_results
+
+    try:
+        load_eval_results(path)
+    except (OSError, ValueError) as err:
+        logger.warning("not using %s for the model card: %s", path, err)
+        return None
+    logger.info("model card: evaluation results from %s", path)
+    return path
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -428,11 +457,73 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
                                   "sentence-transformers export (no modules.json)")
 
 
+_OWNER_FILE = ".mvld_export_owner"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_staging(output_dir: str) -> list[str]:
+    """Remove the hidden ``.NAME.partial-*`` / ``.NAME.old-*`` folders that a killed export left next to
+    ``output_dir``: those whose owning process (recorded on this host) is gone. Returns what was removed."""
+    import socket
+
+    path = Path(output_dir).absolute()
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for leftover in path.parent.glob(f".{path.name}.*-*"):
+        if not leftover.is_dir() or not leftover.name.startswith((f".{path.name}.partial-", f".{path.name}.old-")):
+            continue
+        owner = _read_json(str(leftover / _OWNER_FILE)) or {}
+        pid, host = owner.get("pid"), owner.get("host")
+        if isinstance(pid, int) and host == socket.gethostname() and _process_alive(pid):
+            continue  # a live export is writing it
+        if not owner and leftover.name.startswith(f".{path.name}.partial-"):
+            import time
+
+            if time.time() - leftover.stat().st_mtime < 60:  # just created: its owner file may not be there yet
+                continue
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(str(leftover))
+    if removed:
+        logger.info("removed %d folder(s) left by an interrupted export: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 def _staging_dir(output_dir: str) -> str:
-    """An empty hidden folder next to ``output_dir`` (same filesystem, so the final rename is atomic)."""
+    """An empty hidden folder next to ``output_dir`` (same filesystem, so the final rename is atomic), with the
+    permissions of a folder made by ``mkdir`` (``mkdtemp`` makes 0700), and an owner file naming this process
+    so that a later export can tell a killed export's leftover from a live one."""
+    import socket
+
     path = Path(output_dir).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    _remove_stale_staging(output_dir)
+    staging = tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    with open(os.path.join(staging, _OWNER_FILE), "w", encoding="utf-8") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+    return staging
+
+
+def _check_finite(model: MultilingualTextTower) -> None:
+    """Refuse a student whose weights hold NaN/inf (a diverged run): say so, instead of a failed probe check."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        total = sum(1 for t in model.state_dict().values() if t.is_floating_point())
+        raise ValueError(f"the student's weights are not finite: {len(bad)} of {total} tensors hold NaN or inf "
+                         f"values (e.g. {bad[0]!r}); the run diverged or the checkpoint is damaged: export an "
+                         "earlier checkpoint")
 
 
 def _move_into_place(staging: str, output_dir: str) -> None:
@@ -463,6 +554,11 @@ def export_sentence_transformer(
     overwrite: bool = False,
     card_kwargs: dict | None = None,
     write_card: bool = True,
+    formats=("pytorch",),
+    int8_max_drop: float | None = None,
+    int8_on_loss: str = "warn",
+    check_pairs=None,
+    measure_speed: bool | None = None,
 ) -> ExportResult:
     """Write ``student`` (+ the teacher's image side) as one plain sentence-transformers 6 folder.
 
@@ -484,6 +580,18 @@ def export_sentence_transformer(
         card_kwargs: extra arguments for :func:`mvld_hf.model_card.render_model_card` (``repo_id``,
             ``eval_results``, ``languages``, ``training_data``, ``hyperparameters``, ...).
         write_card: write ``README.md`` (the model card).
+        formats: ``"pytorch"`` (the sentence-transformers folder, always written), ``"onnx"`` (fp32 ONNX graphs
+            of the text route, Dense included, and of the image route under ``onnx/``), ``"int8"`` (the text
+            graph with dynamic int8 weights); a list or ``"pytorch,onnx,int8"``. Each format is measured
+            (cosine and top-1 agreement with PyTorch, translation R@1 on a multi-script check set, speed) and
+            the card lists the figures; see :mod:`mvld_hf.export_onnx`.
+        int8_max_drop: the largest mean R@1 loss of int8 against PyTorch on the check set (fraction; default
+            0.01, one point); beyond it the export warns (``int8_on_loss="warn"``) or fails
+            (``"refuse"``, :class:`~mvld_hf.export_onnx.Int8QualityError`).
+        check_pairs: ``(query, target)`` text pairs for the R@1 check (default: the built-in multi-script
+            translations, :data:`mvld_hf.export_onnx.CHECK_PAIRS`).
+        measure_speed: measure every format (quality on the check set, batch-1 and batch-64 speed) for the card;
+            default: when ONNX formats are asked for (a PyTorch-only export then has no formats table).
 
     Returns:
         :class:`ExportResult` with the recorded teacher, the image route kind and the sizes in bytes.
@@ -494,8 +602,13 @@ def export_sentence_transformer(
         FileExistsError (``output_dir`` not empty), RuntimeError (the built model does not reproduce the
         student or teacher on probe inputs: a bug, please report).
     """
+    from .export_onnx import INT8_MAX_DROP, parse_formats, require_onnx
+
+    formats = parse_formats(formats)
+    require_onnx(formats)  # before any work
     checkpoint = None if isinstance(student, nn.Module) else student
     model = load_student(student)
+    _check_finite(model)
     tokenizer = load_student_tokenizer(tokenizer, checkpoint)
     config = model.config
     loaded_teacher, teacher_name, teacher_revision = _resolve_teacher(teacher, config, include_images)
@@ -517,12 +630,20 @@ def export_sentence_transformer(
     _check_output_dir(output_dir, overwrite)
     staging = _staging_dir(output_dir)  # written completely, then renamed: a failed export leaves nothing
     try:
+        onnx_kwargs = dict(formats=formats, check_pairs=check_pairs, int8_on_loss=int8_on_loss,
+                           int8_max_drop=INT8_MAX_DROP if int8_max_drop is None else int8_max_drop,
+                           measure_speed=bool({"onnx", "int8"} & set(formats)) if measure_speed is None
+                           else measure_speed)
         result = _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, teacher_name,
-                              teacher_revision, include_images, max_seq_length, lean_image_route)
+                              teacher_revision, include_images, max_seq_length, lean_image_route, onnx_kwargs)
+        os.remove(os.path.join(staging, _OWNER_FILE))
         if write_card:
             from .model_card import render_model_card
 
-            render_model_card(result, **(card_kwargs or {})).save(os.path.join(staging, "README.md"))
+            card_kwargs = dict(card_kwargs or {})
+            if card_kwargs.get("eval_results") is None and checkpoint is not None:
+                card_kwargs["eval_results"] = find_eval_results(checkpoint)
+            render_model_card(result, **card_kwargs).save(os.path.join(staging, "README.md"))
         _move_into_place(staging, output_dir)
     finally:
         if os.path.isdir(staging):
@@ -531,7 +652,7 @@ def export_sentence_transformer(
 
 
 def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, teacher_name, teacher_revision,
-                 include_images, max_seq_length, lean_image_route) -> ExportResult:
+                 include_images, max_seq_length, lean_image_route, onnx_kwargs=None) -> ExportResult:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Router
 
@@ -542,7 +663,11 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
         with tempfile.TemporaryDirectory(prefix="mvld_export_") as work:
             text = _text_modules(cpu_student, tokenizer, work, max_seq_length)
             want = cpu_student.encode(_PROBE_TEXTS, tokenizer, max_length=max_seq_length or 512)
-            if not _agree(_encode(text, _PROBE_TEXTS), want):
+            got = _encode(text, _PROBE_TEXTS)
+            if not (torch.isfinite(want).all() and torch.isfinite(got).all()):
+                raise ValueError("the student's embeddings are NaN/inf on plain probe texts although its weights "
+                                 "are finite (overflow in the backbone?): this checkpoint cannot be exported")
+            if not _agree(got, want):
                 raise RuntimeError("the exported text route does not reproduce the student's embeddings")
             image_route = None
             if include_images:
@@ -560,10 +685,17 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
                 modules = text
             st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
             st.save(staging, create_model_card=False)
+            modalities = [m for m in st.modalities if isinstance(m, str)]
+            report = None
+            if onnx_kwargs and ({"onnx", "int8"} & set(onnx_kwargs["formats"]) or onnx_kwargs["measure_speed"]):
+                from .export_onnx import export_onnx_formats
+
+                report = export_onnx_formats(st, staging, **onnx_kwargs)
     finally:
         model.train(was_training)
 
-    _annotate_config(staging, teacher_name, teacher_revision, config, image_route)
+    _annotate_config(staging, teacher_name, teacher_revision, config, image_route, modalities,
+                     sorted(report["formats"]) if report else ["pytorch"])
     backbone_cfg = config.backbone_config
     sizes = route_sizes(staging)
     return ExportResult(
@@ -575,6 +707,7 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
         pooling=config.pooling, projection_dim=config.projection_dim, projection_bias=config.projection_bias,
         max_seq_length=max_seq_length, text_route_bytes=sizes["text"], image_route_bytes=sizes["image"],
         teacher_fp32_bytes=_fp32_bytes(loaded_teacher.model) if loaded_teacher is not None else None,
+        modalities=modalities, formats=report,
     )
 
 
@@ -583,7 +716,8 @@ def _fp32_bytes(model: nn.Module) -> int:
     return sum(t.numel() * 4 for t in tensors if t.is_floating_point())
 
 
-def _annotate_config(output_dir: str, teacher: str | None, revision: str | None, config, image_route) -> None:
+def _annotate_config(output_dir: str, teacher: str | None, revision: str | None, config, image_route,
+                     modalities=None, formats=None) -> None:
     """Record the teacher (and a version requirement) in config_sentence_transformers.json."""
     from ._version import __version__
 
@@ -599,8 +733,26 @@ def _annotate_config(output_dir: str, teacher: str | None, revision: str | None,
         "teacher_revision": revision,
         "distillation_method": config.distillation_method,
         "image_route": image_route,
+        "modalities": modalities,
+        "formats": formats,
         "note": "text embeddings live in the teacher's embedding space; compare them only with this teacher's "
                 "image (or text) embeddings",
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
+    _declare_modalities(output_dir, modalities)
+
+
+def _declare_modalities(output_dir: str, modalities) -> None:
+    """A Router export's modalities in a top-level ``sentence_bert_config.json`` (``modality_config``).
+
+    sentence-transformers reads each route's modalities from its modules (``model.modalities``), but tools
+    that look only at the repository's top-level files, like mteb (2.x: ``ModelMeta`` takes the keys of
+    ``modality_config`` in the root ``sentence_bert_config.json``, else treats the model as text-only), would
+    see no image route. A text-only export already has that file (its Transformer sits at the top level)."""
+    path = os.path.join(output_dir, "sentence_bert_config.json")
+    if not os.path.isfile(os.path.join(output_dir, "router_config.json")) or os.path.exists(path):
+        return
+    routes = {m: {"route": m} for m in (modalities or []) if m in ("text", "image", "audio", "video")}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"modality_config": routes}, f, indent=2)

@@ -41,6 +41,9 @@ from .run_record import is_hub_id as _is_hub_id
 
 __all__ = [
     "CITATION",
+    "default_model_name",
+    "formats_markdown",
+    "usage_example",
     "RetrievalResults",
     "TEMPLATE_PATH",
     "eval_results_to_hub",
@@ -228,6 +231,39 @@ def _results_markdown(results: list[RetrievalResults]) -> str:
     return "\n\n".join(parts)
 
 
+# --------------------------------------------------------------------------------------------- formats
+_FORMAT_TEXT = {"pytorch": "PyTorch (sentence-transformers folder, float32)",
+                "onnx": "ONNX float32 (`onnx/text_model.onnx`, onnxruntime)",
+                "int8": "ONNX int8, dynamic quantization (`onnx/text_model_int8.onnx`)"}
+
+
+def formats_markdown(report: dict | None) -> str:
+    """The table of shipped formats with their measured size, agreement with PyTorch, R@1 and speed."""
+    if not report or not report.get("formats"):
+        return ""
+    rows = ["| Format | Text route on disk | Cosine to PyTorch (min) | Top-1 agreement | R@1 (check set) "
+            "| Batch 1 p50 / p95 | Batch 64 |", "|---|---|---|---|---|---|---|"]
+    for name, f in report["formats"].items():
+        speed1 = (f"{f['batch1_ms_p50']:.1f} / {f['batch1_ms_p95']:.1f} ms" if "batch1_ms_p50" in f else "n/a")
+        speed64 = f"{f['batch64_texts_per_s']:,.0f} texts/s" if "batch64_texts_per_s" in f else "n/a"
+        r1 = f"{100 * f['r1']:.1f}" if f.get("r1") is not None else "n/a"
+        if name == "int8" and "r1_drop" in f:
+            r1 += f" ({-100 * f['r1_drop']:+.1f})" + ("" if f.get("within_bound", True) else " **over the bound**")
+        rows.append(f"| {_FORMAT_TEXT.get(name, name)} | {f['bytes'] / 2**20:.1f} MiB | {f['cosine_min']:.5f} "
+                    f"| {100 * f['top1_agreement']:.1f}% | {r1} | {speed1} | {speed64} |")
+    notes = [f"Measured at export time on this export's machine with {report.get('threads', '?')} CPU thread(s), "
+             "tokenization included. Check set: " + str(report.get("check_set")) + "; R@1: a translation retrieves "
+             "its English sentence among the check set's sentences, both embedded by the format; top-1 agreement: "
+             "queries whose retrieved sentence is the one PyTorch retrieves."]
+    if "int8" in report["formats"]:
+        notes.append(f"int8 is accepted when its R@1 is at most {100 * report.get('int8_max_drop', 0.01):.1f} "
+                     "point(s) below PyTorch's; the text route is quantized, the image route ships float32.")
+    if report.get("image"):
+        notes.append(f"Image route: `{report['image']['file']}` (float32, {report['image']['bytes'] / 2**20:.1f} MiB, "
+                     f"min cosine to PyTorch {report['image']['cosine_min']:.5f}).")
+    return "\n".join(rows) + "\n\n" + " ".join(notes)
+
+
 # ------------------------------------------------------------------------------------------------ the card
 def _as_list(value) -> list[str]:
     if value is None:
@@ -255,7 +291,8 @@ def _info(info) -> dict:
 
 def model_card_data(info, *, repo_id: str | None = None, eval_results: list[RetrievalResults] | None = None,
                     languages=None, training_data=None, license: str | None = None,
-                    model_name: str | None = None, tags=None, teacher_hub_id: str | None = None) -> ModelCardData:
+                    model_name: str | None = None, tags=None, teacher_hub_id: str | None = None,
+                    run: dict | None = None) -> ModelCardData:
     """The YAML metadata: training languages, library, base models (backbone and teacher when they are Hub
     ids), training datasets (Hub ids), license, tags and the per-language ``model-index``."""
     info = _info(info)
@@ -267,8 +304,11 @@ def model_card_data(info, *, repo_id: str | None = None, eval_results: list[Retr
                 "knowledge-distillation", "mvld_hf"]
     if info.get("include_images"):
         all_tags += ["image-text-retrieval", "clip"]
+    if "onnx" in ((info.get("formats") or {}).get("formats") or {}) or \
+            "int8" in ((info.get("formats") or {}).get("formats") or {}):
+        all_tags += ["onnx"]
     all_tags += _as_list(tags)
-    name = _model_name(repo_id, model_name)
+    name = _model_name(repo_id, model_name, info, run)
     hub_results = eval_results_to_hub(eval_results)
     return ModelCardData(
         language=[l for l in langs if _LANGUAGE_CODE.match(l)] or None,
@@ -283,8 +323,66 @@ def model_card_data(info, *, repo_id: str | None = None, eval_results: list[Retr
     )
 
 
-def _model_name(repo_id: str | None, model_name: str | None) -> str:
-    return model_name or (repo_id.split("/")[-1] if repo_id else None) or "mvld_hf-student"
+def _slug(text) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "-", str(text)).strip("-._").lower()
+
+
+def default_model_name(info, run: dict | None = None) -> str:
+    """A name that says what was distilled into what, e.g. ``multilingual-e5-small-dr-all-minilm-l6-v2`` or
+    ``mvld-offline-world-xlm-roberta-dr-fd``: the student's base (else its architecture), the method and the
+    teacher (a local folder gives its last part; the offline world's teacher is named by the world)."""
+    info, run = _info(info), run or {}
+    run_student, run_teacher = run.get("student") or {}, run.get("teacher") or {}
+    base = run_student.get("base") or info.get("backbone_name_or_path")
+    student = _slug(os.path.basename(str(base).rstrip("/"))) if base and (_is_hub_id(base) or run_student.get(
+        "pretrained")) else _slug(info.get("backbone_model_type") or "student")
+    method = info.get("distillation_method") or (run.get("hyperparameters") or {}).get("method")
+    try:
+        method = "-".join(parse_method(method)) if method else ""
+    except ValueError:
+        method = _slug(method)
+    teacher = run_teacher.get("hub_id") or info.get("teacher_name_or_path")
+    if run.get("offline_world"):
+        return "-".join(p for p in ("mvld-offline-world", student, method) if p)
+    teacher = _slug(os.path.basename(str(teacher).rstrip("/"))) if teacher else ""
+    return "-".join(p for p in (student, method, teacher) if p) or "mvld_hf-student"
+
+
+def _model_name(repo_id: str | None, model_name: str | None, info=None, run: dict | None = None) -> str:
+    return (model_name or (repo_id.split("/")[-1] if repo_id else None)
+            or (default_model_name(info, run) if info is not None else "mvld_hf-student"))
+
+
+#: the offline world's canvas (mvld_hf.synthetic.scenes: 64 px, light grey background)
+_WORLD_SCENES = [({"shape": "circle", "colour": "red"}, (215, 35, 35)),
+                 ({"shape": "square", "colour": "blue"}, (35, 75, 215))]
+
+
+def usage_example(info, run: dict | None = None, languages=None) -> dict:
+    """The card's usage snippet inputs, from the run's own data: for a student of the offline world, captions
+    of two of its scenes (a big red circle, a big blue square) in its training languages and the code that
+    draws those scenes; otherwise real-photo placeholders and captions in the training languages."""
+    run = run or {}
+    langs = _as_list(languages) or _as_list(run.get("languages"))
+    if run.get("offline_world"):
+        from .synthetic import caption
+        from .synthetic.world import LANGUAGES
+
+        chosen = [l for l in langs if l in LANGUAGES] or ["en"]
+        picks = [chosen[i % len(chosen)] for i in range(3)] if len(chosen) > 1 else chosen * 2
+        texts = []
+        for i, lang in enumerate(picks[:3]):
+            obj, _ = _WORLD_SCENES[i % 2]
+            texts.append(caption({"layout": "single", "objects": [{**obj, "size": "big"}]}, lang))
+        return {"offline_world": True, "texts": texts, "texts_literal": json.dumps(texts, ensure_ascii=False),
+                "scenes": [{"shape": o["shape"], "rgb": rgb} for o, rgb in _WORLD_SCENES]}
+    samples = {"en": "a dog running on the beach", "de": "ein Hund rennt am Strand",
+               "fr": "un chien qui court sur la plage", "es": "un perro corriendo en la playa",
+               "ru": "собака бежит по пляжу", "zh": "一只狗在海滩上奔跑", "ja": "浜辺を走る犬",
+               "ar": "كلب يركض على الشاطئ", "hi": "समुद्र तट पर दौड़ता कुत्ता", "th": "สุนัขวิ่งบนชายหาด"}
+    texts = [samples[l] for l in langs if l in samples][:3] or [samples["de"], samples["ja"]]
+    return {"offline_world": False, "texts": texts, "texts_literal": json.dumps(texts, ensure_ascii=False),
+            "scenes": []}
 
 
 def _teacher_text(info: dict, hub_id: str | None, description: str | None) -> str:
@@ -384,7 +482,7 @@ def render_model_card(
     eval_langs = sorted({l for r in results for l in r.languages})
     data = model_card_data(info, repo_id=repo_id, eval_results=results, languages=train_langs,
                            training_data=datasets, license=license, model_name=model_name, tags=tags,
-                           teacher_hub_id=teacher_hub_id)
+                           teacher_hub_id=teacher_hub_id, run=run)
     path = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not path.is_file():
         raise FileNotFoundError(f"model card template {str(path)!r} not found (it ships inside the mvld_hf package "
@@ -396,7 +494,10 @@ def render_model_card(
         data,
         template_path=str(path),
         model_id=repo_id or "path/to/exported-model",
-        title=_model_name(repo_id, model_name),
+        title=_model_name(repo_id, model_name, info, run),
+        example=usage_example(info, run, train_langs),
+        formats_markdown=formats_markdown(info.get("formats")),
+        formats_report=info.get("formats") or {},
         info=info,
         teacher_text=_teacher_text(info, teacher_hub_id, run_teacher.get("description")),
         teacher_hub_id=teacher_hub_id,
