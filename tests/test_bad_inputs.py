@@ -6,10 +6,10 @@ method/queue are in ``tests/test_resume.py``; streams without ``max_steps`` in `
 """
 
 import io
-import re
 import logging
 import math
 import os
+import re
 from functools import partial
 
 import datasets
@@ -585,8 +585,8 @@ def test_max_length_without_room_for_content(tokenizer, data, tmp_path, max_leng
 @pytest.mark.parametrize("method", ["dr", "mcl", "sd", "dr+fd"])
 def test_one_row_dataset_without_negatives_is_refused(tokenizer, data, tmp_path, method):
     one = data.select([7])
-    with pytest.raises(ValueError, match=rf"train_dataset has a single row, but method='{re.escape(method)}' needs at least two "
-                                         r"rows with different anchors: (MCL|SD|DR) .*method='fd'"):
+    with pytest.raises(ValueError, match=rf"train_dataset has a single row, but method='{re.escape(method)}' needs "
+                                         r"at least two rows with different anchors: (MCL|SD|DR) .*method='fd'"):
         _trainer(tokenizer, tmp_path, one, method=method, per_device_train_batch_size=2, queue_size=4)
     _trainer(tokenizer, tmp_path, one, method="fd")  # each caption to its own anchor: one row is enough
 
@@ -660,3 +660,4 @@ def test_embeddings_stored_as_strings_or_scalars(tokenizer, data, tmp_path, valu
     stream = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset())
     with pytest.raises(TypeError, match=rf"the training batch column 'teacher_text_embeds' holds {kind}"):
         stream.train()
+

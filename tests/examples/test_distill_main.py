@@ -1,19 +1,41 @@
 import json
+import logging
 import os
+import warnings
 
 import torch
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, capsys, offline_cache):
-    """The offline main job on a tiny world: teacher training, distillation, evaluation, outputs."""
+    """The offline main job on a tiny world: teacher training, distillation, evaluation, outputs; and none of the
+    noise every run used to print (pin_memory on a CPU, transformers' special-token alignment)."""
     monkeypatch.setenv("MVLD_HF_CACHE", str(offline_cache))
     out = tmp_path / "run"
-    results = distill_script.main([
-        "--output_dir", str(out), "--world_train_scenes", "40", "--world_test_scenes", "12",
-        "--teacher_steps", "3", "--offline_hidden_size", "32", "--offline_layers", "1", "--offline_heads", "2",
-        "--offline_vocab_size", "400", "--max_steps", "4", "--per_device_train_batch_size", "16",
-        "--queue_size", "32", "--logging_steps", "2", "--save_strategy", "no", "--disable_tqdm", "true",
-    ])
+    transformers_log = _Records()  # transformers' loggers do not propagate to the root (caplog would miss them)
+    logging.getLogger("transformers").addHandler(transformers_log)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = distill_script.main([
+                "--output_dir", str(out), "--world_train_scenes", "40", "--world_test_scenes", "12",
+                "--teacher_steps", "3", "--offline_hidden_size", "32", "--offline_layers", "1",
+                "--offline_heads", "2", "--offline_vocab_size", "400", "--max_steps", "4",
+                "--per_device_train_batch_size", "16", "--queue_size", "32", "--logging_steps", "2",
+                "--save_strategy", "no", "--disable_tqdm", "true",
+            ])
+    finally:
+        logging.getLogger("transformers").removeHandler(transformers_log)
+    assert not [w for w in caught if "pin_memory" in str(w.message)]
+    assert not [m for m in transformers_log.messages if "PAD/BOS/EOS" in m], transformers_log.messages
     # distillation ran and logged its DR component
     # outputs: checkpoint + tokenizer, results JSON with per-language numbers for both models, the plot
     from transformers import AutoTokenizer
