@@ -71,6 +71,10 @@ def build_hub_folder(
     max_seq_length: int | None = None,
     overwrite: bool = False,
     teacher_hub_id: str | None = None,
+    formats="pytorch",
+    int8_max_drop: float | None = None,
+    int8_on_loss: str = "warn",
+    text_only_dir: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Export ``source`` (a checkpoint path, a student, or a Trainer) and its model card into ``local_dir``.
 
@@ -98,9 +102,15 @@ def build_hub_folder(
     card_kwargs = dict(repo_id=repo_id, eval_results=eval_results, eval_dataset=eval_dataset, languages=languages,
                        training_data=training_data, hyperparameters=hyperparameters, license=license,
                        teacher_hub_id=teacher_hub_id, run=run)
-    return export_sentence_transformer(source, tokenizer, teacher, local_dir, include_images=include_images,
-                                       max_seq_length=max_seq_length or DEFAULT_MAX_SEQ_LENGTH,
-                                       overwrite=overwrite, card_kwargs=card_kwargs)
+    common = dict(max_seq_length=max_seq_length or DEFAULT_MAX_SEQ_LENGTH, overwrite=overwrite, formats=formats,
+                  int8_max_drop=int8_max_drop, int8_on_loss=int8_on_loss)
+    result = export_sentence_transformer(source, tokenizer, teacher, local_dir, include_images=include_images,
+                                         card_kwargs=card_kwargs, **common)
+    if text_only_dir is not None:
+        text_kwargs = {**card_kwargs, "repo_id": None} if repo_id else card_kwargs
+        export_sentence_transformer(source, tokenizer, teacher, text_only_dir, include_images=False,
+                                    card_kwargs=text_kwargs, **common)
+    return result
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -157,6 +167,14 @@ def push_to_hub(trainer_or_student, repo_id: str, *, private: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
+def _print_formats(result: ExportResult) -> None:
+    for name, f in ((result.formats or {}).get("formats") or {}).items():
+        speed = (f" batch-1 p50 {f['batch1_ms_p50']:.1f} ms, batch-64 {f['batch64_texts_per_s']:,.0f} texts/s"
+                 if "batch1_ms_p50" in f else "")
+        print(f"  {name}: {f['bytes'] / 2**20:.1f} MiB, min cosine to PyTorch {f['cosine_min']:.5f}, "
+              f"top-1 agreement {100 * f['top1_agreement']:.1f}%, check-set R@1 {100 * f['r1']:.1f}{speed}")
+
+
 def _parser(prog: str = "hub_upload.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -177,6 +195,18 @@ def _parser(prog: str = "hub_upload.py") -> argparse.ArgumentParser:
                                           "(layouts: see mvld_hf.model_card)")
     p.add_argument("--eval-dataset", help="benchmark name for the results when the JSON does not name one")
     p.add_argument("--text-only", action="store_true", help="export the text route only (no images)")
+    p.add_argument("--text-only-dir", help="also write the text-only model (Transformer -> Pooling -> Dense, the "
+                                           "clip-ViT-B-32-multilingual-v1 layout) of the same student here "
+                                           "(written locally, not uploaded)")
+    p.add_argument("--formats", default="pytorch",
+                   help="formats to ship, comma-separated: pytorch (always), onnx (fp32 ONNX of the text route, "
+                        "projection included, and of the image route), int8 (dynamically quantized text route); "
+                        "each is measured and listed in the card. onnx/int8 need: pip install 'mvld_hf[onnx]'")
+    p.add_argument("--int8-max-drop", type=float, default=1.0,
+                   help="largest loss of mean R@1 (in points) that int8 may have against PyTorch on the check "
+                        "set (default 1.0)")
+    p.add_argument("--int8-on-loss", choices=("warn", "refuse"), default="warn",
+                   help="when int8 loses more: warn and state it in the card (default), or refuse the export")
     p.add_argument("--languages", help="training languages, comma-separated ISO codes (e.g. de,fr,ja)")
     p.add_argument("--training-data", help="training data, comma-separated dataset ids or descriptions")
     p.add_argument("--license", help="license id for the card (e.g. apache-2.0)")
@@ -216,7 +246,12 @@ def _run(args, upload: bool, prog: str = "hub_upload.py") -> int:
                      teacher_hub_id=args.teacher_hub_id,
                      include_images=not args.text_only, eval_results=args.eval_results,
                      eval_dataset=args.eval_dataset, languages=args.languages, training_data=args.training_data,
-                     license=args.license, max_seq_length=args.max_seq_length, overwrite=args.overwrite)
+                     license=args.license, max_seq_length=args.max_seq_length, overwrite=args.overwrite,
+                     formats=args.formats, int8_max_drop=args.int8_max_drop / 100, int8_on_loss=args.int8_on_loss,
+                     text_only_dir=args.text_only_dir)
+        from .export_onnx import parse_formats, require_onnx
+
+        require_onnx(parse_formats(args.formats))  # an unknown or unavailable format fails before the export
         if args.eval_results is not None:  # fail on a bad JSON before the export
             from .model_card import load_eval_results
 
@@ -226,13 +261,17 @@ def _run(args, upload: bool, prog: str = "hub_upload.py") -> int:
             result = build_hub_folder(args.checkpoint, args.local_dir, **build)
             print(f"wrote {result.path} (text route {result.text_route_bytes} bytes, image route "
                   f"{result.image_route_bytes} bytes, model card README.md); not uploaded")
+            _print_formats(result)
+            if args.text_only_dir:
+                print(f"wrote the text-only model to {args.text_only_dir}")
             return 0
         print(f"exporting {args.checkpoint} and uploading it to {args.repo_id} ...", flush=True)
         url = push_to_hub(args.checkpoint, args.repo_id, private=args.private or None, revision=args.revision,
                           token=token, local_dir=args.local_dir, **{k: v for k, v in build.items() if k != "repo_id"})
         print(f"uploaded to https://huggingface.co/{args.repo_id} ({url})")
         return 0
-    except (HubUploadError, NotAStudentError, TeacherCapabilityError, FileExistsError, ValueError, OSError) as err:
+    except (HubUploadError, NotAStudentError, TeacherCapabilityError, FileExistsError, ValueError, OSError,
+            ImportError) as err:
         message = " ".join(str(err).split())  # one line
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 1

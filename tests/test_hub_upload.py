@@ -186,3 +186,37 @@ def test_local_dir_alone_needs_no_repo_id_but_uploading_does(checkpoint, tmp_pat
     assert "--repo-id" in _fails(capsys, [checkpoint, "--local-dir", str(tmp_path / "b"), "--push"])
     assert "--repo-id" in _fails(capsys, [checkpoint])
     assert not (tmp_path / "b").exists()
+
+
+def test_formats_flag_ships_onnx_and_int8_and_the_text_only_model(checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out, text = tmp_path / "model", tmp_path / "text"
+    assert hub.main([checkpoint, "--local-dir", str(out), "--formats", "onnx,int8", "--text-only-dir",
+                     str(text)]) == 0
+    printed = capsys.readouterr().out
+    assert "int8:" in printed and "min cosine to PyTorch" in printed and "texts/s" in printed
+    assert sorted(os.listdir(out / "onnx")) == ["image_model.onnx", "mvld_onnx.json", "text_model.onnx",
+                                               "text_model_int8.onnx"]
+    assert sorted(os.listdir(text / "onnx")) == ["mvld_onnx.json", "text_model.onnx", "text_model_int8.onnx"]
+    assert SentenceTransformer(str(text), local_files_only=True).modalities == ["text"]
+    assert sorted(SentenceTransformer(str(out), local_files_only=True).modalities) == ["image", "text"]
+    for folder in (out, text):
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        assert "## Formats" in card and "ONNX int8" in card
+    assert "unknown export format" in _fails(capsys, [checkpoint, "--local-dir", str(tmp_path / "x"),
+                                                      "--formats", "onnx,tflite"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_card_picks_up_eval_results_next_to_the_checkpoint(student, tokenizer, tmp_path, capsys):
+    folder = tmp_path / "run"
+    student.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "eval_results.json").write_text(json.dumps({
+        "dataset": {"type": "mvld_hf-offline-world", "name": "mvld_hf offline world", "split": "test"},
+        "student": {"retrieval": {"de": {"t2i_R@1": 0.375}, "ja": {"t2i_R@1": 0.25}}},
+        "teacher": {"retrieval": {"en": {"t2i_R@1": 0.5}}}, "meta": {"method": "dr"}}))
+    assert hub.main([str(folder), "--local-dir", str(tmp_path / "out"), "--text-only"]) == 0
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert "No evaluation results" not in card and "mvld_hf offline world (test)" in card
+    assert "| de | 37.5 |" in card and "| en | 50.0 |" in card

@@ -100,3 +100,46 @@ def test_text_only_card_points_to_the_teacher_for_images(tmp_path):
     assert f'SentenceTransformer("{name}", revision="{revision}")' in loaded.text
     assert "text-only export" in loaded.text and "Image.open" not in loaded.text
     assert "No evaluation results" in loaded.text and "training languages were not recorded" in loaded.text
+
+
+def test_offline_world_card_uses_the_worlds_own_scenes_and_a_run_derived_name(tmp_path):
+    info = {**INFO, "backbone_name_or_path": None, "backbone_model_type": "xlm-roberta",
+            "teacher_name_or_path": "/root/.cache/mvld_hf/teacher", "distillation_method": "dr+fd"}
+    run = {"offline_world": True, "languages": ["en", "de", "ja"], "student": {"pretrained": False},
+           "teacher": {"description": "the offline world's English CLIP"}}
+    card = render_model_card(info, run=run)
+    text = card.text
+    assert "photo1.jpg" not in text and "un chat sur un canapé" not in text
+    assert "a big red circle" in text and "ein großes blaues Quadrat" in text and "大きな赤い円があります" in text
+    assert 'scene("circle", (215, 35, 35))' in text and "ImageDraw" in text
+    assert text.splitlines()[0] != "# mvld_hf-student" and "# mvld-offline-world-xlm-roberta-dr-fd" in text
+    snippet = text.split("```python")[1].split("```")[0]  # the world-made part runs as written
+    namespace = {}
+    exec(snippet.split("model = SentenceTransformer")[0] + snippet[snippet.index("def scene"):].split(
+        "image_embeddings")[0], namespace)
+    assert [im.size for im in namespace["images"]] == [(64, 64), (64, 64)]
+    assert namespace["images"][0].getpixel((32, 32)) == (215, 35, 35)
+
+
+def test_default_name_says_what_was_distilled_into_what():
+    from mvld_hf.model_card import default_model_name
+
+    assert default_model_name(INFO) == "xlm-roberta-base-dr-fd-clip-vit-base-patch32"
+    card = render_model_card(INFO, eval_results={"de": DE})
+    assert card.data.model_name == "xlm-roberta-base-dr-fd-clip-vit-base-patch32"
+    assert render_model_card(INFO, model_name="mine", eval_results={"de": DE}).data.model_name == "mine"
+
+
+def test_formats_table_states_the_measured_figures():
+    from mvld_hf.model_card import formats_markdown
+
+    entry = dict(bytes=3 * 2**20, cosine_min=0.99991, top1_agreement=1.0, r1=0.75, batch1_ms_p50=4.2,
+                 batch1_ms_p95=6.0, batch64_texts_per_s=812.0)
+    report = {"formats": {"pytorch": {**entry, "cosine_min": 1.0}, "int8": {
+        **entry, "bytes": 2**20, "r1": 0.7, "r1_drop": 0.05, "within_bound": False}},
+        "threads": 1, "int8_max_drop": 0.01, "check_set": "CHECK"}
+    table = formats_markdown(report)
+    assert "| ONNX int8, dynamic quantization (`onnx/text_model_int8.onnx`) | 1.0 MiB | 0.99991 | 100.0% | " \
+           "70.0 (-5.0) **over the bound** | 4.2 / 6.0 ms | 812 texts/s |" in table
+    assert "1 CPU thread(s)" in table and "CHECK" in table and "1.0 point(s)" in table
+    assert formats_markdown(None) == "" and "## Formats" not in render_model_card(INFO).text
