@@ -91,8 +91,39 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         start = self.start + i * self.batch_size
-        items = self.get_batch(start, min(start + self.batch_size, self.n))
-        return items if self.prepare is None else self.prepare(items)
+        try:
+            items = self.get_batch(start, min(start + self.batch_size, self.n))
+            return items if self.prepare is None else self.prepare(items)
+        except Exception as err:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            return _WorkerError.wrap(err)
+
+
+class _WorkerError:
+    """An exception raised in a worker, sent back as it is (the DataLoader's own wrapper re-raises it under a
+    "Caught ... in DataLoader worker process" message): raised again in the calling process with its own type
+    and message, the worker's traceback added as a note."""
+
+    def __init__(self, error: BaseException, trace: str):
+        self.error, self.trace = error, trace
+
+    @classmethod
+    def wrap(cls, error: Exception):
+        import pickle
+        import traceback
+
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # noqa: BLE001 - an exception that cannot cross processes: the DataLoader's wrapper then
+            raise error from None
+        return cls(error, "".join(traceback.format_exception(error)))
+
+    def reraise(self):
+        error = self.error
+        if hasattr(error, "add_note"):
+            error.add_note(f"(raised in a DataLoader worker process:\n{self.trace})")
+        raise error
 
 
 def _keep(batch):
@@ -122,7 +153,10 @@ def iter_prepared_batches(n: int, get_batch: Callable[[int, int], Any], batch_si
     pin = device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available()
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=num_workers,
                                          collate_fn=_keep, pin_memory=pin, prefetch_factor=prefetch_factor)
-    yield from loader
+    for batch in loader:
+        if isinstance(batch, _WorkerError):
+            batch.reraise()
+        yield batch
 
 
 def encode_prepared(encode: Callable[[Any], torch.Tensor], n: int, get_batch: Callable[[int, int], Any],

@@ -56,8 +56,10 @@ def _fail_at_six(start, stop):
 
 
 def test_an_error_in_a_worker_is_raised_here_with_its_message():
-    with pytest.raises(ValueError, match="row 6 could not be decoded"):
+    with pytest.raises(ValueError, match="^row 6 could not be decoded") as raised:
         list(iter_prepared_batches(12, _fail_at_six, 4, num_workers=2))
+    assert str(raised.value) == "row 6 could not be decoded"
+    assert "DataLoader worker" in "".join(raised.value.__notes__)  # the worker's traceback comes along
     with pytest.raises(ValueError, match="batch_size"):
         list(iter_prepared_batches(3, _fail_at_six, 0))
 
