@@ -18,8 +18,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# ARGS: flags for the job, e.g. `make demo ARGS="--max_steps 200"` (a quick look: see README, "The offline main job")
+ARGS ?=
 demo: install
-	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no examples/distill.py
+	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no examples/distill.py $(ARGS)
 
 test: install
 	$(VENV)/bin/ruff check .

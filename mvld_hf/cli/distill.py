@@ -28,7 +28,7 @@ import time
 from transformers import set_seed
 
 from mvld_hf import DistillationTrainer, precompute_teacher_embeddings
-from mvld_hf.run_record import write_run_record
+from mvld_hf.run_record import RUN_RECORD, write_run_record
 
 from .arguments import (
     OFFLINE,
@@ -44,6 +44,7 @@ from .arguments import (
 )
 from .hub_data import hub_setup, load_split
 from .offline import offline_setup
+from .phases import PhaseClock, offline_clock
 from .reports import evaluate, run_record
 
 #: importable from here as before the split (tests, examples/study.py and benchmarks use these names)
@@ -73,6 +74,13 @@ def one_line_errors(main):
             if not isinstance(err, CliError):
                 cause = f"{type(err).__name__}: {cause}"
             raise SystemExit(f"error: {cause}\n(run with --debug for the traceback)") from None
+        except KeyboardInterrupt:  # Ctrl-C: where training stands and the exact command that resumes it
+            if debug:
+                raise
+            from .arguments import interrupted_message
+
+            print(f"\n{interrupted_message(argv)}", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper
 
@@ -125,8 +133,14 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(args.seed)
     check_flags(model_args, data_args, args)
     offline = model_args.teacher == OFFLINE
-    setup = offline_setup if offline else hub_setup
-    train, evaluation, teacher, tokenizer, student = setup(model_args, data_args, args)
+    if offline:
+        clock = offline_clock(data_args, args)
+        clock.announce("mvld-distill, offline world")
+        train, evaluation, teacher, tokenizer, student = offline_setup(model_args, data_args, args, clock=clock)
+    else:
+        clock = PhaseClock(show=args.process_index == 0)
+        with clock.phase("setup"):  # teacher, student and data from the Hub or local folders
+            train, evaluation, teacher, tokenizer, student = hub_setup(model_args, data_args, args)
     check_resume(args, student)
     batch = args.per_device_train_batch_size * args.world_size
     if not data_args.streaming and args.dataloader_drop_last and len(train) < batch:
@@ -138,18 +152,21 @@ def main(argv: list[str] | None = None) -> dict:
     if args.teacher_text_column not in (train.column_names or []):
         # a stream is embedded in the training step of each rank (DataLoader workers only read and tokenize); a
         # map-style dataset is split over the ranks, each embedding its part (every rank calls this: a collective)
-        train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor, batch_size=1000,
-                                              english_column=args.english_column, image_column=args.image_column,
-                                              text_output_column=args.teacher_text_column,
-                                              image_output_column=args.teacher_image_column,
-                                              cache_dir=data_args.teacher_cache_dir, share_across_ranks=True)
-    trainer = DistillationTrainer(model=student, args=args, train_dataset=train, processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(args.output_dir)
+        with clock.phase("precompute"):
+            train = precompute_teacher_embeddings(train, teacher, anchor=args.anchor, batch_size=1000,
+                                                  english_column=args.english_column, image_column=args.image_column,
+                                                  text_output_column=args.teacher_text_column,
+                                                  image_output_column=args.teacher_image_column,
+                                                  cache_dir=data_args.teacher_cache_dir, share_across_ranks=True)
+    with clock.phase("training"):
+        trainer = DistillationTrainer(model=student, args=args, train_dataset=train, processing_class=tokenizer)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        trainer.save_model(args.output_dir)
+    record = None
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
-        write_run_record(args.output_dir, run_record(model_args, data_args, args, train, teacher,
-                                                     trainer.state.global_step))
+        record = run_record(model_args, data_args, args, train, teacher, trainer.state.global_step)
+        write_run_record(args.output_dir, {**record, **clock.record()})
     results = {}
     if evaluation is None:
         logger.info("no evaluation (--eval_split is empty)")
@@ -160,9 +177,27 @@ def main(argv: list[str] | None = None) -> dict:
 
             vqa = build_vqa(seed=data_args.world_seed, num_scenes=len(set(evaluation["image_id"])),
                             languages=data_args.languages)
-        results = evaluate(student, tokenizer, teacher, evaluation, args, data_args, args.output_dir, vqa=vqa)
+        with clock.phase("evaluation"):
+            results = evaluate(student, tokenizer, teacher, evaluation, args, data_args, args.output_dir, vqa=vqa)
+    if record is not None:
+        write_run_record(args.output_dir, {**record, **clock.record()})  # the evaluation's time too
+        print(f"\n{clock.summary()} (recorded in {os.path.join(args.output_dir, RUN_RECORD)})")
+        if offline and evaluation is not None:
+            print(held_out_line(data_args))
     logger.info("done in %.0f s; outputs in %s", time.perf_counter() - start, args.output_dir)
     return results
+
+
+def held_out_line(data_args: DataArguments) -> str:
+    """Where the offline run's held-out images and captions are, and the call that returns them."""
+    from mvld_hf.synthetic import world_folder
+
+    flags = {"seed": data_args.world_seed, "num_train_scenes": data_args.world_train_scenes,
+             "num_test_scenes": data_args.world_test_scenes, "languages": data_args.languages}
+    given = ", ".join(f"{k}={v!r}" for k, v in flags.items() if v is not None and (k != "seed" or v))
+    folder = world_folder(**{k: v for k, v in flags.items() if v is not None})
+    return (f"held-out data (images + captions): mvld_hf.synthetic.build_world({given})[\"test\"], saved in "
+            f"{os.path.join(folder, 'test')}")
 
 
 def console_main() -> int:

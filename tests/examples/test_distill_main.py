@@ -57,6 +57,21 @@ def test_shortened_main_job_end_to_end(distill_script, tmp_path, monkeypatch, ca
     assert (out / "retrieval_per_language.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "t2i_R@1" in printed and "teacher" in printed and "student" in printed
+    # the phases: announced with estimates at the start, each timed as it ends, recorded in mvld_run.json
+    phases = ("world", "teacher", "tokenizer", "precompute", "training", "evaluation")
+    plan = printed[:printed.index("[phase] world")]
+    assert "6 phases, about" in plan and all(f"  {name}" in plan for name in phases)
+    assert all(f"[phase] {name}: " in printed for name in phases)
+    record = json.loads((out / "mvld_run.json").read_text())
+    assert list(record["phase_seconds"]) == list(phases) and list(record["phase_estimates"]) == list(phases)
+    assert all(seconds >= 0 for seconds in record["phase_seconds"].values())
+    # the held-out data's public door and its folder, named in the summary
+    from mvld_hf.synthetic import build_world, world_folder
+
+    held_out = os.path.join(world_folder(num_train_scenes=40, num_test_scenes=12), "test")
+    assert "mvld_hf.synthetic.build_world(num_train_scenes=40, num_test_scenes=12)[\"test\"]" in printed
+    assert held_out in printed and os.path.isdir(held_out)
+    assert len(build_world(num_train_scenes=40, num_test_scenes=12)["test"]) == saved["meta"]["captions"]
     assert results["student"]["retrieval"]["mean"]["t2i_R@1"] == saved["student"]["retrieval"]["mean"]["t2i_R@1"]
     assert torch.isfinite(student.projection.weight).all()
     assert any(offline_cache.iterdir())  # world and teacher were cached under MVLD_HF_CACHE
