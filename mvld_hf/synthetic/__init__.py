@@ -29,7 +29,8 @@ from .world import (
 __all__ = ["LANGUAGES", "SCRIPTS", "VERSION", "IMAGE_SIZE", "SHAPES", "COLOURS", "SIZES", "build_world",
            "build_vqa", "default_cache_dir", "make_scenes", "scene_question", "realise_question", "caption",
            "get_realiser", "composition_key", "parse_composition_key", "parse_language_shares",
-           "subsample_languages", "world_folder", "train_english_teacher", "english_retrieval", "english_vqa", "default_teacher_dir"]
+           "subsample_languages", "world_folder", "train_english_teacher", "english_retrieval", "english_vqa",
+           "default_teacher_dir"]
 
 _LAZY = {"train_english_teacher", "english_retrieval", "english_vqa", "default_teacher_dir"}
 
