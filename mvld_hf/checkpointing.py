@@ -2,7 +2,9 @@
 
 Helpers in the spirit of ``transformers.trainer_utils.get_last_checkpoint`` (torch is imported only inside the
 functions that read or write tensors): a checkpoint is complete when ``mvld_checkpoint.json`` (every file with its
-size, plus the run's set-up) exists and every file it lists still has the size it was written with.
+size and SHA-256, plus the run's set-up) exists, every file it lists still has the size it was written with and,
+when resuming, the content (a same-size file copied over from another checkpoint is refused, naming it), and its
+step agrees with ``trainer_state.json``'s ``global_step``.
 
 The state a run shares with its checkpoints lives here too: :func:`checkpoint_metadata` (what a resumed run must
 share with the one that wrote the checkpoint), :func:`save_queue`/:func:`load_queue` (the DR queue),
@@ -12,10 +14,13 @@ share with the one that wrote the checkpoint), :func:`save_queue`/:func:`load_qu
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -32,6 +37,10 @@ class IncompleteCheckpointError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written by a run with a different method, anchor, queue or student set-up."""
+
+
+class DiskFullError(OSError):
+    """A checkpoint could not be saved because its disk is full; the message names the checkpoint that stays good."""
 
 
 def _fsync_write(path: str, write) -> None:
@@ -54,13 +63,28 @@ def _checkpoint_files(checkpoint: str) -> dict[str, int]:
     return files
 
 
+def file_sha256(path: str, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in 4 MiB chunks into one buffer (memory stays flat for multi-GB files). Right
+    after a save the file is still in the page cache; measured in benchmarks/RESULTS.md (checkpoint hashing)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while size := handle.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()
+
+
 def write_checkpoint_manifest(checkpoint: str, metadata: dict) -> None:
-    """Mark ``checkpoint`` complete: ``mvld_checkpoint.json`` lists every file with its size, plus ``metadata``.
+    """Mark ``checkpoint`` complete: ``mvld_checkpoint.json`` lists every file with its size (``files``) and its
+    SHA-256 (``sha256``, computed here, right after the files were written), plus ``metadata``.
 
     Written last and atomically, so a checkpoint without it (or whose files no longer match it) is one whose
     save was interrupted or that was damaged afterwards.
     """
-    manifest = {"format": 1, "files": _checkpoint_files(checkpoint), "metadata": metadata}
+    files = _checkpoint_files(checkpoint)
+    hashes = {rel: file_sha256(os.path.join(checkpoint, rel)) for rel in files}
+    manifest = {"format": 2, "files": files, "sha256": hashes, "metadata": metadata}
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as handle:
@@ -69,10 +93,15 @@ def write_checkpoint_manifest(checkpoint: str, metadata: dict) -> None:
     _fsync_write(os.path.join(checkpoint, CHECKPOINT_MANIFEST), write)
 
 
-def verify_checkpoint(checkpoint: str) -> dict:
+def verify_checkpoint(checkpoint: str, content: bool = True) -> dict:
     """Return the manifest of a complete ``DistillationTrainer`` checkpoint, or raise
-    :class:`IncompleteCheckpointError` saying what is missing or truncated, or that the manifest does not record
-    finite weights (``metadata["finite_weights"]``), or that a ``*.safetensors`` weight holds NaN/inf."""
+    :class:`IncompleteCheckpointError` saying what is missing or truncated, whose step disagrees with
+    ``trainer_state.json``, or that the manifest does not record finite weights (``metadata["finite_weights"]``).
+
+    ``content`` (resuming): also every file's SHA-256 against the manifest's (a same-size file swapped in from
+    another checkpoint, or a truncated file padded back to its size, is named) and no NaN/inf in a
+    ``*.safetensors`` weight; this reads every file once. ``content=False`` is the cheap check for listing
+    checkpoints (sizes and a few small files only)."""
     if not os.path.isdir(checkpoint):
         raise IncompleteCheckpointError(f"checkpoint {checkpoint} does not exist")
     path = os.path.join(checkpoint, CHECKPOINT_MANIFEST)
@@ -95,6 +124,17 @@ def verify_checkpoint(checkpoint: str) -> dict:
             problems.append(f"{rel} is {os.path.getsize(full)} bytes, {size} were written (truncated or replaced)")
     if TRAINER_STATE not in files:
         problems.append(f"{TRAINER_STATE} was never written")
+    elif not problems:
+        problems += _step_mismatch(checkpoint, manifest)
+    if content and not problems:
+        hashes = manifest.get("sha256")
+        if not isinstance(hashes, dict):
+            logger.warning("checkpoint %s was written before %s recorded content hashes: only its file sizes are "
+                           "checked", checkpoint, CHECKPOINT_MANIFEST)
+        else:
+            problems += [f"{rel} has other content than was written (SHA-256 differs: replaced by another file of "
+                         "the same size, or corrupted)" for rel, digest in sorted(hashes.items())
+                         if rel in files and file_sha256(os.path.join(checkpoint, rel)) != digest]
     if problems:
         raise IncompleteCheckpointError(f"checkpoint {checkpoint} is corrupt or incomplete: {'; '.join(problems)}")
     if (manifest.get("metadata") or {}).get("finite_weights") is not True:
@@ -102,12 +142,26 @@ def verify_checkpoint(checkpoint: str) -> dict:
             f"checkpoint {checkpoint}: its {CHECKPOINT_MANIFEST} records no check that its weights are finite (it "
             "was written by an mvld_hf version without that check, or by a run whose weights were not finite), so "
             "it is not trusted for resuming. To keep its weights, load them with from_pretrained and start a new run")
-    bad = non_finite_weights(checkpoint)
+    bad = non_finite_weights(checkpoint) if content else []
     if bad:
         raise IncompleteCheckpointError(
             f"checkpoint {checkpoint} holds NaN/inf weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): "
             "resume from an earlier checkpoint")
     return manifest
+
+
+def _step_mismatch(checkpoint: str, manifest: dict) -> list[str]:
+    """The manifest's step against ``trainer_state.json``'s ``global_step`` (which the Trainer resumes from)."""
+    step = (manifest.get("metadata") or {}).get("global_step")
+    try:
+        with open(os.path.join(checkpoint, TRAINER_STATE)) as handle:
+            state_step = json.load(handle).get("global_step")
+    except (OSError, ValueError, AttributeError) as err:
+        return [f"{TRAINER_STATE} is unreadable ({err})"]
+    if step is not None and state_step != step:
+        return [f"{TRAINER_STATE} says global_step {state_step} but the checkpoint was written at step {step} "
+                f"(edited or replaced; resuming would start at the wrong step)"]
+    return []
 
 
 def non_finite_weights(checkpoint: str) -> list[str]:
@@ -136,11 +190,12 @@ def list_checkpoints(output_dir: str) -> list[str]:
 
 
 def last_complete_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
-    """(newest complete checkpoint or None, the reasons newer ones were skipped)."""
+    """(newest complete checkpoint or None, the reasons newer ones were skipped); the cheap check
+    (``verify_checkpoint(content=False)``): resuming verifies the content of the one it picks."""
     skipped = []
     for checkpoint in list_checkpoints(output_dir):
         try:
-            verify_checkpoint(checkpoint)
+            verify_checkpoint(checkpoint, content=False)
             return checkpoint, skipped
         except IncompleteCheckpointError as err:
             skipped.append(str(err))
@@ -172,6 +227,9 @@ def check_compatible(checkpoint: str, saved: dict, current: dict,
     if base is not None and base_now is not None and abs(base - base_now) > 1e-6 * max(abs(base), 1.0):
         differences.append("the frozen base weights of the LoRA student differ from those the adapter was "
                            "trained on (build the student from the same pretrained backbone)")
+    changed_lr = learning_rate_change(saved, current.get("learning_rate"))
+    if changed_lr:
+        differences.append(changed_lr)
     shapes = weight_shape_mismatches(checkpoint, weight_shapes) if weight_shapes else []
     if shapes:
         differences.append(f"the student's weights have other shapes ({'; '.join(shapes[:2])}"
@@ -181,6 +239,37 @@ def check_compatible(checkpoint: str, saved: dict, current: dict,
             f"checkpoint {checkpoint} was written by a different set-up ({'; '.join(differences)}). Resuming "
             "continues the same run; to train on with another method or queue, load the weights with "
             "from_pretrained and start a new run")
+
+
+def learning_rate_change(saved: dict, learning_rate) -> str | None:
+    """Why resuming with another learning rate is refused (None when it is the same, or the checkpoint's manifest
+    predates recording it): transformers restores the checkpoint's optimizer and scheduler, so the new value would
+    be ignored without a word."""
+    before = saved.get("learning_rate")
+    if before is None or learning_rate is None or float(before) == float(learning_rate):
+        return None
+    return (f"learning_rate: checkpoint {before!r}, this run {learning_rate!r} (resuming restores the checkpoint's "
+            f"optimizer and learning-rate schedule, so {learning_rate!r} would be ignored: resume with "
+            f"--learning_rate {before!r})")
+
+
+def batch_change(checkpoint: str, saved: dict, args) -> str | None:
+    """One line when a resumed run's global batch (per device x processes x accumulation) differs from the one
+    that wrote ``checkpoint`` (None when equal or not recorded)."""
+    keys = ("per_device_train_batch_size", "world_size", "gradient_accumulation_steps")
+    if any(saved.get(key) is None for key in keys):
+        return None
+    before, now = [saved[key] for key in keys], [getattr(args, key) for key in keys]
+    if before == now:
+        return None
+
+    def show(parts):
+        return f"{parts[0] * parts[1] * parts[2]} ({parts[0]} per device x {parts[1]} processes x {parts[2]} " \
+               "accumulation steps)"
+
+    return (f"resuming {checkpoint}, written with a global batch of {show(before)}, with a global batch of "
+            f"{show(now)}: the steps after step {saved.get('global_step')} see other rows than the interrupted run "
+            "would have, and the schedule counts steps, not examples")
 
 
 def weight_shape_mismatches(checkpoint: str, current: dict[str, list[int]]) -> list[str]:
@@ -243,6 +332,8 @@ def checkpoint_metadata(args, model, queue, global_step: int, projection_dim: in
 
     meta = {"method_weights": dict(args.method_weights), "anchor": args.anchor, "projection_dim": projection_dim,
             "lora_r": args.lora_r, "global_step": global_step, "world_size": args.world_size,
+            "learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "finite_weights": True}  # the trainer checked the weights before writing them
     if queue is not None:
         meta.update(queue_size=args.queue_size, include_positive=args.include_positive, queue_filled=len(queue))
@@ -293,9 +384,12 @@ def load_queue(checkpoint: str, queue, device=None) -> None:
         raise CheckpointMismatchError(f"checkpoint {checkpoint}: {err}") from err
 
 
-def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, current: dict, model) -> str:
-    """The checkpoint a run resumes from, verified complete (:func:`verify_checkpoint`) and compatible with this
-    run (``current``: its :func:`checkpoint_metadata`; ``model``: its student, whose weight shapes are compared).
+def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, current: dict, model,
+                       args=None) -> str:
+    """The checkpoint a run resumes from, verified complete (:func:`verify_checkpoint`, content included) and
+    compatible with this run (``current``: its :func:`checkpoint_metadata`, the learning rate included;
+    ``model``: its student, whose weight shapes are compared); with ``args``, another global batch is warned
+    about in one line (:func:`batch_change`).
 
     ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
     checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An
@@ -309,6 +403,9 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, curr
     manifest = verify_checkpoint(checkpoint)
     shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
     check_compatible(checkpoint, manifest.get("metadata", {}), current, shapes)
+    changed = batch_change(checkpoint, manifest.get("metadata", {}), args) if args is not None else None
+    if changed:
+        logger.warning(changed)
     return checkpoint
 
 
@@ -321,3 +418,28 @@ def delete_earlier_checkpoints(output_dir: str, earlier: list[str]) -> None:
     for name in earlier:
         if name.startswith(PREFIX_CHECKPOINT_DIR):
             shutil.rmtree(os.path.join(output_dir, name))
+
+
+def disk_full_error(err: BaseException, output_dir: str, step: int) -> DiskFullError | None:
+    """A :class:`DiskFullError` for a checkpoint save that failed on a full disk (``ENOSPC``/``EDQUOT``, or
+    torch's ``unexpected pos`` / safetensors' ``StorageFull`` with the disk found full), naming the checkpoint
+    that stays good; None for any other failure."""
+    text = str(err)
+    free = None
+    try:
+        free = shutil.disk_usage(output_dir).free
+    except OSError:
+        pass
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text \
+        or "StorageFull" in text \
+        or (("unexpected pos" in text or "write failed" in text) and free is not None and free < 64 << 20)
+    if not full:
+        return None
+    last, _ = last_complete_checkpoint(output_dir)
+    kept = (f"the last complete checkpoint, {last}, stays good: free some space and resume from it with "
+            "--resume_from_checkpoint true (train(resume_from_checkpoint=True))" if last
+            else "no complete checkpoint had been saved yet")
+    shown = "" if free is None else f", {free / 2**20:.0f} MiB free"
+    return DiskFullError(errno.ENOSPC, f"the disk holding {output_dir} is full{shown}: "
+                         f"{PREFIX_CHECKPOINT_DIR}-{step} could not be saved and is incomplete (resuming skips it; "
+                         f"delete it to free its space); {kept}")

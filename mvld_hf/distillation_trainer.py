@@ -14,6 +14,7 @@ from .checkpointing import (
     check_output_dir,
     checkpoint_metadata,
     delete_earlier_checkpoints,
+    disk_full_error,
     last_complete_checkpoint,
     load_queue,
     resolve_checkpoint,
@@ -55,13 +56,13 @@ class DistillationTrainer(Trainer):
       (:func:`~mvld_hf.distributed.gather_with_local_grad`), so MCL/SD negatives and DR queue entries come from
       every rank, and the loss and gradients equal a 1-process run on the global batch.
     - Checkpoints: the DR queue (``dr_queue.pt``, contents and pointer) is saved in every checkpoint, then a
-      manifest (``mvld_checkpoint.json``: every file with its size, plus the run's method/queue/anchor) is
-      written last and atomically. ``train(resume_from_checkpoint=...)`` verifies it, so a partial or damaged
-      checkpoint raises :class:`IncompleteCheckpointError` instead of loading; ``resume_from_checkpoint=True``
-      skips a newest partial one (a save that was killed) with a warning and resumes from the newest complete
-      one. A resumed run logs the same losses as an uninterrupted one (when ``save_steps`` is a multiple of
-      ``logging_steps``: metrics are averaged between logs). Older checkpoints are rotated out
-      (``save_total_limit``) only once the new one is complete.
+      manifest (``mvld_checkpoint.json``: every file with its size and SHA-256, plus the run's method/queue/anchor
+      and learning rate) is written last and atomically. ``train(resume_from_checkpoint=...)`` verifies it, so a
+      partial, damaged or swapped-in checkpoint (or file) raises :class:`IncompleteCheckpointError` instead of
+      loading; ``resume_from_checkpoint=True`` skips a newest partial one (a save that was killed) with a warning
+      and resumes from the newest complete one. A resumed run logs the same losses as an uninterrupted one (when
+      ``save_steps`` is a multiple of ``logging_steps``: metrics are averaged between logs). Older checkpoints are
+      rotated out (``save_total_limit``) only once the new one is complete.
     - ``args.lora_r > 0`` wraps the student with :func:`~mvld_hf.lora.apply_lora`; :meth:`save_model` then writes
       the merged plain student (``lora_merge_on_save``), checkpoints the adapter.
     - Streamed data (an ``IterableDataset``) needs ``max_steps``.
@@ -69,7 +70,8 @@ class DistillationTrainer(Trainer):
       training (vectorised), naming the dataset row; streamed rows and the teacher's in-step output are checked
       per batch. A NaN/inf gradient norm (the Trainer computes it every optimizer step) stops training before
       ``optimizer.step()``; NaN/inf weights are never checkpointed (the manifest records ``finite_weights``).
-    - A new run refuses an ``output_dir`` holding an earlier run (:class:`ExistingRunError`) unless it resumes or
+    - ``train`` holds a lock on ``output_dir`` (:mod:`mvld_hf.run_lock`): a second run into it is refused. A new
+      run refuses an ``output_dir`` holding an earlier run (:class:`ExistingRunError`) unless it resumes or
       ``args.overwrite_output_dir`` is set; captions are truncated to the student's position table if
       ``max_length`` exceeds it.
 
@@ -312,7 +314,17 @@ class DistillationTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
-        rotated out only after the new one is complete."""
+        rotated out only after the new one is complete. A full disk is reported as such, naming the checkpoint
+        that stays good (:func:`~mvld_hf.checkpointing.disk_full_error`)."""
+        try:
+            self._write_checkpoint(model, trial)
+        except (OSError, RuntimeError) as err:
+            full = disk_full_error(err, self.args.output_dir, self.state.global_step)
+            if full is None:
+                raise
+            raise full from err
+
+    def _write_checkpoint(self, model, trial) -> None:
         self._check_finite_weights()
         limit = self.args.save_total_limit
         self.args.save_total_limit = None  # rotate below, once the manifest exists
@@ -353,7 +365,7 @@ class DistillationTrainer(Trainer):
                 self.accelerator.wait_for_everyone()
             if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
                 resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir,
-                                                            self._checkpoint_metadata(), self.model)
+                                                            self._checkpoint_metadata(), self.model, self.args)
                 load_queue(resume_from_checkpoint, self.queue, self.args.device)
             else:
                 resume_from_checkpoint = None

@@ -458,6 +458,13 @@ def test_verify_checkpoint_refuses_non_finite_or_unchecked_weights(tokenizer, da
     tensors["projection.bias"][3] = math.nan  # same size on disk: only the values went bad
     save_file(tensors, weights, metadata={"format": "pt"})
     assert os.path.getsize(weights) == manifest["files"]["model.safetensors"]
+    with pytest.raises(IncompleteCheckpointError, match=r"model\.safetensors has other content than was written"):
+        verify_checkpoint(checkpoint)  # the content hash sees the edit
+    from mvld_hf.checkpointing import file_sha256
+
+    manifest["sha256"]["model.safetensors"] = file_sha256(weights)  # as if saved so: the NaN scan still sees it
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
     with pytest.raises(IncompleteCheckpointError, match=r"holds NaN/inf weights \(projection.bias\): resume from an "
                                                         r"earlier checkpoint"):
         verify_checkpoint(checkpoint)

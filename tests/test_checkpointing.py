@@ -110,3 +110,57 @@ def test_overwrite_deletes_only_the_earlier_checkpoints(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"w")
     delete_earlier_checkpoints(str(tmp_path), ["checkpoint-3", "model.safetensors"])
     assert not os.path.exists(old) and (tmp_path / "model.safetensors").exists()
+
+
+def test_manifest_records_each_files_sha256_and_a_same_size_swap_is_named(tmp_path):
+    import hashlib
+
+    path = _checkpoint(str(tmp_path), 3)
+    manifest = verify_checkpoint(path)
+    weights = os.path.join(path, "sub", "weights.bin")
+    assert manifest["sha256"]["sub/weights.bin"] == hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    with open(weights, "wb") as handle:  # same size, other bytes (another checkpoint's file copied over)
+        handle.write(b"y" * 13)
+    verify_checkpoint(path, content=False)  # the cheap check (listing) sees sizes only
+    assert last_complete_checkpoint(str(tmp_path))[0] == path
+    with pytest.raises(IncompleteCheckpointError, match=r"sub/weights\.bin has other content than was written"):
+        verify_checkpoint(path)
+
+
+def test_manifest_step_is_cross_checked_with_the_trainer_state(tmp_path):
+    path = _checkpoint(str(tmp_path), 15)
+    with open(os.path.join(path, TRAINER_STATE), "w") as handle:
+        json.dump({"global_step": 19}, handle)  # same size as the written file: only the step check sees it
+    for content in (False, True):
+        with pytest.raises(IncompleteCheckpointError, match=f"{TRAINER_STATE} says global_step 19 but the "
+                                                            "checkpoint was written at step 15"):
+            verify_checkpoint(path, content=content)
+
+
+def test_a_manifest_without_hashes_is_checked_by_size_with_a_warning(tmp_path, caplog):
+    path = _checkpoint(str(tmp_path), 2)
+    manifest_path = os.path.join(path, CHECKPOINT_MANIFEST)
+    manifest = json.load(open(manifest_path))
+    del manifest["sha256"]
+    json.dump(manifest, open(manifest_path, "w"))
+    assert verify_checkpoint(path)["files"]["sub/weights.bin"] == 12
+    assert "before mvld_checkpoint.json recorded content hashes" in caplog.text
+
+
+def test_another_learning_rate_is_refused_and_another_global_batch_is_one_line():
+    from types import SimpleNamespace
+
+    from mvld_hf.checkpointing import batch_change, check_compatible, learning_rate_change
+
+    saved = {"learning_rate": 3e-3, "per_device_train_batch_size": 8, "world_size": 2,
+             "gradient_accumulation_steps": 1, "global_step": 10}
+    assert learning_rate_change(saved, 3e-3) is None and learning_rate_change({}, 1e-3) is None
+    with pytest.raises(CheckpointMismatchError, match=r"learning_rate: checkpoint 0\.003, this run 0\.001 .*resume "
+                                                      r"with --learning_rate 0\.003"):
+        check_compatible("ckpt", saved, {**saved, "learning_rate": 1e-3})
+    args = SimpleNamespace(per_device_train_batch_size=8, world_size=2, gradient_accumulation_steps=1)
+    assert batch_change("ckpt", saved, args) is None and batch_change("ckpt", {"global_step": 3}, args) is None
+    args.per_device_train_batch_size = 4
+    line = batch_change("ckpt", saved, args)
+    assert "\n" not in line and "global batch of 16 (8 per device x 2 processes x 1 accumulation steps)" in line
+    assert "with a global batch of 8 (4 per device" in line and "after step 10" in line

@@ -105,7 +105,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(killed, uninterrupted, w
 
 @pytest.fixture
 def complete_copy(killed, tmp_path):
-    path = str(tmp_path / "checkpoint-2")
+    path = str(tmp_path / "copy" / "checkpoint-2")
+    shutil.copyfile(os.path.join(killed["output_dir"], f"checkpoint-{KILL_STEP}", "model.safetensors"),
+                    tmp_path / "partial-model.safetensors")
     shutil.copytree(os.path.join(killed["output_dir"], "checkpoint-2"), path)
     return path
 
@@ -116,12 +118,39 @@ def _truncate(path: str) -> None:
         handle.truncate(size // 2)
 
 
+def _truncate_and_pad(path: str) -> None:
+    """A truncated file whose size was "fixed" (zeros appended up to the size the manifest records)."""
+    size = os.path.getsize(path)
+    _truncate(path)
+    with open(path, "ab") as handle:
+        handle.write(b"\0" * (size - size // 2))
+
+
+def _swap_from_partial_checkpoint(checkpoint: str, name: str) -> None:
+    """Copy the same-size file of the killed run's checkpoint-4 (put beside by ``complete_copy``) over this one's
+    (other weights, same size)."""
+    other = os.path.join(os.path.dirname(os.path.dirname(checkpoint)), f"partial-{name}")
+    assert os.path.getsize(other) == os.path.getsize(os.path.join(checkpoint, name))
+    shutil.copyfile(other, os.path.join(checkpoint, name))
+
+
+def _edit_step(checkpoint: str) -> None:
+    path = os.path.join(checkpoint, "trainer_state.json")
+    text = open(path).read()
+    assert '"global_step": 2,' in text
+    open(path, "w").write(text.replace('"global_step": 2,', '"global_step": 3,'))  # same size
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda c: _truncate(os.path.join(c, "model.safetensors")), r"model\.safetensors is \d+ bytes, \d+ were written"),
     (lambda c: os.remove(os.path.join(c, "trainer_state.json")), "trainer_state.json is missing"),
     (lambda c: _truncate(os.path.join(c, QUEUE_FILE)), r"dr_queue\.pt is \d+ bytes"),
     (lambda c: os.remove(os.path.join(c, "optimizer.pt")), "optimizer.pt is missing"),
     (lambda c: open(os.path.join(c, CHECKPOINT_MANIFEST), "w").write("{"), "unreadable"),
+    (lambda c: _truncate_and_pad(os.path.join(c, "optimizer.pt")), r"optimizer\.pt has other content than was "
+                                                                     "written"),
+    (lambda c: _swap_from_partial_checkpoint(c, "model.safetensors"), r"model\.safetensors has other content"),
+    (_edit_step, "trainer_state.json says global_step 3 but the checkpoint was written at step 2"),
 ])
 def test_corrupt_checkpoint_is_reported(complete_copy, workdir, damage, message):
     damage(complete_copy)
@@ -152,6 +181,7 @@ def test_no_complete_checkpoint_is_reported(killed, workdir, tmp_path):
     (dict(method="mcl"), "method_weights"),
     (dict(queue_size=32), "queue_size"),
     (dict(anchor="image"), "anchor"),
+    (dict(learning_rate=1e-3), r"learning_rate: checkpoint 0\.005, this run 0\.001 .* resume with --learning_rate"),
 ])
 def test_resume_with_another_setup_is_refused(complete_copy, workdir, change, message):
     import datasets
@@ -171,3 +201,45 @@ def test_old_checkpoints_rotate_out_only_after_the_new_one_is_complete(workdir, 
     assert os.listdir(tmp_path / "rotated") == [f"checkpoint-{script.MAX_STEPS}"]
     assert verify_checkpoint(str(tmp_path / "rotated" / f"checkpoint-{script.MAX_STEPS}"))["metadata"]["global_step"] \
         == script.MAX_STEPS
+
+
+def test_resume_with_another_batch_size_says_so_in_one_line(complete_copy, workdir, caplog):
+    trainer = script.build_trainer(workdir, os.path.dirname(complete_copy), per_device_train_batch_size=4,
+                                   max_steps=3)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf.checkpointing"):
+        trainer.train(resume_from_checkpoint=complete_copy)
+    lines = [r.getMessage() for r in caplog.records if "global batch" in r.getMessage()]
+    assert len(lines) == 1 and "global batch of 8 (8 per device" in lines[0] and "of 4 (4 per device" in lines[0]
+
+
+def test_a_full_disk_during_a_save_says_so_and_names_the_good_checkpoint(workdir, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    import transformers
+
+    import mvld_hf.checkpointing as checkpointing
+
+    save = transformers.Trainer._save_checkpoint
+
+    def save_or_fill_the_disk(self, model, trial):
+        if self.state.global_step == 2:  # what torch.save says when the disk fills under it
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 160960 vs 160852")
+        save(self, model, trial)
+
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", save_or_fill_the_disk)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 4096))
+    output_dir = str(tmp_path / "full")
+    trainer = script.build_trainer(workdir, output_dir, save_steps=1)
+    with pytest.raises(checkpointing.DiskFullError) as err:
+        trainer.train()
+    message = str(err.value)
+    assert "the disk holding" in message and "is full, 0 MiB free: checkpoint-2 could not be saved" in message
+    assert f"the last complete checkpoint, {os.path.join(output_dir, 'checkpoint-1')}, stays good" in message
+    verify_checkpoint(os.path.join(output_dir, "checkpoint-1"))
+    for other in (OSError(28, "No space left on device"), RuntimeError("Error while serializing: IoError(Os { "
+                  "code: 28, kind: StorageFull, message: \"No space left on device\" })")):
+        assert "checkpoint-1, stays good" in str(checkpointing.disk_full_error(other, output_dir, 2))
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: usage(10 << 30, 0, 10 << 30))
+    assert checkpointing.disk_full_error(RuntimeError("unexpected pos 1 vs 2"), output_dir, 2) is None  # space left
+    assert checkpointing.disk_full_error(RuntimeError("other"), output_dir, 2) is None
