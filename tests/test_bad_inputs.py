@@ -668,3 +668,64 @@ def test_embeddings_stored_as_strings_or_scalars(tokenizer, data, tmp_path, valu
     with pytest.raises(TypeError, match=rf"the training batch column 'teacher_text_embeds' holds {kind}"):
         stream.train()
 
+
+
+# ---------------------------------------------------------------- the command line: config order, Ctrl-C, resume
+def test_a_config_file_after_the_flags_says_it_must_come_first(tmp_path):
+    from mvld_hf.cli.arguments import CliError, parse_args
+
+    config = tmp_path / "run.yaml"
+    config.write_text("method: dr\n")
+    with pytest.raises(CliError, match=rf"the config file {re.escape(str(config))} must come first, before the "
+                                       rf"flags that override it: distill.py {re.escape(str(config))} --max_steps 5"):
+        parse_args(["--max_steps", "5", str(config)])
+    parse_args([str(config), "--max_steps", "5", "--run_name", "notes.json"])  # a flag's value: fine
+
+
+def test_ctrl_c_prints_the_checkpoint_that_stays_good_and_the_resume_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from mvld_hf.checkpointing import TRAINER_STATE, write_checkpoint_manifest
+    from mvld_hf.cli.distill import one_line_errors
+
+    out = tmp_path / "out"
+
+    def interrupted_training(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "argv", ["examples/distill.py"])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["--output_dir", str(out), "--max_steps", "40", "--overwrite_output_dir", "true"]
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(interrupted_training)(argv)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) before a complete checkpoint was saved in "
+                                               f"{out}: nothing to resume; start again with\n  python "
+                                               f"examples/distill.py --output_dir {out} --max_steps 40")
+    checkpoint = out / "checkpoint-20"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / TRAINER_STATE).write_text('{"global_step": 20}')
+    write_checkpoint_manifest(str(checkpoint), {"global_step": 20, "finite_weights": True})
+    with pytest.raises(SystemExit):
+        one_line_errors(interrupted_training)(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"interrupted (Ctrl-C); {checkpoint} is the last complete checkpoint. Resume from it with",
+                     f"  python examples/distill.py --output_dir {out} --max_steps 40 --resume_from_checkpoint true"]
+
+
+def test_resuming_with_another_learning_rate_is_refused_before_any_work(tokenizer, tmp_path):
+    from mvld_hf.checkpointing import TRAINER_STATE, write_checkpoint_manifest
+    from mvld_hf.cli.arguments import CliError, check_resume
+
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    student = tiny_student(tokenizer, 16)
+    student.save_pretrained(checkpoint)
+    (checkpoint / TRAINER_STATE).write_text('{"global_step": 2}')
+    write_checkpoint_manifest(str(checkpoint), {"global_step": 2, "finite_weights": True, "learning_rate": 3e-3})
+    args = training_args(tmp_path, learning_rate=1e-3, resume_from_checkpoint="true")
+    with pytest.raises(CliError, match=rf"checkpoint {re.escape(str(checkpoint))} was trained with another "
+                                       r"learning_rate: checkpoint 0\.003, this run 0\.001 \(resuming restores the "
+                                       r"checkpoint's optimizer and learning-rate schedule.*resume with "
+                                       r"--learning_rate 0\.003\)"):
+        check_resume(args, student)
+    check_resume(training_args(tmp_path, learning_rate=3e-3, resume_from_checkpoint="true"), student)

@@ -113,3 +113,23 @@ def test_the_command_line_refuses_a_held_folder_before_any_work(holder):
     out, child = holder
     with pytest.raises(CliError, match=f"in use by another run \\(pid {child.pid}"):
         validate_cli(*parse_args(["--output_dir", out, "--max_steps", "2"]))
+
+
+def test_the_lock_is_released_when_training_ends_by_ctrl_c(tmp_path, tokenizer, toy_dataset, teacher):
+    from transformers import TrainerCallback
+
+    from mvld_hf import DistillationTrainer, precompute_teacher_embeddings
+    from mvld_hf.testing import tiny_student
+    from tests.helpers import training_args
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            assert live_holder(args.output_dir) is None and os.path.exists(os.path.join(args.output_dir, LOCK_FILE))
+            raise KeyboardInterrupt
+
+    data = precompute_teacher_embeddings(toy_dataset.remove_columns("image"), teacher)
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16), args=training_args(tmp_path, method="mcl"),
+                                  train_dataset=data, processing_class=tokenizer, callbacks=[CtrlC()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.state.global_step == 1 and not os.path.exists(tmp_path / "out" / LOCK_FILE)

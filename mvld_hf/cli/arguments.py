@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 
@@ -150,8 +151,14 @@ def check_text_encoder_folder(path: str) -> None:
 
 
 def check_resume(args: DistillationArguments, student) -> None:
-    """The checkpoint to resume from holds a student of this run's shape (checked before precomputing)."""
-    from mvld_hf.checkpointing import last_complete_checkpoint, verify_checkpoint, weight_shape_mismatches
+    """The checkpoint to resume from holds a student of this run's shape and was trained with this learning rate
+    (checked before precomputing; its content is verified by the trainer, once)."""
+    from mvld_hf.checkpointing import (
+        last_complete_checkpoint,
+        learning_rate_change,
+        verify_checkpoint,
+        weight_shape_mismatches,
+    )
 
     resume = args.resume_from_checkpoint
     if resume in (None, False) or str(resume).lower() in ("", "false"):
@@ -160,12 +167,58 @@ def check_resume(args: DistillationArguments, student) -> None:
     if checkpoint is None:
         raise CliError(f"--resume_from_checkpoint {resume}: no complete checkpoint in {args.output_dir}; drop the "
                        "flag to start a new run or pass a checkpoint folder")
-    verify_checkpoint(checkpoint)
+    saved = verify_checkpoint(checkpoint, content=False).get("metadata") or {}
+    changed = learning_rate_change(saved, args.learning_rate)
+    if changed:
+        raise CliError(f"checkpoint {checkpoint} was trained with another {changed}")
     mismatches = weight_shape_mismatches(checkpoint, {k: list(v.shape) for k, v in student.state_dict().items()})
     if mismatches:
         raise CliError(f"checkpoint {checkpoint} holds a student of another shape ({'; '.join(mismatches[:2])}"
                        f"{f'; {len(mismatches) - 2} more' if len(mismatches) > 2 else ''}): resume with the student "
                        "flags of that run (e.g. --offline_hidden_size) or start a new run in a new --output_dir")
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes the run of ``argv``: the same flags, ``--resume_from_checkpoint true``
+    instead of any given one (and without ``--overwrite_output_dir``, which would have nothing to do)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--resume_from_checkpoint", "--overwrite_output_dir"):
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "examples/distill.py"
+    launcher = ["mvld-distill"] if os.path.basename(script) == "mvld-distill" else (
+        ["accelerate", "launch", script] if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ["python", script])
+    return shlex.join(launcher + kept + ["--resume_from_checkpoint", "true"])
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """What Ctrl-C during a run of ``argv`` leaves, in two lines: the checkpoint that stays good and the command
+    that resumes from it (or that nothing was saved yet)."""
+    from mvld_hf.checkpointing import earlier_run, last_complete_checkpoint
+
+    try:
+        output_dir = parse_args(list(argv))[2].output_dir
+    except (CliError, ValueError, SystemExit):
+        return "interrupted (Ctrl-C)"
+    last, _ = last_complete_checkpoint(output_dir)
+    if last is None:
+        again = restart_command(argv, bool(earlier_run(output_dir)))
+        return f"interrupted (Ctrl-C) before a complete checkpoint was saved in {output_dir}: nothing to resume; " \
+               f"start again with\n  {again}"
+    return f"interrupted (Ctrl-C); {last} is the last complete checkpoint. Resume from it with\n  " \
+           f"{resume_command(argv)}"
+
+
+def restart_command(argv: list[str], overwrite: bool) -> str:
+    """The same command again; with ``overwrite``, ``--overwrite_output_dir true`` (partial checkpoints left)."""
+    command = resume_command(argv).rsplit(" --resume_from_checkpoint true", 1)[0]
+    return command + (" --overwrite_output_dir true" if overwrite else "")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -181,6 +234,12 @@ def parse_args(argv: list[str] | None = None):
         unknown = sorted(set(values) - known)
         if unknown:
             raise CliError(f"unknown keys in {path}: {unknown}; see `distill.py --help` for the argument names")
+    late = [arg for i, arg in enumerate(argv) if arg.endswith((".yaml", ".yml", ".json")) and not arg.startswith("-")
+            and (i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1])]  # not a flag's value
+    if late:
+        flags = [a for a in argv if a != late[0]]
+        raise CliError(f"the config file {late[0]} must come first, before the flags that override it: "
+                       f"distill.py {shlex.join([late[0], *flags])}")
     teacher = argv[argv.index("--teacher") + 1] if "--teacher" in argv[:-1] else values.get("teacher", OFFLINE)
     given = set(values) | {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
     if teacher == OFFLINE:
