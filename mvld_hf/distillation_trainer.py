@@ -274,6 +274,38 @@ class DistillationTrainer(Trainer):
             return dataset  # a custom collator may read anything; iterable datasets stream as they are
         return collator_columns_only(dataset, self.args)
 
+    def _get_train_sampler(self, train_dataset=None):
+        """``train_sampling_strategy="group_by_length"``: batches of captions of similar token length
+        (:mod:`mvld_hf.sampling`; the stock sampler needs pre-tokenized ``input_ids``). A stream has no
+        sampler: :meth:`get_train_dataloader` regroups it."""
+        import datasets
+
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy == "group_by_length":
+            if isinstance(dataset, datasets.Dataset):
+                from .sampling import length_grouped_sampler
+
+                return length_grouped_sampler(dataset, self.processing_class, self.args, self.args.train_batch_size)
+            if isinstance(dataset, datasets.IterableDataset):
+                return None
+        return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self):
+        """The Trainer's; a stream with ``train_sampling_strategy="group_by_length"`` is first regrouped by
+        length within pools of batches (:func:`~mvld_hf.sampling.length_grouped_stream`)."""
+        import datasets
+
+        stream = self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(stream, datasets.IterableDataset):
+            return super().get_train_dataloader()
+        from .sampling import length_grouped_stream
+
+        self.train_dataset = length_grouped_stream(stream, self.processing_class, self.args, self.args.train_batch_size)
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.train_dataset = stream
+
     def floating_point_ops(self, inputs) -> int:
         """Trainer's FLOP estimate with the parameter count cached (it walks every module each step)."""
         count = getattr(self, "_non_embedding_params", None)

@@ -101,3 +101,37 @@ def test_stream_rows_regrouped_within_pools(tokenizer):
     assert pad < 0.3 * (padded_tokens(lengths, random_batches) - lengths.sum())
     for start in range(0, 200, 40):  # pools of 40 rows: the same rows as the stream's, reordered
         assert sorted(rows[start:start + 40]) == sorted(r["row"] for r in stream.skip(start).take(40))
+
+
+def _rows_of_many_lengths(n=64, dim=16, seed=0):
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    words = ["a", "small", "red", "circle", "big", "blue", "square", "green", "star", "next", "to"]
+    captions = [" ".join(rng.choice(words, rng.integers(1, 16))) for _ in range(n)]
+    embeds = rng.standard_normal((n, dim)).astype(np.float32)
+    return datasets.Dataset.from_dict({"caption": captions, "english": captions, "teacher_text_embeds": list(embeds)})
+
+
+def _batch_widths(tmp_path, tokenizer, dataset, **kwargs):
+    from mvld_hf import DistillationTrainer
+    from mvld_hf.testing import tiny_student
+    from tests.helpers import training_args
+
+    args = training_args(tmp_path, method="fd", per_device_train_batch_size=8, max_steps=8, **kwargs)
+    trainer = DistillationTrainer(model=tiny_student(tokenizer, 16), args=args, train_dataset=dataset,
+                                  processing_class=tokenizer)
+    batches = list(trainer.get_train_dataloader())
+    return [b["input_ids"].shape[1] for b in batches], sum(len(b["input_ids"]) for b in batches)
+
+
+def test_trainer_batches_by_length_with_group_by_length(tmp_path, tokenizer):
+    """train_sampling_strategy="group_by_length" pads less, on a map-style dataset and on a stream."""
+    data = _rows_of_many_lengths()
+    random_widths, n = _batch_widths(tmp_path, tokenizer, data)
+    grouped_widths, n_grouped = _batch_widths(tmp_path, tokenizer, data, train_sampling_strategy="group_by_length")
+    assert n == n_grouped == 64 and sum(grouped_widths) < 0.8 * sum(random_widths)
+    stream = data.to_iterable_dataset()
+    stream_widths, _ = _batch_widths(tmp_path, tokenizer, stream)
+    grouped_stream, n_stream = _batch_widths(tmp_path, tokenizer, stream, train_sampling_strategy="group_by_length")
+    assert n_stream == 64 and sum(grouped_stream) < 0.8 * sum(stream_widths)
