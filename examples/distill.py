@@ -8,7 +8,12 @@ The logic lives in :mod:`mvld_hf.cli.distill` (also installed as the ``mvld-dist
 listed by ``python examples/distill.py --help``.
 """
 
-from mvld_hf.cli.distill import main
+import os
+
+# check the command line before torch/transformers load (a bad flag is refused in about a second)
+os.environ["MVLD_HF_DEFER_IMPORTS"] = "1"
+
+from mvld_hf.cli.distill import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

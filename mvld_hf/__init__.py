@@ -3,41 +3,16 @@
 ``__all__`` is the user's API. Internals live in their modules (``mvld_hf.checkpointing.verify_checkpoint``,
 ``mvld_hf.modeling_paired.register_paired_auto_classes``, ...); the few that ``mvld_hf`` exported before stay
 reachable here through :func:`__getattr__`.
+
+``import mvld_hf`` imports the API (:mod:`mvld_hf._api`) and registers the models with the transformers Auto
+classes; ``mvld-distill`` and ``examples/distill.py`` defer that (:func:`load_api`) until their command line is
+checked.
 """
 
-from ._version import __version__
-from .checkpointing import (
-    CheckpointMismatchError,
-    ExistingRunError,
-    IncompleteCheckpointError,
-    last_complete_checkpoint,
-)
-from .data import DistillationCollator, NonFiniteEmbeddingError
-from .data_utils import MissingColumnError
-from .distillation_config import METHODS, DistillationArguments, parse_method
-from .distillation_trainer import DistillationTrainer, NonFiniteGradientError, NonFiniteLossError
-from .encode import encode_texts
-from .evaluation.zero_shot import zero_shot_accuracy
-from .export import ExportResult, NotAStudentError, export_sentence_transformer, load_student
-from .hub import build_hub_folder, push_to_hub
-from .lora import apply_lora, merge_lora
-from .model_card import load_eval_results, render_model_card
-from .modeling_paired import (
-    MultilingualCLIPConfig,
-    MultilingualCLIPModel,
-    MultilingualCLIPOutput,
-    MultilingualSiglipConfig,
-    MultilingualSiglipModel,
-    register_paired_auto_classes,
-)
-from .modeling_student import MultilingualTextTower, MultilingualTextTowerConfig, TextTowerOutput, register_auto_classes
-from .precompute import TeacherEmbeddingCache, join_precomputed_embeddings, precompute_teacher_embeddings
-from .processing_paired import MultilingualCLIPProcessor
-from .queue import EmbeddingQueue
-from .teachers import DualEncoderTeacher, SentenceTransformerTeacher, Teacher, TeacherCapabilityError, load_teacher
+import os as _os
+import sys as _sys
 
-register_auto_classes()
-register_paired_auto_classes()
+from ._version import __version__
 
 __all__ = [
     "CheckpointMismatchError",
@@ -87,12 +62,37 @@ __all__ = [
 ]
 
 # internals exported before the API was narrowed: still importable from mvld_hf, not part of __all__
-_MOVED = {"verify_checkpoint": "checkpointing"}
+_MOVED = {"verify_checkpoint": "checkpointing", "register_auto_classes": "modeling_student",
+          "register_paired_auto_classes": "modeling_paired"}
+#: console scripts that check their command line before importing torch/transformers (a bad flag is refused in
+#: about a second), then call :func:`load_api`
+_CONSOLE_SCRIPTS = ("mvld-distill",)
+_loaded = False
+
+
+def load_api() -> None:
+    """Import the API (torch, transformers, datasets, ...) and register the student and paired models with the
+    transformers Auto classes. ``import mvld_hf`` does it, except in a process started by a console script or with
+    ``MVLD_HF_DEFER_IMPORTS=1`` (read once), where it happens on the first use of a name of ``mvld_hf``."""
+    global _loaded
+    if not _loaded:
+        from . import _api
+
+        globals().update({name: getattr(_api, name) for name in __all__ if name != "__version__"})
+        _loaded = True
 
 
 def __getattr__(name: str):
+    if name in __all__:
+        load_api()
+        return globals()[name]
     if name in _MOVED:
         import importlib
 
         return getattr(importlib.import_module(f".{_MOVED[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if _os.environ.pop("MVLD_HF_DEFER_IMPORTS", "") != "1" and \
+        _os.path.basename((getattr(_sys, "argv", None) or [""])[0] or "") not in _CONSOLE_SCRIPTS:
+    load_api()

@@ -10,11 +10,12 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import yaml
-from transformers import HfArgumentParser
 
-from mvld_hf import DistillationArguments
+if TYPE_CHECKING:  # imported where used: checks before them must not pay for torch/transformers
+    from mvld_hf import DistillationArguments
 
 OFFLINE = "offline"
 
@@ -224,7 +225,12 @@ def restart_command(argv: list[str], overwrite: bool) -> str:
 def parse_args(argv: list[str] | None = None):
     """Command-line flags, or a YAML/JSON config file followed by optional flag overrides
     (``distill.py configs/x.yaml --bf16 false``). The offline run gets its own training defaults."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments))
+    from transformers import HfArgumentParser
+
+    from mvld_hf import DistillationArguments
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments),
+                              usage="mvld-distill [CONFIG.yaml | --config NAME] [--flag value ...]")
     argv = list(sys.argv[1:] if argv is None else argv)
     values = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
@@ -281,7 +287,8 @@ def check_flags(model_args: ModelArguments, data_args: DataArguments, args: Dist
                              "Hub datasets")
     if args.max_steps == 0:
         raise CliError("--max_steps 0 would train nothing; pass a positive number of steps (or -1 to train "
-                         "for --num_train_epochs). To evaluate a saved student, run examples/evaluate.py")
+                         "for --num_train_epochs). To evaluate a saved student, run `mvld-evaluate --model DIR` "
+                         "(examples/evaluate.py in the repository)")
     if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
         raise CliError(f"--max_train_samples must be at least 1, got {data_args.max_train_samples}")
     batch = args.per_device_train_batch_size * args.world_size

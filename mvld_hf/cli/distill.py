@@ -25,9 +25,6 @@ import os
 import sys
 import time
 
-from transformers import set_seed
-
-from mvld_hf import DistillationTrainer, precompute_teacher_embeddings
 from mvld_hf.run_record import RUN_RECORD, write_run_record
 
 from .arguments import (
@@ -42,17 +39,28 @@ from .arguments import (
     read_config,
     validate_cli,
 )
-from .hub_data import hub_setup, load_split
-from .offline import offline_setup
 from .phases import PhaseClock, offline_clock
-from .reports import evaluate, run_record
+from .precheck import precheck, print_summary
+
+#: names importable from here that live in modules importing torch/transformers: loaded on first use, so that
+#: `mvld-distill` checks its command line (:func:`.precheck.precheck`) before paying for those imports
+_HEAVY = {"hub_setup": "hub_data", "load_split": "hub_data", "offline_setup": "offline", "evaluate": "reports",
+          "run_record": "reports"}
 
 #: importable from here as before the split (tests, examples/study.py and benchmarks use these names)
 __all__ = ["OFFLINE", "OFFLINE_TRAINING_DEFAULTS", "CliError", "DataArguments", "ModelArguments", "check_flags",
-           "check_resume", "console_main", "cpu_threads", "evaluate", "hub_setup", "load_split", "main",
-           "offline_setup", "one_line_errors", "parse_args", "read_config", "run_record", "validate_cli"]
+           "check_resume", "console_main", "cpu_threads", "main", "one_line_errors", "parse_args", "read_config",
+           "validate_cli", *sorted(_HEAVY)]
 
 logger = logging.getLogger("mvld_hf.distill")
+
+
+def __getattr__(name: str):
+    if name in _HEAVY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_HEAVY[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def one_line_errors(main):
@@ -116,6 +124,22 @@ def busy_machine_warning(threads: int, load: float | None = None, cores: int | N
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
+    argv, stop = precheck(list(sys.argv[1:] if argv is None else argv))  # before torch/transformers are imported
+    if stop is not None:
+        print(stop)
+        return {}
+    if "-h" in argv or "--help" in argv:
+        print_summary()  # what the command does and the flags most runs need, at once; the full list follows
+    from transformers import set_seed
+
+    import mvld_hf
+    from mvld_hf import DistillationTrainer, precompute_teacher_embeddings
+
+    from .hub_data import hub_setup
+    from .offline import offline_setup
+    from .reports import evaluate, run_record
+
+    mvld_hf.load_api()  # the Auto classes registered (deferred when the console script started)
     model_args, data_args, args = parse_args(argv)
     validate_cli(model_args, data_args, args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
