@@ -48,9 +48,11 @@ def non_finite_rows(embeddings) -> np.ndarray:
 def non_finite_error(column: str, where: str, value=None, fix: str | None = None) -> NonFiniteEmbeddingError:
     """The error for a teacher embedding holding NaN/inf at ``where`` (e.g. ``"row 5 of train_dataset"``)."""
     shown = "" if value is None else f" ({np.asarray(value, dtype=np.float32).ravel()[:4].tolist()}...)"
-    return NonFiniteEmbeddingError(
+    error = NonFiniteEmbeddingError(
         f"{where}: '{column}' holds NaN or infinite values{shown}; training on it would turn every weight into NaN. "
         + (fix or "Drop that row or recompute its teacher embedding (precompute_teacher_embeddings)"))
+    error.column, error.where = column, where  # what zero_norm_error needs to name the same row
+    return error
 
 
 class ZeroEmbeddingError(ValueError):
@@ -124,9 +126,13 @@ def check_finite_embeddings(dataset, column: str, dataset_name: str = "dataset",
                         row = pc.list_parent_indices(values)[pc.index(bad, True).as_py()].as_py()
                         raise non_finite_error(column, f"row {offset + row} of {dataset_name}", values[row].as_py())
                 # a row is the zero vector when none of its values is non-zero
-                nonzero = pc.not_equal(flat, 0).to_numpy(zero_copy_only=False)
-                parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
-                has_signal = np.bincount(parents[nonzero], minlength=len(values)) > 0
+                flat_values = flat.to_numpy(zero_copy_only=False)
+                lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+                if len(lengths) and lengths[0] > 0 and (lengths == lengths[0]).all():  # the usual [n, dim] block
+                    has_signal = (flat_values.reshape(len(values), -1) != 0).any(axis=1)
+                else:
+                    parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+                    has_signal = np.bincount(parents[flat_values != 0], minlength=len(values)) > 0
                 if not has_signal.all():
                     raise zero_norm_error(column, f"row {offset + int(np.argmin(has_signal))} of {dataset_name}")
         elif len(values):
@@ -360,7 +366,7 @@ def _anchor_column(args, columns) -> str | None:
     return args.teacher_image_column if args.teacher_image_column in columns else None
 
 
-def _all_rows_identical(dataset, column: str, batch_size: int = 100_000) -> bool:
+def _all_rows_identical(dataset, column: str, batch_size: int = 10_000) -> bool:
     """Whether every row of ``column`` (strings or embedding vectors) equals the first one; one Arrow pass that
     stops at the first differing batch."""
     import pyarrow as pa
