@@ -9,9 +9,10 @@ listed by ``python examples/distill.py --help``.
 """
 
 import os
+import sys
 
-# check the command line before torch/transformers load (a bad flag is refused in about a second)
-os.environ["MVLD_HF_DEFER_IMPORTS"] = "1"
+if "mvld_hf" not in sys.modules:  # check the command line before torch/transformers load (mvld_hf reads it once)
+    os.environ["MVLD_HF_DEFER_IMPORTS"] = "1"
 
 from mvld_hf.cli.distill import main  # noqa: E402
 

@@ -47,6 +47,9 @@ def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("mvld_hf-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "mvld_hf/templates/model_card.md" in names
+    shipped = {n for n in names if n.startswith("mvld_hf/configs/")}  # the paper configs, as package data
+    assert {os.path.basename(n) for n in shipped} == {n for n in os.listdir(os.path.join(ROOT, "configs"))
+                                                       if n.endswith(".yaml")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     for line in ("mvld-distill = mvld_hf.cli.distill:console_main", "mvld-evaluate = mvld_hf.cli.evaluate:console_main",
@@ -62,4 +65,12 @@ def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "EXPORTED" in done.stdout and "README.md" in done.stdout
+    # the console script lists the configs it ships and refuses --max_steps 0 naming a command the wheel installs
+    listed = subprocess.run([sys.executable, str(site / "bin" / "mvld-distill"), "--list_configs"], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "clip-l14_xlmr-base_dr " in listed.stdout and str(site) in listed.stdout
+    refused = subprocess.run([sys.executable, str(site / "bin" / "mvld-distill"), "--config", "clip-l14_xlmr-base_dr",
+                              "--max_steps", "0"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "`mvld-evaluate --model DIR`" in refused.stderr
     assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind

@@ -31,6 +31,8 @@ import time
 import torch
 
 logger = logging.getLogger("mvld_hf.evaluate")
+#: the verified benchmark presets (mvld_hf.evaluation.presets.PRESETS; named here so --help needs no datasets import)
+PRESET_NAMES = ("xm3600", "xflickrco", "multi30k", "cvqa")
 
 
 def parse_args(argv=None):
@@ -39,8 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--teacher", default=None, help="teacher id/path (default: the one in the student's config)")
     p.add_argument("--teacher-revision", default=None)
     p.add_argument("--benchmark", default="offline",
-                   help="'offline' (the procedural world's held-out split and VQA) or a preset name "
-                        "(see docs/benchmarks.md); ignored when --dataset is given")
+                   help="'offline' (the procedural world's held-out split and VQA) or a preset: "
+                        f"{', '.join(PRESET_NAMES)} (their Hub schemas and sources: mvld_hf.evaluation.presets; "
+                        "docs/benchmarks.md in the repository); ignored when --dataset is given")
     p.add_argument("--dataset", default=None, help="any datasets dataset (Hub id or saved folder) for retrieval")
     p.add_argument("--dataset-config", default=None)
     p.add_argument("--split", default="test")

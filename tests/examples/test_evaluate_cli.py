@@ -57,3 +57,14 @@ def test_repository_scripts_are_thin_wrappers_of_the_console_scripts(script, mod
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(os.path.join(root, script), run_name="__main__")
     assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_evaluate_help_names_the_presets_without_pointing_at_repository_files(capsys):
+    """`mvld-evaluate --help` works from the wheel: it names the presets itself (docs/ is not shipped)."""
+    from mvld_hf.evaluation.presets import PRESETS
+
+    assert sorted(evaluate.PRESET_NAMES) == sorted(PRESETS)
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in PRESETS) and "mvld_hf.evaluation.presets" in help_text
