@@ -133,3 +133,36 @@ def test_the_lock_is_released_when_training_ends_by_ctrl_c(tmp_path, tokenizer, 
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert trainer.state.global_step == 1 and not os.path.exists(tmp_path / "out" / LOCK_FILE)
+
+
+RANK = """
+import importlib.util, sys
+import torch.distributed as dist
+spec = importlib.util.spec_from_file_location("run_lock", sys.argv[4])  # without mvld_hf/__init__'s imports
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+RunLockError, lock_output_dir = module.RunLockError, module.lock_output_dir
+rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+try:
+    lock_output_dir(out, saves=rank == 0)
+    print("acquired")
+except RunLockError as err:
+    print("refused:", err)
+dist.destroy_process_group()
+"""
+
+
+def test_every_rank_learns_the_main_process_refusal_without_a_deadlock(tmp_path):
+    """Two gloo ranks into a folder this process holds: rank 0 is refused, rank 1 (which takes no lock) learns it
+    through the all-reduce and stops too, instead of waiting for rank 0 in the next collective."""
+    out = str(tmp_path / "out")
+    with RunLock(out):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        command = [sys.executable, "-c", RANK, "RANK", str(tmp_path / "store"), out, run_lock.__file__]
+        ranks = [subprocess.Popen([str(rank) if a == "RANK" else a for a in command], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+        outputs = [rank.communicate(timeout=120) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert outputs[0][0].startswith(f"refused: output_dir {out} is in use by another run (pid {os.getpid()}")
+    assert outputs[1][0].startswith(f"refused: output_dir {out} is in use by another run (the main process")
