@@ -46,6 +46,8 @@ def _process_start(pid: int) -> str | None:
 
 def _alive(pid: int, start: str | None) -> bool:
     """Whether the process ``pid`` (started at ``start``, see :func:`_process_start`) still runs on this host."""
+    if os.name == "nt":  # os.kill(pid, 0) would end it there: assume alive
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -103,6 +105,21 @@ def refusal(output_dir: str, holder: dict) -> str:
             f"(another host, a reused pid), delete {os.path.join(output_dir, LOCK_FILE)}")
 
 
+def _create(tmp: str, path: str) -> None:
+    """Create ``path`` holding ``tmp``'s record, atomically; FileExistsError if it exists. A hard link never leaves
+    a half-written lock; where the file system has no hard links, an exclusive create written at once."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network or FUSE file systems)
+        with open(tmp, "rb") as source:
+            record = source.read()
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(handle, "wb") as target:
+            target.write(record)
+
+
 class RunLock:
     """The lock of one run on ``output_dir`` (see the module docstring); a context manager.
 
@@ -125,7 +142,7 @@ class RunLock:
         try:
             for _ in range(20):
                 try:
-                    os.link(tmp, self.path)  # atomic: fails if the lock exists, never leaves a half-written one
+                    _create(tmp, self.path)
                     self.owned = True
                     return self
                 except FileExistsError:

@@ -166,3 +166,16 @@ def test_every_rank_learns_the_main_process_refusal_without_a_deadlock(tmp_path)
     assert [rank.returncode for rank in ranks] == [0, 0], [err[-2000:] for _, err in outputs]
     assert outputs[0][0].startswith(f"refused: output_dir {out} is in use by another run (pid {os.getpid()}")
     assert outputs[1][0].startswith(f"refused: output_dir {out} is in use by another run (the main process")
+
+
+def test_a_file_system_without_hard_links_still_gets_an_exclusive_lock(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(run_lock.os, "link", no_links)
+    lock = RunLock(str(tmp_path)).acquire()
+    assert lock.owned and json.load(open(tmp_path / LOCK_FILE))["pid"] == os.getpid()
+    with open(tmp_path / LOCK_FILE, "w") as handle:  # now held by a live process of another host
+        json.dump({"pid": 1, "host": "elsewhere"}, handle)
+    with pytest.raises(RunLockError, match="pid 1 on host elsewhere"):
+        RunLock(str(tmp_path)).acquire()
