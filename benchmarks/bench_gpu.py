@@ -1,4 +1,4 @@
-"""The paper-scale GPU benchmark: teacher precompute throughput and the cached-teacher training step's MFU.
+"""The paper-scale GPU benchmark: teacher throughput, the training step's MFU, and every ratio of issue 22.
 
 Made to run in at most five minutes on one lent accelerator, with random-weight models built from configs (no Hub):
 
@@ -6,24 +6,46 @@ Made to run in at most five minutes on one lent accelerator, with random-weight 
    matmuls, timed in this run. It is the denominator of every MFU below, so MFU compares this run's training
    step with this run's device, not with a datasheet.
 2. ``teacher``: a CLIP ViT-L/14-shaped teacher (text 12x768, vision 24x1024 on 224 px patches of 14,
-   projection 768) in the training dtype. Reported: captions/s and images/s end to end through
-   ``Teacher.encode_text`` / ``encode_image`` (tokenizing or PIL preprocessing on the CPU included), the
-   forward alone on prepared tensors, and ``precompute_teacher_embeddings`` on a map-style ``Dataset`` (what a
-   training script calls; ``datasets.map`` included).
+   projection 768) loaded in the dtype :func:`mvld_hf.teachers.teacher_dtype` picks (bf16 on a GPU).
+   Reported: captions/s and images/s end to end through ``Teacher.encode_text`` / ``encode_image``
+   (tokenizing or image preprocessing on the CPU included; images with the PIL processor in this process, as
+   measured first, and with the library's choice: the torchvision processor where it imports, in DataLoader
+   workers), the forward alone on prepared tensors,
+   ``precompute_teacher_embeddings`` on a map-style ``Dataset``, and the forward alone in float32
+   (``teacher_float32``: how the CLI loaded teachers before ``--teacher_dtype auto``).
 3. ``train``: the cached-teacher training step of an XLM-R-base-shaped student (12x768, vocabulary 250,002,
    mean pooling, projection 768) through ``DistillationTrainer.train()`` itself (collator, dataloader with
    ``--workers`` workers, autocast bf16 with fp32 master weights, the Trainer's fused AdamW, gradient clipping,
-   the DR queue), on a dataset of captions and precomputed teacher embeddings, for FD and for DR. Every batch
-   is exactly ``--batch-size`` x ``--seq`` tokens (long captions truncated at ``--seq``). The step time is the
-   median wall time between consecutive ``on_step_end`` callbacks after ``--warmup`` steps (the device is
-   synchronised in the callback). MFU = 6 x non-embedding parameters x tokens per step / step time / peak
-   (the Trainer's own FLOP formula; attention-score FLOPs are not counted, so MFU is slightly understated).
-4. ``train`` again for the last method on a stream whose distinct English captions (6-20 words) the teacher
-   embeds inside every step (``precompute_teacher_embeddings`` on an ``IterableDataset``: the paper configs'
-   uncached streaming path; workers tokenize, the step runs the teacher). Its MFU counts the student's FLOPs
-   only, so the drop from the cached run is the teacher's cost per step.
+   the DR queue) on captions with precomputed teacher embeddings:
 
-    python benchmarks/bench_gpu.py --smoke                 # the same code on the CPU, tiny sizes, < 2 minutes
+   - ``fd``, ``dr``: every batch exactly ``--batch-size`` x ``--seq`` tokens (long captions cut at ``--seq``),
+     for continuity with the first GPU run;
+   - ``bare_fd``: the same model, batches and loss in a plain PyTorch loop (DataLoader with the project's
+     collator, autocast, fused AdamW, clipping; no Trainer): what the Trainer costs;
+   - ``fd_real``, ``dr_real``: realistic captions: English captions of 6-20 words and their word-by-word
+     translations (German, Russian, Chinese, Greek; four per English caption, like M-CLIP's), tokenized and
+     padded as the collator pads (to the batch's longest, ``max_length`` 77), batches drawn at random;
+   - ``fd_real_grouped``, ``dr_real_grouped``: the same rows batched by length
+     (``train_sampling_strategy="group_by_length"``, :class:`mvld_hf.sampling.LengthGroupedSampler`);
+   - ``dr_stream``: DR on a stream of the realistic rows whose English captions the teacher embeds inside
+     every step (``precompute_teacher_embeddings`` on an ``IterableDataset``: the paper configs' uncached
+     streaming path); its MFU counts the student's FLOPs only, so its drop from ``dr_real`` is the teacher's
+     cost; ``dr_stream_grouped``: the same stream regrouped by length (:func:`mvld_hf.sampling.group_stream_by_length`);
+   - with ``--compile``: ``fd_compiled`` (``TrainingArguments(torch_compile=True)``, fixed-length batches),
+     ``dr_real_compiled`` (realistic lengths: a new padded length per batch, dynamic shapes) and
+     ``bare_fd_compiled`` (``torch.compile`` of the student in the bare loop, fixed-length batches).
+
+   Step time: wall time between consecutive ``on_step_end`` callbacks after ``--warmup`` steps (the device is
+   synchronised there); samples/s and tokens/s come from the total time of the timed steps (batches of
+   different lengths take different times), ``step_s_median`` is beside them. Tokens are counted per step
+   from the batch's attention mask: ``tokens_per_s`` (padded: what the device computes) and
+   ``real_tokens_per_s`` (non-pad). MFU = 6 x non-embedding parameters x tokens / time / peak (the Trainer's
+   own FLOP formula; attention-score FLOPs are not counted, so MFU is slightly understated), on padded and on
+   real tokens.
+4. ``ratios``: every comparison of issue 22 in one place (see :func:`ratios`), and ``study_estimate``: the
+   GPU-hours of ``configs/study/gpu-paper.yaml`` computed from these figures (``benchmarks/gpu_hours.py``).
+
+    python benchmarks/bench_gpu.py --smoke                 # the same code on the CPU, tiny sizes, < 1 minute
     bash benchmarks/run_gpu.sh                             # on a lent GPU (bf16, batch 256); writes JSON to $OUT
 
 Goal on a GPU: MFU >= 40% for FD and DR. Results and commands: benchmarks/RESULTS.md.
@@ -52,15 +74,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_training import make_captions as make_translations  # noqa: E402
 from bench_training import student_backbone_config, teacher_clip_config  # noqa: E402  (the paper shapes, once)
+from gpu_hours import study_estimate  # noqa: E402
+
+REAL_MAX_LENGTH = 77  # the paper configs' max_length: realistic batches pad to their longest, at most this
+REAL_WORDS = (6, 20)  # words per English caption (M-CLIP's captions)
 
 SIZES = {
     # paper shapes: CLIP ViT-L/14 teacher, XLM-R base student, batch 256 (the configs' per_device_train_batch_size)
     "paper": dict(batch_size=256, seq=64, steps=30, warmup=5, workers=4, queue_size=65536, text_batch=1024,
-                  captions=16384, image_batch=256, images=1536, matmul=(4096, 8192, 16384), dataset=8192),
+                  captions=16384, image_batch=256, images=1536, matmul=(4096, 8192, 16384), dataset=8192,
+                  vocab=8000),
     # the same code at tiny sizes, for a CPU check (benchmarks/bench_gpu.py --smoke and its test)
     "smoke": dict(batch_size=16, seq=16, steps=6, warmup=2, workers=2, queue_size=64, text_batch=32,
-                  captions=128, image_batch=8, images=16, matmul=(256, 512), dataset=64),
+                  captions=128, image_batch=8, images=16, matmul=(256, 512), dataset=64, vocab=2000),
 }
 
 
@@ -164,7 +192,7 @@ def bench_teacher(teacher, sizes: dict, tokenizer, device, dtype, rng: random.Ra
     model = teacher.model
     side = model.config.vision_config.image_size
 
-    captions = make_captions(rng, words, sizes["captions"], (6, 20))  # M-CLIP captions: ~10-15 words
+    captions = make_captions(rng, words, sizes["captions"], REAL_WORDS)  # M-CLIP captions: ~10-15 words
     tb = sizes["text_batch"]
     teacher.encode_text(captions[:tb], batch_size=tb)  # warm-up
     text_s = timed(lambda: teacher.encode_text(captions, batch_size=tb), device)
@@ -178,6 +206,21 @@ def bench_teacher(teacher, sizes: dict, tokenizer, device, dtype, rng: random.Ra
     ib = sizes["image_batch"]
     teacher.encode_image(images[:ib], batch_size=ib)  # warm-up
     image_s = timed(lambda: teacher.encode_image(images, batch_size=ib), device)
+    # the library's own choice (image_pipeline): the torchvision-backed processor where torchvision imports, and
+    # decoding + preprocessing in DataLoader workers (up to 8, one core left to this process)
+    from mvld_hf.image_pipeline import image_processor_backend
+
+    backend, pil_processor = image_processor_backend(), teacher.image_processor
+    if backend == "torchvision":
+        from transformers import CLIPImageProcessor
+
+        teacher.image_processor = CLIPImageProcessor(size={"shortest_edge": side},
+                                                     crop_size={"height": side, "width": side})
+    image_library_s = timed(lambda: teacher.encode_image(images, batch_size=ib), device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    image_workers = max(1, min(8, cores - 1))
+    image_workers_s = timed(lambda: teacher.encode_image(images, batch_size=ib, num_workers=image_workers), device)
+    teacher.image_processor = pil_processor
     pixel_values = torch.randn(ib, 3, side, side, device=device, dtype=dtype)
     image_forward_s = timed(lambda: [model.get_image_features(pixel_values=pixel_values)
                                      for _ in range(len(images) // ib)], device)
@@ -188,20 +231,48 @@ def bench_teacher(teacher, sizes: dict, tokenizer, device, dtype, rng: random.Ra
         precompute_s = timed(lambda: precompute_teacher_embeddings(
             dataset, teacher, batch_size=4 * tb, encode_batch_size=tb).with_format("numpy")["teacher_text_embeds"],
             device)
-    return {"teacher_params": int(sum(p.numel() for p in model.parameters())), "text_batch": tb, "image_batch": ib,
-            "captions_per_s": len(captions) / text_s,
-            "captions_per_s_forward_only": tb * (len(captions) // tb) / text_forward_s,
-            "caption_tokens_mean": float(tokens["attention_mask"].sum(1).float().mean()),
-            "images_per_s": len(images) / image_s,
-            "images_per_s_forward_only": ib * (len(images) // ib) / image_forward_s,
-            "precompute_captions_per_s": len(captions) / precompute_s}
+    result = {"teacher_params": int(sum(p.numel() for p in model.parameters())), "text_batch": tb,
+              "image_batch": ib, "dtype": str(dtype).replace("torch.", ""),
+              "captions_per_s": len(captions) / text_s,
+              "captions_per_s_forward_only": tb * (len(captions) // tb) / text_forward_s,
+              "caption_tokens_mean": float(tokens["attention_mask"].sum(1).float().mean()),
+              "images_per_s": len(images) / image_s,
+              "images_per_s_forward_only": ib * (len(images) // ib) / image_forward_s,
+              "image_processor_backend": backend, "images_per_s_library_processor": len(images) / image_library_s,
+              "image_workers": image_workers, "images_per_s_workers": len(images) / image_workers_s,
+              "precompute_captions_per_s": len(captions) / precompute_s}
+
+    # the same forwards in float32 (fewer batches: it is the slow case), then back to the fast dtype
+    model.to(torch.float32)
+    text_batches, image_batches = max(1, len(captions) // tb // 4), max(1, len(images) // ib // 3)
+    model.get_text_features(**tokens)  # warm-up (float32 kernels)
+    fp32_text_s = timed(lambda: [model.get_text_features(**tokens) for _ in range(text_batches)], device)
+    pixel_values = pixel_values.float()
+    model.get_image_features(pixel_values=pixel_values)
+    fp32_image_s = timed(lambda: [model.get_image_features(pixel_values=pixel_values)
+                                  for _ in range(image_batches)], device)
+    model.to(dtype)
+    result["float32"] = {"captions_per_s_forward_only": tb * text_batches / fp32_text_s,
+                         "images_per_s_forward_only": ib * image_batches / fp32_image_s}
+    return result
 
 
 class StepClock:
-    """A TrainerCallback recording the (synchronised) wall time of every on_step_end."""
+    """A TrainerCallback recording the (synchronised) wall time of every on_step_end, and the padded and real
+    (non-pad) tokens of every step's batch (:meth:`count`, called with the batch before the step)."""
 
     def __init__(self, device):
-        self.device, self.times = device, []
+        self.device, self.times, self.cpu_times, self.tokens = device, [], [], []
+
+    def tick(self) -> None:
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+        self.cpu_times.append(time.process_time())  # this process's CPU time: steadier on a shared CPU
+
+    def count(self, inputs) -> None:
+        masks = [inputs["attention_mask"]] + ([inputs["english_attention_mask"]]
+                                              if "english_attention_mask" in inputs else [])
+        self.tokens.append((sum(m.numel() for m in masks), int(sum(m.sum() for m in masks))))
 
     def as_callback(self):
         from transformers import TrainerCallback
@@ -210,64 +281,188 @@ class StepClock:
 
         class _Clock(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                synchronize(clock.device)
-                clock.times.append(time.perf_counter())
+                clock.tick()
 
         return _Clock()
 
+    def watch(self, trainer) -> None:
+        """Count the tokens of every batch the trainer steps on (still on the host, before it moves them)."""
+        step = trainer.training_step
 
-def bench_train(method: str, size: str, sizes: dict, tokenizer, device, use_bf16: bool, rng, words, peak: float,
-                compile_model: bool = False, teacher=None) -> dict:
-    """One DistillationTrainer.train() run of ``warmup + steps`` steps on cached teacher embeddings, or, given
-    ``teacher``, on a stream whose captions the teacher embeds inside each step (``TeacherEmbeddedStream``: the
-    uncached streaming path of the paper configs). MFU counts the student's FLOPs only."""
+        def training_step(model, inputs, *args, **kwargs):
+            self.count(inputs)
+            return step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = training_step
+
+    def report(self, warmup: int, batch: int, non_embedding: int, peak: float) -> dict:
+        # step k's time: from the end of step k-1 to the end of step k (data fetch, forward, backward, optimizer)
+        gaps = [b - a for a, b in zip(self.times[warmup - 1:-1], self.times[warmup:], strict=True)]
+        timed_tokens = self.tokens[warmup:warmup + len(gaps)]
+        total_s, rows = sum(gaps), batch * len(gaps)
+        cpu_s = max(self.cpu_times[warmup - 1 + len(gaps)] - self.cpu_times[warmup - 1], 1e-9)
+        padded = sum(t[0] for t in timed_tokens)
+        real = sum(t[1] for t in timed_tokens)
+        flops, real_flops = 6 * non_embedding * padded / total_s, 6 * non_embedding * real / total_s
+        return {"steps_timed": len(gaps), "step_s_median": statistics.median(gaps), "step_s_mean": total_s / len(gaps),
+                "step_s_min": min(gaps), "step_s_max": max(gaps), "samples_per_s": rows / total_s,
+                "padded_tokens_per_row": padded / rows, "real_tokens_per_row": real / rows,
+                "pad_share": 1 - real / padded, "tokens_per_s": padded / total_s, "real_tokens_per_s": real / total_s,
+                "model_flops_per_s": flops, "mfu": flops / peak, "real_model_flops_per_s": real_flops,
+                "mfu_real_tokens": real_flops / peak,
+                "samples_per_cpu_s": rows / cpu_s, "real_tokens_per_cpu_s": real / cpu_s}
+
+
+def build_student(size: str, device, projection_dim: int):
+    from mvld_hf import MultilingualTextTower
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        return MultilingualTextTower(student_config(size, projection_dim))
+
+
+def cached_dataset(rows: dict, dim: int):
+    """The rows with random precomputed teacher embeddings (float32, as precompute writes them)."""
     import datasets
     import numpy as np
 
-    from mvld_hf import DistillationArguments, DistillationTrainer, MultilingualTextTower
+    embeddings = np.random.default_rng(0).standard_normal((len(rows["caption"]), dim)).astype(np.float32)
+    return datasets.Dataset.from_dict({**rows, "teacher_text_embeds": list(embeddings)})
 
-    batch, seq, steps, warmup = sizes["batch_size"], sizes["seq"], sizes["steps"], sizes["warmup"]
-    dim = teacher_config(size).projection_dim
-    torch.manual_seed(0)
-    with torch.device(device):
-        student = MultilingualTextTower(student_config(size, dim))
-    n = max(sizes["dataset"], batch * (steps + warmup + 1))
-    # long captions, cut at seq tokens: every batch is exactly [batch, seq]
-    captions = make_captions(rng, words, n, (seq + 4, seq + 8))
-    if teacher is None:
-        embeddings = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
-        dataset = datasets.Dataset.from_dict({"caption": captions, "teacher_text_embeds": list(embeddings)})
-    else:  # distinct English captions of M-CLIP-like length, embedded in the step
+
+def training_arguments(tmp: str, method: str, sizes: dict, max_length: int, device, use_bf16: bool, **extra):
+    from mvld_hf import DistillationArguments
+
+    workers = sizes["workers"]
+    return DistillationArguments(
+        output_dir=tmp, method=method, per_device_train_batch_size=sizes["batch_size"],
+        max_steps=sizes["steps"] + sizes["warmup"], max_length=max_length, queue_size=sizes["queue_size"],
+        learning_rate=1e-4, warmup_steps=0.1, bf16=use_bf16, use_cpu=device.type == "cpu",
+        dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0, save_strategy="no",
+        logging_steps=10 ** 6, report_to="none", disable_tqdm=True, seed=0, **extra)
+
+
+def bench_train(method: str, size: str, sizes: dict, tokenizer, device, use_bf16: bool, peak: float, dataset,
+                max_length: int, compile_model: bool = False, teacher=None, group_by_length: bool = False,
+                compile_backend: str | None = None) -> dict:
+    """One DistillationTrainer.train() run of ``warmup + steps`` steps on ``dataset`` (cached teacher
+    embeddings), or, given ``teacher``, on a stream of it whose English captions the teacher embeds inside each
+    step (the uncached streaming path of the paper configs). MFU counts the student's FLOPs only."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from mvld_hf import DistillationTrainer
+
+    batch, warmup = sizes["batch_size"], sizes["warmup"]
+    student = build_student(size, device, teacher_config(size).projection_dim)
+    if teacher is not None:
         from mvld_hf import precompute_teacher_embeddings
 
-        english = make_captions(rng, words, n, (6, 20))
-        raw = datasets.Dataset.from_dict({"caption": captions, "english": english})
-        dataset = precompute_teacher_embeddings(raw.to_iterable_dataset(num_shards=max(1, sizes["workers"])),
+        dataset = precompute_teacher_embeddings(dataset.to_iterable_dataset(num_shards=max(1, sizes["workers"])),
                                                 teacher, batch_size=batch, encode_batch_size=batch)
     clock = StepClock(device)
+    extra = {"train_sampling_strategy": "group_by_length"} if group_by_length else {}
+    if compile_model and compile_backend:
+        extra["torch_compile_backend"] = compile_backend
     with tempfile.TemporaryDirectory() as tmp:
-        args = DistillationArguments(
-            output_dir=tmp, method=method, per_device_train_batch_size=batch, max_steps=steps + warmup,
-            max_length=seq, queue_size=sizes["queue_size"], learning_rate=1e-4, warmup_steps=0.1,
-            bf16=use_bf16, use_cpu=device.type == "cpu", dataloader_num_workers=sizes["workers"],
-            dataloader_persistent_workers=sizes["workers"] > 0, save_strategy="no", logging_steps=10 ** 6,
-            report_to="none", disable_tqdm=True, torch_compile=compile_model, seed=0)
+        args = training_arguments(tmp, method, sizes, max_length, device, use_bf16, torch_compile=compile_model,
+                                  **extra)
         trainer = DistillationTrainer(model=student, args=args, train_dataset=dataset, processing_class=tokenizer,
                                       callbacks=[clock.as_callback()])
+        trainer.remove_callback(PrinterCallback)  # it only prints the end-of-train metrics
+        clock.watch(trainer)
         start = time.perf_counter()
         trainer.train()
         total_s = time.perf_counter() - start
-    # step k's time: from the end of step k-1 to the end of step k (data fetch, forward, backward, optimizer)
-    gaps = [b - a for a, b in zip(clock.times[warmup - 1:-1], clock.times[warmup:], strict=True)]
-    step_s = statistics.median(gaps)
     non_embedding = student.num_parameters(exclude_embeddings=True)
-    flops = 6 * non_embedding * batch * seq
-    return {"method": method, "teacher_in_step": teacher is not None, "batch_size": batch, "seq": seq,
-            "steps_timed": len(gaps),
+    return {"method": method, "teacher_in_step": teacher is not None, "group_by_length": group_by_length,
+            "compiled": compile_model, "batch_size": batch, "max_length": max_length,
             "non_embedding_params": int(non_embedding), "params": int(student.num_parameters()),
-            "step_s_median": step_s, "step_s_min": min(gaps), "samples_per_s": batch / step_s,
-            "tokens_per_s": batch * seq / step_s, "model_flops_per_s": flops / step_s, "mfu": flops / step_s / peak,
-            "train_call_s": round(total_s, 1)}
+            **clock.report(warmup, batch, non_embedding, peak), "train_call_s": round(total_s, 1)}
+
+
+def bench_bare(size: str, sizes: dict, tokenizer, device, use_bf16: bool, peak: float, dataset, max_length: int,
+               compile_model: bool = False, compile_backend: str | None = None) -> dict:
+    """FD in a plain PyTorch loop: the same student, rows, collator (DistillationCollator in ``--workers``
+    DataLoader workers), loss function, bf16 autocast, fused AdamW and gradient clipping as the Trainer, and
+    nothing else (no scheduler, callbacks, logging or NaN checks)."""
+    from mvld_hf.data import DistillationCollator
+    from mvld_hf.losses.registry import METHODS
+
+    batch, warmup, steps, workers = sizes["batch_size"], sizes["warmup"], sizes["steps"], sizes["workers"]
+    student = build_student(size, device, teacher_config(size).projection_dim)
+    model = torch.compile(student, backend=compile_backend or "inductor") if compile_model else student
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_arguments(tmp, "fd", sizes, max_length, device, use_bf16)
+    collator = DistillationCollator(tokenizer, args)
+    loader = torch.utils.data.DataLoader(
+        dataset.with_format(None, columns=["caption", "teacher_text_embeds"]), batch_size=batch, shuffle=True,
+        collate_fn=collator, num_workers=workers, persistent_workers=workers > 0, drop_last=True,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
+    clock = StepClock(device)
+    start = time.perf_counter()
+    model.train()
+    batches = iter(loader)
+    for _ in range(warmup + steps):
+        inputs = next(batches)
+        clock.count(inputs)
+        ids = inputs["input_ids"].to(device, non_blocking=True)
+        mask = inputs["attention_mask"].to(device, non_blocking=True)
+        target = inputs["teacher_text_embeds"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            s = model(input_ids=ids, attention_mask=mask)["text_embeds"]
+        loss = METHODS["fd"].compute({"s": s, "s_en": None, "t": target, "a": target}, args)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        clock.tick()
+    total_s = time.perf_counter() - start
+    del batches
+    non_embedding = student.num_parameters(exclude_embeddings=True)
+    return {"method": "fd", "bare_loop": True, "teacher_in_step": False, "group_by_length": False,
+            "compiled": compile_model, "batch_size": batch, "max_length": max_length,
+            "non_embedding_params": int(non_embedding), "params": int(student.num_parameters()),
+            **clock.report(warmup, batch, non_embedding, peak), "train_call_s": round(total_s, 1)}
+
+
+def ratios(results: dict) -> dict:
+    """Every comparison of issue 22 as one number (None where a run is missing): throughput ratios of
+    samples/s (or captions/s, images/s) of the first over the second."""
+    train, teacher = results.get("train", {}), results.get("teacher", {})
+
+    def of(a: str, b: str, key: str = "samples_per_s"):
+        return train[a][key] / train[b][key] if a in train and b in train else None
+
+    def t(a: str, b: str):
+        return teacher[a] / teacher[b] if a in teacher and b in teacher else None
+
+    out = {
+        "cached_step_vs_bare_loop:fd": of("fd", "bare_fd"),
+        "cached_step_vs_bare_loop:fd_compiled": of("fd_compiled", "bare_fd_compiled"),
+        "stream_step_vs_cached_step:dr_real": of("dr_stream", "dr_real"),
+        "teacher_captions_end_to_end_vs_forward": t("captions_per_s", "captions_per_s_forward_only"),
+        "teacher_precompute_vs_forward": t("precompute_captions_per_s", "captions_per_s_forward_only"),
+        "teacher_images_end_to_end_vs_forward": t("images_per_s", "images_per_s_forward_only"),
+        "teacher_images_workers_vs_forward": t("images_per_s_workers", "images_per_s_forward_only"),
+        "compiled_vs_eager:fd": of("fd_compiled", "fd"),
+        "compiled_vs_eager:bare_fd": of("bare_fd_compiled", "bare_fd"),
+        "compiled_vs_eager:dr_real": of("dr_real_compiled", "dr_real"),
+        "stream_step_vs_cached_step:dr_real_grouped": of("dr_stream_grouped", "dr_real_grouped"),
+        "grouped_vs_random_batching:dr_stream": of("dr_stream_grouped", "dr_stream"),
+        "realistic_vs_fixed_length_rows_per_s:fd": of("fd_real", "fd"),
+    }
+    if "float32" in teacher:
+        fp32 = teacher["float32"]
+        out["teacher_float32_vs_fast_dtype:text"] = fp32["captions_per_s_forward_only"] / \
+            teacher["captions_per_s_forward_only"]
+        out["teacher_float32_vs_fast_dtype:images"] = fp32["images_per_s_forward_only"] / \
+            teacher["images_per_s_forward_only"]
+    for method in ("fd", "dr"):
+        out[f"grouped_vs_random_batching:{method}"] = of(f"{method}_real_grouped", f"{method}_real")
+        out[f"grouped_vs_random_real_tokens_per_s:{method}"] = of(f"{method}_real_grouped", f"{method}_real",
+                                                                  "real_tokens_per_s")
+    return out
 
 
 def main(argv=None) -> dict:
@@ -276,8 +471,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--methods", default="fd,dr", help="comma-separated methods to time (default fd,dr)")
     parser.add_argument("--skip-teacher", action="store_true", help="time the cached-teacher training steps only")
-    parser.add_argument("--compile", action="store_true", help="TrainingArguments(torch_compile=True)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time fd and the bare loop with torch.compile (fixed-length batches)")
+    parser.add_argument("--compile-backend", default=None,
+                        help="torch.compile backend for --compile (default inductor; 'eager' checks the path fast)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--study", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                        "configs", "study", "gpu-paper.yaml"),
+                        help="the study whose GPU-hours to estimate from the figures ('' to skip)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     for key in ("batch_size", "seq", "steps", "warmup", "workers", "queue_size"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"override {key}")
@@ -309,47 +510,108 @@ def main(argv=None) -> dict:
             datasets.enable_progress_bars()
 
 
+def make_rows(sizes: dict, tokenizer_vocab: int, seed: int = 0):
+    """(tokenizer, fixed-length rows, realistic rows): translations of English captions of 6-20 words in four
+    languages; the fixed rows cut the same kind of captions, made long, at ``seq`` tokens."""
+    from bench_training import build_tokenizer, cut_to_tokens
+
+    n = max(sizes["dataset"], sizes["batch_size"] * (sizes["steps"] + sizes["warmup"] + 1))
+    real = make_translations((n + 3) // 4, 4, sizes["seq"], seed=seed, n_words=REAL_WORDS)[:n]
+    long = make_translations((n + 3) // 4, 4, sizes["seq"], seed=seed + 1)[:n]
+    tokenizer = build_tokenizer([r["caption"] for r in real] + [r["english"] for r in real[::4]], tokenizer_vocab)
+    fixed = {"caption": cut_to_tokens([r["caption"] for r in long], tokenizer, sizes["seq"] + 2)}
+    realistic = {"caption": [r["caption"] for r in real], "english": [r["english"] for r in real]}
+    return tokenizer, fixed, realistic
+
+
 def run(args, size: str, sizes: dict, device: torch.device) -> dict:
-    from mvld_hf.testing import train_tokenizer
+    from mvld_hf.teachers import teacher_dtype
 
     use_bf16 = device.type != "cpu"  # bf16 autocast on an accelerator; float32 on the CPU
     dtype = torch.bfloat16 if use_bf16 else torch.float32
     begin = time.perf_counter()
     rng = random.Random(0)
     words = make_words(rng)
-    tokenizer = train_tokenizer(make_captions(rng, words, 2000, (5, 20)), vocab_size=2000, model_max_length=512)
+    tokenizer, fixed_rows, real_rows = make_rows(sizes, sizes["vocab"])
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                or "cpu", "size": size, "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
-               "sizes": sizes}
+               "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv[1:],
+               "sizes": sizes, "real_max_length": REAL_MAX_LENGTH, "real_words": list(REAL_WORDS)}
     results["peak"] = matmul_peak(device, dtype, sizes["matmul"], seconds=0.2 if args.smoke else 1.0)
     peak = results["peak"]["flops_per_s"]
     print(f"[{time.perf_counter() - begin:5.1f}s] {results['device']}: measured {results['dtype']} matmul peak "
           f"{peak / 1e12:.2f} TFLOP/s (n={results['peak']['n']})", flush=True)
     teacher = None
     if not args.skip_teacher:
-        teacher = build_teacher(size, tokenizer, device, dtype)
-        t = results["teacher"] = bench_teacher(teacher, sizes, tokenizer, device, dtype, rng, words)
-        print(f"[{time.perf_counter() - begin:5.1f}s] teacher (CLIP ViT-L/14 shape{', tiny' if args.smoke else ''}): "
-              f"{t['captions_per_s']:.0f} captions/s ({t['captions_per_s_forward_only']:.0f} forward only, "
-              f"{t['precompute_captions_per_s']:.0f} through precompute_teacher_embeddings), "
-              f"{t['images_per_s']:.0f} images/s ({t['images_per_s_forward_only']:.0f} forward only)", flush=True)
+        t_dtype = teacher_dtype(device)  # what the CLI loads the teacher in (--teacher_dtype auto)
+        teacher = build_teacher(size, tokenizer, device, t_dtype)
+        t = results["teacher"] = bench_teacher(teacher, sizes, tokenizer, device, t_dtype, rng, words)
+        save(results, args.output)
+        print(f"[{time.perf_counter() - begin:5.1f}s] teacher (CLIP ViT-L/14 shape{', tiny' if args.smoke else ''}, "
+              f"{t['dtype']}): {t['captions_per_s']:.0f} captions/s ({t['captions_per_s_forward_only']:.0f} forward "
+              f"only, {t['precompute_captions_per_s']:.0f} through precompute_teacher_embeddings), "
+              f"{t['images_per_s']:.0f} images/s with the PIL processor in this process, "
+              f"{t['images_per_s_workers']:.0f} with the {t['image_processor_backend']} one in "
+              f"{t['image_workers']} workers ({t['images_per_s_forward_only']:.0f} forward only); float32 "
+              f"forward only {t['float32']['captions_per_s_forward_only']:.0f} captions/s, "
+              f"{t['float32']['images_per_s_forward_only']:.0f} images/s", flush=True)
     results["train"] = {}
+    dim = teacher_config(size).projection_dim
+    fixed, realistic = cached_dataset(fixed_rows, dim), cached_dataset(real_rows, dim)
+    import datasets
+
+    stream_rows = datasets.Dataset.from_dict(real_rows)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    runs = [(m, m, None) for m in methods] + ([(f"{methods[-1]}_stream", methods[-1], teacher)] if teacher else [])
-    for name, method, step_teacher in runs:
-        r = results["train"][name] = bench_train(method, size, sizes, tokenizer, device, use_bf16, rng, words,
-                                                 peak, compile_model=args.compile, teacher=step_teacher)
-        label = method.upper() + (" on a stream, teacher in the step" if step_teacher else "")
+    seq, real_len = sizes["seq"], REAL_MAX_LENGTH
+    runs = [(m, m, fixed, seq, {}) for m in methods]
+    runs.append(("bare_fd", None, fixed, seq, {}))
+    for m in methods:
+        runs += [(f"{m}_real", m, realistic, real_len, {}),
+                 (f"{m}_real_grouped", m, realistic, real_len, {"group_by_length": True})]
+    if teacher is not None:
+        last = methods[-1]
+        runs += [(f"{last}_stream", last, stream_rows, real_len, {"teacher": teacher}),
+                 (f"{last}_stream_grouped", last, stream_rows, real_len, {"teacher": teacher, "group_by_length": True})]
+    if args.compile:  # last: the slowest to start (compilation), and the JSON is saved after every run
+        compiled = {"compile_model": True, "compile_backend": args.compile_backend}
+        runs += [("fd_compiled", "fd", fixed, seq, compiled),
+                 (f"{methods[-1]}_real_compiled", methods[-1], realistic, real_len, compiled),
+                 ("bare_fd_compiled", None, fixed, seq, compiled)]
+    for name, method, dataset, max_length, extra in runs:
+        if method is None:
+            r = bench_bare(size, sizes, tokenizer, device, use_bf16, peak, dataset, max_length, **extra)
+        else:
+            r = bench_train(method, size, sizes, tokenizer, device, use_bf16, peak, dataset, max_length, **extra)
+        results["train"][name] = r
+        save(results, args.output)  # after every run: a run cut short by a time limit still leaves its figures
+        label = (method or "fd").upper() + (" bare loop" if method is None else "") + \
+            (" on a stream, teacher in the step" if r["teacher_in_step"] else "") + \
+            (" compiled" if r["compiled"] else "") + (" length-grouped" if r["group_by_length"] else "")
         print(f"[{time.perf_counter() - begin:5.1f}s] train {label}: batch {r['batch_size']} x "
-              f"{r['seq']} tokens, {r['step_s_median'] * 1e3:.1f} ms/step, {r['samples_per_s']:.0f} samples/s, "
-              f"{r['model_flops_per_s'] / 1e12:.3f} TFLOP/s model, MFU {100 * r['mfu']:.1f}%", flush=True)
+              f"{r['padded_tokens_per_row']:.1f} tokens ({r['real_tokens_per_row']:.1f} real), "
+              f"{r['step_s_mean'] * 1e3:.1f} ms/step, {r['samples_per_s']:.0f} samples/s, "
+              f"{r['model_flops_per_s'] / 1e12:.3f} TFLOP/s model, MFU {100 * r['mfu']:.1f}% "
+              f"({100 * r['mfu_real_tokens']:.1f}% on real tokens)", flush=True)
+    results["ratios"] = ratios(results)
+    for key, value in results["ratios"].items():
+        if value is not None:
+            print(f"  ratio {key}: {value:.3f}")
+    if args.study:
+        results["study_estimate"] = study_estimate(results, args.study)
+        print(f"  {results['study_estimate']['text']}")
     results["wall_s"] = round(time.perf_counter() - begin, 1)
     print(f"[{results['wall_s']:5.1f}s] done", flush=True)
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as handle:
-            json.dump(results, handle, indent=1)
+    save(results, args.output)
     return results
+
+
+def save(results: dict, path: str | None) -> None:
+    results["ratios"] = ratios(results)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(results, handle, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

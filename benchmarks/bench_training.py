@@ -163,9 +163,12 @@ _ALPHABETS = {
 }
 
 
-def make_captions(n_english: int, languages_per_caption: int, seq: int, seed: int = 0, vocab_words: int = 3000):
+def make_captions(n_english: int, languages_per_caption: int, seq: int, seed: int = 0, vocab_words: int = 3000,
+                  n_words: tuple[int, int] | None = None):
     """Rows of {"caption", "english", "language", "image_id"}: each English caption appears with
-    ``languages_per_caption`` word-by-word "translations" (Latin, Cyrillic, Han without spaces, Greek)."""
+    ``languages_per_caption`` word-by-word "translations" (Latin, Cyrillic, Han without spaces, Greek).
+    Captions have ``2 * seq`` words (to be cut to a token budget), or, given ``n_words=(lo, hi)``, a number of
+    words drawn uniformly in that range per English caption (M-CLIP's captions: 6-20 words)."""
     rng = random.Random(seed)
 
     def word(alphabet, lo=2, hi=9):
@@ -175,9 +178,10 @@ def make_captions(n_english: int, languages_per_caption: int, seq: int, seed: in
     lexicon = {lang: [word(_ALPHABETS[lang], 1, 3) if lang == "zh" else word(_ALPHABETS[lang])
                       for _ in range(vocab_words)] for lang in _LANGS}
     rows = []
-    n_words = 2 * seq  # longer than needed; cut to the token budget by cut_to_tokens
     for i in range(n_english):
-        idx = [rng.randrange(vocab_words) for _ in range(n_words)]
+        # longer than needed (cut to the token budget by cut_to_tokens), or of a realistic number of words
+        count = rng.randint(*n_words) if n_words else 2 * seq
+        idx = [rng.randrange(vocab_words) for _ in range(count)]
         english = " ".join(english_words[j] for j in idx)
         for k in range(languages_per_caption):
             lang = _LANGS[(i + k) % len(_LANGS)]
