@@ -31,9 +31,10 @@ Made to run in at most five minutes on one lent accelerator, with random-weight 
      every step (``precompute_teacher_embeddings`` on an ``IterableDataset``: the paper configs' uncached
      streaming path); its MFU counts the student's FLOPs only, so its drop from ``dr_real`` is the teacher's
      cost; ``dr_stream_grouped``: the same stream regrouped by length (:func:`mvld_hf.sampling.group_stream_by_length`);
-   - with ``--compile``: ``fd_compiled`` (``TrainingArguments(torch_compile=True)``, fixed-length batches),
-     ``dr_real_compiled`` (realistic lengths: a new padded length per batch, dynamic shapes) and
-     ``bare_fd_compiled`` (``torch.compile`` of the student in the bare loop, fixed-length batches).
+   - with ``--compile``: ``dr_real_compiled`` (``TrainingArguments(torch_compile=True)``, realistic lengths: a
+     new padded length per batch, so dynamic shapes after the first recompilation) and ``fd_compiled``
+     (fixed-length batches); with ``--compile-bare`` also ``bare_fd_compiled`` (``torch.compile`` of the
+     student in the bare loop, fixed-length batches).
 
    Step time: wall time between consecutive ``on_step_end`` callbacks after ``--warmup`` steps (the device is
    synchronised there); samples/s and tokens/s come from the total time of the timed steps (batches of
@@ -472,9 +473,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", default="fd,dr", help="comma-separated methods to time (default fd,dr)")
     parser.add_argument("--skip-teacher", action="store_true", help="time the cached-teacher training steps only")
     parser.add_argument("--compile", action="store_true",
-                        help="also time fd and the bare loop with torch.compile (fixed-length batches)")
+                        help="also time DR on realistic lengths and FD on fixed ones with torch.compile")
+    parser.add_argument("--compile-bare", action="store_true",
+                        help="with --compile, also the bare loop compiled (another minute of compilation)")
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend for --compile (default inductor; 'eager' checks the path fast)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="skip the runs that would start too late to end within this many seconds in all "
+                             "(default: 285 at paper sizes, none with --smoke); skipped runs are listed in the JSON")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--study", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                         "configs", "study", "gpu-paper.yaml"),
@@ -572,12 +578,20 @@ def run(args, size: str, sizes: dict, device: torch.device) -> dict:
         last = methods[-1]
         runs += [(f"{last}_stream", last, stream_rows, real_len, {"teacher": teacher}),
                  (f"{last}_stream_grouped", last, stream_rows, real_len, {"teacher": teacher, "group_by_length": True})]
-    if args.compile:  # last: the slowest to start (compilation), and the JSON is saved after every run
+    if args.compile:  # last: the slowest to start (compilation, ~1 minute each), the JSON is saved after each run
         compiled = {"compile_model": True, "compile_backend": args.compile_backend}
-        runs += [("fd_compiled", "fd", fixed, seq, compiled),
-                 (f"{methods[-1]}_real_compiled", methods[-1], realistic, real_len, compiled),
-                 ("bare_fd_compiled", None, fixed, seq, compiled)]
+        runs += [(f"{methods[-1]}_real_compiled", methods[-1], realistic, real_len, compiled),
+                 ("fd_compiled", "fd", fixed, seq, compiled)]
+        if args.compile_bare:
+            runs.append(("bare_fd_compiled", None, fixed, seq, compiled))
+    budget = args.max_seconds if args.max_seconds is not None else (None if args.smoke else 285.0)
+    results["skipped"] = []
     for name, method, dataset, max_length, extra in runs:
+        needs = 90.0 if extra.get("compile_model") else 15.0  # about what one run takes at paper sizes on an H200
+        if budget is not None and time.perf_counter() - begin + needs > budget:
+            results["skipped"].append(name)
+            print(f"[{time.perf_counter() - begin:5.1f}s] skipped {name}: it would end past --max-seconds {budget:.0f}")
+            continue
         if method is None:
             r = bench_bare(size, sizes, tokenizer, device, use_bf16, peak, dataset, max_length, **extra)
         else:

@@ -34,7 +34,7 @@ def test_smoke_run_reports_throughput_mfu_and_ratios(tmp_path, capsys):
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert logging.getLogger("mvld_hf").level == level  # quiet only while it ran: later tests read mvld_hf's logs
-    assert json.loads(output.read_text())["train"].keys() == RUNS
+    assert json.loads(output.read_text())["train"].keys() == RUNS and results["skipped"] == []
     assert results["dtype"] == "float32" and results["peak"]["flops_per_s"] > 0
     teacher = results["teacher"]
     for key in ("captions_per_s", "captions_per_s_forward_only", "precompute_captions_per_s", "images_per_s",
