@@ -16,10 +16,11 @@ import os
 import time
 
 #: Seconds per unit of each phase on a quiet 2-core CPU (the offline demo's defaults: 3000 + 600 scenes, 13
-#: languages, teacher 500 steps, student 2 x 128 at batch 128). Sources: training and evaluation from the quiet
-#: full demo of issue 24 (260 s for 1500 steps; 78 s for 600 held-out scenes, teacher evaluated too); the teacher
-#: from the same report (500 steps before the student started); world, tokenizer and precompute from the rest of
-#: that run's 354 s. Update them from a quiet run's ``phase_seconds`` in ``mvld_run.json``.
+#: languages, teacher 500 steps, student 2 x 128 at batch 128). Provisional sources: training and evaluation from
+#: the quiet full demo of issue 24 (260 s for 1500 steps; 78 s for 600 held-out scenes, teacher evaluated too);
+#: the teacher from the same report (284 s for its 500 steps, on the shared machine: an upper bound); tokenizer
+#: and precompute share the 16 s that quiet run spent outside training and evaluation; the world from an
+#: 80-scene build here (0.3 s, rounded up). Replace them with a quiet run's ``phase_seconds`` (``mvld_run.json``).
 QUIET_SECONDS = {
     "world": 25.0 / 3600,  # per scene built (train + test)
     "teacher": 284.0 / 500,  # per teacher training step (batch 128), its evaluation included
@@ -78,6 +79,18 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def busy_note() -> str:
+    """How this machine's load bears on the estimates (they hold for a quiet one)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return "longer on a busy machine"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load > cores:
+        return f"this machine's load is {load:.1f} on {cores} cores: expect up to {load / cores:.0f}x longer"
+    return "longer on a busy machine"
+
+
 class PhaseClock:
     """Times the phases of a run; prints the plan and each phase's time when ``show`` (the main process)."""
 
@@ -94,7 +107,7 @@ class PhaseClock:
             return
         total = sum(self.estimates.values())
         self.print(f"{title}: {len(self.estimates)} phases, about {duration(total)} on a quiet 2-core CPU "
-                   "(longer on a busy machine):")
+                   f"({busy_note()}):")
         for name, seconds in self.estimates.items():
             note = f"  ({self.notes[name]})" if self.notes.get(name) else ""
             self.print(f"  {name:<11} ~{duration(seconds)}{note}")
@@ -166,3 +179,25 @@ def offline_clock(data_args, args, teacher_eval_cached: bool = False) -> PhaseCl
     if not data_args.eval_split:
         estimates.pop("evaluation")
     return PhaseClock(estimates, notes, show=args.process_index == 0)
+
+
+def phase_table(record: dict) -> str:
+    """A markdown table of a run's phases from its ``mvld_run.json``: estimate, measured time, share of the total
+    (``python -m mvld_hf.cli.phases outputs/distill-offline/mvld_run.json`` prints it for the README)."""
+    seconds = record.get("phase_seconds") or {}
+    estimates = record.get("phase_estimates") or {}
+    total = sum(seconds.values()) or 1.0
+    rows = ["| phase | estimated | measured | share |", "|---|---|---|---|"]
+    for name, measured in seconds.items():
+        estimate = f"~{duration(estimates[name])}" if name in estimates else "-"
+        rows.append(f"| {name} | {estimate} | {duration(measured)} | {100 * measured / total:.0f}% |")
+    rows.append(f"| **total** | ~{duration(sum(estimates.values()))} | {duration(sum(seconds.values()))} | |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for path in sys.argv[1:] or ["outputs/distill-offline/mvld_run.json"]:
+        with open(path, encoding="utf-8") as f:
+            print(phase_table(json.load(f)))
