@@ -5,6 +5,7 @@ pretrained one, :func:`mvld_hf.cli.hub_data.pretrained_student`)."""
 from __future__ import annotations
 
 import logging
+import os
 
 from transformers import set_seed
 
@@ -41,6 +42,9 @@ def offline_setup(model_args: ModelArguments, data_args: DataArguments, args: Di
     evaluation = world["test"] if data_args.eval_split else None
     # the teacher's cache folder is fingerprinted by its training data and settings: a changed world retrains it
     teacher_kwargs = {"steps": data_args.teacher_steps} if data_args.teacher_steps else {}
+    threads = os.environ.get("MVLD_HF_NUM_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:  # the teacher keeps to it too (else it times 1 vs all cores)
+        teacher_kwargs["num_threads"] = int(threads)
     with phase("teacher"):
         with args.main_process_first(desc="offline teacher"):
             teacher_path = train_english_teacher(world, seed=data_args.world_seed, **teacher_kwargs)

@@ -3,6 +3,7 @@ import logging
 import os
 import warnings
 
+import pytest
 import torch
 
 
@@ -156,3 +157,22 @@ def test_readme_multi_process_line_is_one_ddp_run_on_cpu(tmp_path):
     manifest = json.loads((out / "checkpoint-2" / "mvld_checkpoint.json").read_text())
     assert manifest["metadata"]["world_size"] == 2
     assert result.stdout.count("### retrieval: text-to-image") == 1  # the retrieval table: evaluated once, by rank 0
+
+
+def test_the_offline_teacher_keeps_to_mvld_hf_num_threads(distill_script, tmp_path, monkeypatch, offline_cache):
+    """MVLD_HF_NUM_THREADS (what the busy-machine warning names) bounds the teacher's training too."""
+    import mvld_hf.synthetic
+
+    monkeypatch.setenv("MVLD_HF_CACHE", str(offline_cache))
+    monkeypatch.setenv("MVLD_HF_NUM_THREADS", "1")
+    seen = {}
+
+    def stop(world, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop after the teacher's arguments")
+
+    monkeypatch.setattr(mvld_hf.synthetic, "train_english_teacher", stop)
+    with pytest.raises(SystemExit, match="stop after the teacher's arguments"):
+        distill_script.main(["--output_dir", str(tmp_path / "run"), "--world_train_scenes", "40",
+                             "--world_test_scenes", "12", "--teacher_steps", "3", "--max_steps", "2"])
+    assert seen["num_threads"] == 1 and seen["steps"] == 3
