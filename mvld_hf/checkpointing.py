@@ -136,7 +136,9 @@ def verify_checkpoint(checkpoint: str, content: bool = True) -> dict:
                          "the same size, or corrupted)" for rel, digest in sorted(hashes.items())
                          if rel in files and file_sha256(os.path.join(checkpoint, rel)) != digest]
     if problems:
-        raise IncompleteCheckpointError(f"checkpoint {checkpoint} is corrupt or incomplete: {'; '.join(problems)}")
+        raise IncompleteCheckpointError(f"checkpoint {checkpoint} is corrupt or incomplete: {'; '.join(problems)}. "
+                                        "Resume from an earlier checkpoint (pass its folder to "
+                                        "--resume_from_checkpoint)")
     if (manifest.get("metadata") or {}).get("finite_weights") is not True:
         raise IncompleteCheckpointError(
             f"checkpoint {checkpoint}: its {CHECKPOINT_MANIFEST} records no check that its weights are finite (it "
