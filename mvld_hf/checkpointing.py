@@ -14,6 +14,7 @@ share with the one that wrote the checkpoint), :func:`save_queue`/:func:`load_qu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -420,6 +421,19 @@ def delete_earlier_checkpoints(output_dir: str, earlier: list[str]) -> None:
     for name in earlier:
         if name.startswith(PREFIX_CHECKPOINT_DIR):
             shutil.rmtree(os.path.join(output_dir, name))
+
+
+@contextlib.contextmanager
+def disk_full_reported(output_dir: str, step: int):
+    """Around a checkpoint save: a failure on a full disk becomes :func:`disk_full_error`'s
+    :class:`DiskFullError` (naming the checkpoint that stays good); any other error passes unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        full = disk_full_error(err, output_dir, step)
+        if full is None:
+            raise
+        raise full from err
 
 
 def disk_full_error(err: BaseException, output_dir: str, step: int) -> DiskFullError | None:

@@ -14,7 +14,7 @@ from .checkpointing import (
     check_output_dir,
     checkpoint_metadata,
     delete_earlier_checkpoints,
-    disk_full_error,
+    disk_full_reported,
     last_complete_checkpoint,
     load_queue,
     resolve_checkpoint,
@@ -52,7 +52,8 @@ class DistillationTrainer(Trainer):
 
     Every named part of every selected loss is logged (``loss_dr``, ``loss_ed_caption``, ``dr_accuracy``, ...).
 
-    - Multi-process (DDP, or FSDP/DeepSpeed through accelerate's configs): every rank gathers the global batch
+    - Multi-process (DDP, or DeepSpeed ZeRO-2 through ``configs/accelerate/deepspeed_zero2.yaml``; FSDP is
+      untested): every rank gathers the global batch
       (:func:`~mvld_hf.distributed.gather_with_local_grad`), so MCL/SD negatives and DR queue entries come from
       every rank, and the loss and gradients equal a 1-process run on the global batch.
     - Checkpoints: the DR queue (``dr_queue.pt``, contents and pointer) is saved in every checkpoint, then a
@@ -122,8 +123,13 @@ class DistillationTrainer(Trainer):
         if t is None and args.needs_teacher_text:
             if self.teacher_embedder is None:
                 raise ValueError("batch has no teacher_text_embeds and the trainer has no teacher")
-            t = self._checked(self.teacher_embedder.embed_texts(inputs["english_texts"]),  # here, in this process
-                              inputs["english_texts"], "the English caption")
+            if "teacher_input_ids" in inputs and self.teacher_embedder.cache is None:  # tokenized by the collator
+                tokens = {"input_ids": inputs["teacher_input_ids"],
+                          "attention_mask": inputs.get("teacher_attention_mask")}
+                t = self.teacher_embedder.embed_tokenized(tokens, inputs["teacher_text_index"])
+            else:
+                t = self.teacher_embedder.embed_texts(inputs["english_texts"])  # here, in this process
+            t = self._checked(t, inputs["english_texts"], "the English caption")
         image = inputs.get("teacher_image_embeds")
         if image is None and args.needs_teacher_image:
             if self.teacher_embedder is None:
@@ -347,32 +353,24 @@ class DistillationTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
         rotated out only after the new one is complete. A full disk is reported as such, naming the checkpoint
-        that stays good (:func:`~mvld_hf.checkpointing.disk_full_error`)."""
-        try:
-            self._write_checkpoint(model, trial)
-        except (OSError, RuntimeError) as err:
-            full = disk_full_error(err, self.args.output_dir, self.state.global_step)
-            if full is None:
-                raise
-            raise full from err
-
-    def _write_checkpoint(self, model, trial) -> None:
+        that stays good (:func:`~mvld_hf.checkpointing.disk_full_reported`)."""
         self._check_finite_weights()
         limit = self.args.save_total_limit
         self.args.save_total_limit = None  # rotate below, once the manifest exists
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        run_dir = self._get_output_dir(trial=trial)
-        checkpoint = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        self.accelerator.wait_for_everyone()  # every rank's files (optimizer shards, RNG states) are written
-        if self.args.should_save:
-            if self.queue is not None:
-                save_queue(checkpoint, self.queue)
-            write_checkpoint_manifest(checkpoint, self._checkpoint_metadata())
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        with disk_full_reported(self.args.output_dir, self.state.global_step):
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = limit
+            run_dir = self._get_output_dir(trial=trial)
+            checkpoint = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self.accelerator.wait_for_everyone()  # every rank's files (optimizer shards, RNG states) are written
+            if self.args.should_save:
+                if self.queue is not None:
+                    save_queue(checkpoint, self.queue)
+                write_checkpoint_manifest(checkpoint, self._checkpoint_metadata())
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
 
     def warm_start_projection(self, mode: str = "least_squares") -> dict[str, float] | None:
