@@ -15,8 +15,8 @@ does, as the bf16 ViT-L/14 text tower's does on an H200 (13.2 ms against 30.6 ms
 ``tokenize_over_forward`` says how close the proxy is.
 
     python benchmarks/bench_text_precompute.py                               # CPU proxy, ~1 min
-    python benchmarks/bench_text_precompute.py --device cuda --dtype bfloat16 --size paper --captions 65536 \\
-        --workers 0,8 --encode-batch-size 256 --repeats 2                   # GPU (CLIP ViT-L/14 text tower)
+    python benchmarks/bench_text_precompute.py --device cuda --dtype bfloat16 --size paper --captions 32768 \\
+        --workers 0,8 --encode-batch-size 256 --repeats 2     # GPU (CLIP ViT-L/14 text tower), ~45 s
 """
 
 from __future__ import annotations

@@ -24,9 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import NonFiniteEmbeddingError, is_iterable_dataset, non_finite_error, non_finite_rows, undecoded_images
+from .data import (
+    NonFiniteEmbeddingError,
+    is_iterable_dataset,
+    non_finite_error,
+    non_finite_rows,
+    undecoded_images,
+    zero_norm_error,
+    zero_norm_rows,
+)
 from .data_utils import MissingColumnError, check_columns, decode_image
 from .encode import check_texts
+from .image_pipeline import PreparedBatches
 
 __all__ = ["TeacherEmbeddedStream", "TeacherEmbedder", "TeacherEmbeddingCache", "join_precomputed_embeddings",
            "precompute_teacher_embeddings"]
@@ -179,6 +188,10 @@ class TeacherEmbedder:
             if len(bad):
                 raise on_non_finite(computed_texts[bad[0]], computed[bad[0]].detach().cpu().numpy()
                                     if torch.is_tensor(computed) else computed[bad[0]])
+            zero = zero_norm_rows(computed) if on_non_finite is not None else ()
+            if len(zero):  # the same row named, as a zero vector (no signal) instead of NaN
+                error = on_non_finite(computed_texts[zero[0]], None)
+                raise zero_norm_error(error.column, error.where)
 
         if self.cache is None:
             embeddings = self.teacher.encode_text(unique, batch_size=self.encode_batch_size)
@@ -197,6 +210,23 @@ class TeacherEmbedder:
     def embed_images(self, images: Sequence) -> torch.Tensor:
         """float32 ``[len(images), dim]`` (PIL images) on the teacher's device."""
         return self.teacher.encode_image(list(images), batch_size=self.encode_batch_size)
+
+    def embed_tokenized(self, tokens: dict[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """float32 ``[len(index), dim]`` on the teacher's device: the teacher's forward alone on captions
+        tokenized elsewhere (the collator, in DataLoader workers: ``teacher_input_ids`` / ``teacher_attention_mask``
+        of the distinct captions, ``index`` the distinct caption of every row)."""
+        embeddings = self.teacher.encode_tokenized(tokens).float()
+        return embeddings[torch.as_tensor(index).to(embeddings.device)]
+
+    def embed_prepared_texts(self, prepared: dict, on_non_finite=None) -> torch.Tensor:
+        """:meth:`embed_texts` for a batch whose distinct captions were tokenized elsewhere
+        (:class:`~mvld_hf.image_pipeline.CaptionTokens`, in DataLoader workers): only the forward runs here."""
+        chunks = [self.teacher.encode_tokenized(tokens).float() for tokens in prepared["chunks"]]
+        embeddings = torch.cat(chunks)
+        bad = non_finite_rows(embeddings) if on_non_finite is not None else ()
+        if len(bad):
+            raise on_non_finite(prepared["texts"][bad[0]], embeddings[bad[0]].detach().cpu().numpy())
+        return embeddings[torch.as_tensor(prepared["index"]).to(embeddings.device)]
 
 
 class TeacherEmbeddedStream(torch.utils.data.IterableDataset):
@@ -280,6 +310,10 @@ class TeacherEmbeddedStream(torch.utils.data.IterableDataset):
                 raise non_finite_error(self.image_output_column, f"row {start + bad[0]} of the dataset (the "
                                        f"teacher's embedding of its '{self.image_column}')", image[bad[0]],
                                        fix="The teacher cannot embed that image: drop or fix the row")
+            zero = zero_norm_rows(image)
+            if len(zero):
+                raise zero_norm_error(self.image_output_column, f"row {start + zero[0]} of the dataset (the "
+                                      f"teacher's embedding of its '{self.image_column}')")
         for i, row in enumerate(rows):
             row = {**row, self.text_output_column: text[i]}
             if images is not None:
@@ -455,6 +489,48 @@ def _map_across_ranks(source, embed, fingerprint: str, map_kwargs: dict, outputs
     return datasets.concatenate_datasets(parts)
 
 
+#: fewer rows than this are prepared in this process unless workers are asked for (starting them costs more)
+MIN_ROWS_FOR_PREPARE_WORKERS = 2048
+
+
+def _prepared_batches(source, teacher, cache, anchor: str, english_column: str, image_column: str, batch_size: int,
+                      encode_batch_size: int, num_proc: int | None, workers: int | None):
+    """The map batches' captions tokenized (``"text"``) and images decoded and preprocessed (``"image"``) by
+    DataLoader workers, as a :class:`~mvld_hf.image_pipeline.PreparedBatches` (see
+    ``precompute_teacher_embeddings(prepare_workers=...)``), or ``None`` where this process prepares them (too few
+    rows, ``num_proc`` already forking the map, nothing to prepare: a cache needs the raw captions)."""
+    from .image_pipeline import CaptionTokens, default_num_workers
+
+    n = len(source)
+    if workers is None:
+        if os.environ.get("MVLD_HF_DATA_WORKERS") is None and n < MIN_ROWS_FOR_PREPARE_WORKERS:
+            workers = 0
+        else:
+            workers = default_num_workers(-(-n // batch_size))
+    if workers <= 0 or (num_proc or 0) > 1:
+        return None
+    text_tokenizer = getattr(teacher, "text_tokenizer", None)
+    tokenize = text_tokenizer() if cache is None and text_tokenizer is not None else None
+    captions = CaptionTokens(tokenize, encode_batch_size) if tokenize is not None else None
+    images = anchor == "image" and hasattr(teacher, "prepare_images")
+    columns = ([english_column] if captions else []) + ([image_column] if images else [])
+    if not columns:
+        return None
+    table = source.select_columns(columns)
+
+    def get(start: int, stop: int) -> dict:
+        rows = table[start:stop]
+        return {"text": check_texts(rows[english_column], english_column) if captions else None,
+                "image": [decode_image(image, f"the image of row {start + i} ('{image_column}')")
+                          for i, image in enumerate(rows[image_column])] if images else None}
+
+    def prepare(items: dict) -> dict:
+        return {"text": None if items["text"] is None else captions(items["text"]),
+                "image": None if items["image"] is None else teacher.prepare_images(items["image"])}
+
+    return PreparedBatches(n, get, batch_size, prepare, workers, getattr(teacher, "device", None))
+
+
 def precompute_teacher_embeddings(
     dataset,
     teacher,
@@ -469,6 +545,7 @@ def precompute_teacher_embeddings(
     desc: str = "Teacher embeddings",
     cache_dir: str | None = None,
     share_across_ranks: bool = False,
+    prepare_workers: int | None = None,
 ):
     """Add the frozen teacher's embeddings as columns so training runs no teacher forward.
 
@@ -492,6 +569,12 @@ def precompute_teacher_embeddings(
       ``main_process_first``, whose barrier would pair with this one's). Without a process group it is the
       plain path.
 
+    ``prepare_workers`` DataLoader worker processes tokenize the captions and decode and preprocess the images of
+    the next map batches (:mod:`mvld_hf.image_pipeline`) while this process runs the teacher's forward (a
+    ``datasets.Dataset`` without ``num_proc``; captions only without ``cache_dir``). ``None``: the
+    ``MVLD_HF_DATA_WORKERS`` environment variable, else up to 8 (one core left) for 2,048 rows or more and none
+    below; ``0``: everything in this process.
+
     Corrupt images raise a ``ValueError`` naming the row; a NaN/inf teacher embedding raises
     :class:`~mvld_hf.data.NonFiniteEmbeddingError` naming the row, before it is cached or written.
     """
@@ -512,25 +595,46 @@ def precompute_teacher_embeddings(
     cache = None if cache_dir is None else TeacherEmbeddingCache(cache_dir, teacher_fingerprint)
     embedder = TeacherEmbedder(teacher, cache, encode_batch_size)
 
+    prepared: list[PreparedBatches | None] = []  # DataLoader workers ahead of the map, set up on the first batch
+
     def embed(batch, indices, offset=0):
         check_columns(list(batch.keys()), required, "a batch of the dataset")
         texts = check_texts(batch[english_column], english_column)
         first_row = {}
         for text, i in zip(texts, indices):
             first_row.setdefault(text, i)
-        result = {text_output_column: embedder.embed_texts(texts, on_non_finite=lambda text, value: non_finite_error(
+        on_non_finite = lambda text, value: non_finite_error(  # noqa: E731
             text_output_column, f"row {first_row[text]} of the dataset (the teacher's embedding of its "
             f"'{english_column}' {text!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
-            "or check the teacher (an fp16 overflow?)")).cpu().numpy()}
+            "or check the teacher (an fp16 overflow?)")
+        rows = (offset + indices[0], offset + indices[-1] + 1) if len(indices) else (0, 0)
+        if rows[1] - rows[0] != len(indices):  # not a contiguous range: no prepared batch fits it
+            rows = None
+        if not prepared:
+            prepared.append(_prepared_batches(source, teacher, cache, anchor, english_column, image_column,
+                                              batch_size, encode_batch_size, num_proc, prepare_workers))
+        ready = prepared[0].take(*rows) if rows is not None and prepared[0] is not None else {}
+        if ready.get("text") is not None:
+            text = embedder.embed_prepared_texts(ready["text"], on_non_finite)
+        else:
+            text = embedder.embed_texts(texts, on_non_finite=on_non_finite)
+        result = {text_output_column: text.cpu().numpy()}
         if anchor == "image":
-            images = [decode_image(image, f"the image of row {offset + i} ('{image_column}')")
-                      for image, i in zip(batch[image_column], indices)]
-            image_emb = embedder.embed_images(images).cpu().numpy()
+            if ready.get("image") is not None:
+                image_emb = teacher.encode_prepared_images(ready["image"]).float().cpu().numpy()
+            else:
+                images = [decode_image(image, f"the image of row {offset + i} ('{image_column}')")
+                          for image, i in zip(batch[image_column], indices)]
+                image_emb = embedder.embed_images(images).cpu().numpy()
             bad = non_finite_rows(image_emb)
             if len(bad):
                 raise non_finite_error(image_output_column, f"row {indices[bad[0]]} of the dataset (the teacher's "
                                        f"embedding of its '{image_column}')", image_emb[bad[0]],
                                        fix="The teacher cannot embed that image: drop or fix the row")
+            zero = zero_norm_rows(image_emb)
+            if len(zero):
+                raise zero_norm_error(image_output_column, f"row {indices[zero[0]]} of the dataset (the teacher's "
+                                      f"embedding of its '{image_column}')")
             result[image_output_column] = image_emb
         return result
 
@@ -545,11 +649,15 @@ def precompute_teacher_embeddings(
     map_kwargs = dict(batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc, with_indices=True)
     import torch.distributed as dist
 
-    if share_across_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        outputs = [text_output_column] + ([image_output_column] if anchor == "image" else [])
-        mapped = _map_across_ranks(source, embed, fingerprint, map_kwargs, outputs)
-    else:
-        mapped = source.map(embed, new_fingerprint=fingerprint, **map_kwargs)
+    try:
+        if share_across_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            outputs = [text_output_column] + ([image_output_column] if anchor == "image" else [])
+            mapped = _map_across_ranks(source, embed, fingerprint, map_kwargs, outputs)
+        else:
+            mapped = source.map(embed, new_fingerprint=fingerprint, **map_kwargs)
+    finally:
+        if prepared and prepared[0] is not None:
+            prepared[0].close()
     if recast:
         import datasets
 

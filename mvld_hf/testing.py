@@ -108,6 +108,10 @@ class CountingTeacher:
         self.texts += len(texts)
         return self.teacher.encode_text(texts, **kwargs)
 
+    def encode_tokenized(self, tokens):  # captions tokenized elsewhere (the collator, DataLoader workers)
+        self.texts += len(tokens["input_ids"])
+        return self.teacher.encode_tokenized(tokens)
+
 
 def toy_parallel_corpus(seed: int = 0, with_images: bool = False, image_size: int = 32):
     """A small caption corpus: every (colour, shape, count) phrase in English, German and French, as rows of

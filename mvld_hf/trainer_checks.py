@@ -63,6 +63,11 @@ def check_trainer_inputs(model, args, train_dataset, eval_dataset, processing_cl
     if embedder is None and teacher is not None:
         embedder = TeacherEmbedder(teacher)
     step_teacher = None if embedder is None else embedder.teacher
+    if (step_teacher is not None and embedder.cache is None and args.needs_teacher_text
+            and getattr(data_collator, "teacher_tokenizer", False) is None):
+        # the teacher's captions are tokenized where the student's are (DataLoader workers): the step runs only
+        # the teacher's forward
+        data_collator.teacher_tokenizer = step_teacher.text_tokenizer()
     if step_teacher is not None and is_iterable_dataset(train_dataset):
         read_own_shards(args)
     # retrieval_evaluator= is an alias: one more evaluator, with its image embeddings given or computed
@@ -108,7 +113,7 @@ def evaluator_inputs(evaluator, teacher, image_embeddings=None) -> dict:
         if teacher is None or not teacher.supports_images:
             raise ValueError(f"{type(evaluator).__name__} needs retrieval_image_embeddings (the teacher's "
                              "embeddings of evaluator.encode_images) or an image-capable teacher to compute them")
-        image_embeddings = evaluator.encode_images(lambda images: teacher.encode_image(images).cpu())
+        image_embeddings = evaluator.encode_images(teacher.encode_image).cpu()  # preprocessed in DataLoader workers
     return {"image_embeddings": image_embeddings}
 
 

@@ -151,3 +151,30 @@ def test_load_image_processor_picks_the_backend(tmp_path, teacher, monkeypatch):
                         lambda *args, **kwargs: seen.update(kwargs) or processor)
     load_image_processor(str(tmp_path))
     assert seen["backend"] == "torchvision"
+
+
+def test_precompute_with_workers_equals_the_in_process_path(toy_dataset, teacher, tmp_path):
+    from mvld_hf import precompute_teacher_embeddings
+    from mvld_hf.testing import CountingTeacher
+
+    data = datasets.concatenate_datasets([toy_dataset, toy_dataset])  # every caption and image twice
+    alone = precompute_teacher_embeddings(data, teacher, anchor="image", batch_size=16, prepare_workers=0)
+    counting = CountingTeacher(teacher)
+    workers = precompute_teacher_embeddings(data, counting, anchor="image", batch_size=16, prepare_workers=2)
+    cached = precompute_teacher_embeddings(data, teacher, anchor="image", batch_size=16, prepare_workers=2,
+                                           cache_dir=str(tmp_path / "cache"))  # images prepared, texts cached
+    for column in ("teacher_text_embeds", "teacher_image_embeds"):
+        want = torch.tensor(alone[column])
+        assert torch.allclose(torch.tensor(workers[column]), want, atol=1e-6)
+        assert torch.allclose(torch.tensor(cached[column]), want, atol=1e-6)
+    assert 0 < counting.texts < len(data)  # the distinct captions of each map batch, tokenized in the workers
+
+
+def test_precompute_names_a_corrupt_image_from_a_worker(toy_dataset, teacher):
+    from mvld_hf import precompute_teacher_embeddings
+
+    rows = toy_dataset.cast_column("image", datasets.Image(decode=False)).to_list()
+    rows[37]["image"] = {"bytes": b"\x89PNG garbage", "path": None}
+    data = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image(decode=False))
+    with pytest.raises(ValueError, match=r"^the image of row 37 \('image'\)"):
+        precompute_teacher_embeddings(data, teacher, anchor="image", batch_size=16, prepare_workers=2)
