@@ -399,9 +399,9 @@ def _tokenizer_dir(folder: str, model) -> str:
 def _text_route_files(folder: str, model) -> list[str]:
     router = os.path.join(folder, "router_config.json")
     if not os.path.isfile(router):
-        skip = {"README.md"}
         return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
-                      if f not in skip and os.path.relpath(d, folder).split(os.sep)[0] != ONNX_DIR)
+                      if f != "README.md" and not f.startswith(".")  # the card; the export's owner file
+                      and os.path.relpath(d, folder).split(os.sep)[0] != ONNX_DIR)
     with open(router, encoding="utf-8") as f:
         module_ids = json.load(f)["structure"]["text"]
     return sorted(os.path.relpath(os.path.join(d, f), folder) for m in module_ids

@@ -123,6 +123,7 @@ def test_router_declares_text_and_image_and_text_only_declares_text(onnx_export,
     assert SentenceTransformer(text_only.path, local_files_only=True).modalities == ["text"]
     assert _mteb_modalities(text_only.path) == ["text"] and text_only.modalities == ["text"]
     assert text_only.formats["image"] is None
+    assert not any(f.startswith((".", "onnx")) for f in text_only.formats["formats"]["pytorch"]["files"])
     assert sorted(os.listdir(tmp_path / "text" / "onnx")) == ["mvld_onnx.json", "text_model.onnx"]
     got = OnnxEncoder(text_only.path).encode_text(CHECK_TEXTS[:8])
     assert _cos(got, student.encode(CHECK_TEXTS[:8], tokenizer).numpy()).min() >= COSINE_BOUND
