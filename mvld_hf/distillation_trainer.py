@@ -21,7 +21,16 @@ from .checkpointing import (
     save_queue,
     write_checkpoint_manifest,
 )
-from .data import DistillationCollator, NonFiniteEmbeddingError, collator_columns_only, non_finite_rows
+from .data import (
+    DistillationCollator,
+    NonFiniteEmbeddingError,
+    collator_columns_only,
+    has_distinct_rows,
+    no_distinct_anchors_message,
+    non_finite_rows,
+    zero_norm_error,
+    zero_norm_rows,
+)
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import is_peft_model, merge_lora
@@ -142,16 +151,43 @@ class DistillationTrainer(Trainer):
         return t, anchor
 
     def _checked(self, embeddings: torch.Tensor, rows, what: str) -> torch.Tensor:
-        """The teacher's in-step output, refused if a row is NaN/inf (one check per step, on this slow path)."""
+        """The teacher's in-step output, refused if a row is NaN/inf or the zero vector (one check per step, on
+        this slow path)."""
+
+        def described(i: int) -> str:
+            row = rows[i]
+            return f"{what} {row!r}" if isinstance(row, str) else f"{what} of position {i} of the batch"
+
         bad = non_finite_rows(embeddings.detach())
         if len(bad):
-            row = rows[int(bad[0])]
-            described = f"{what} {row!r}" if isinstance(row, str) else f"{what} of position {int(bad[0])} of the batch"
             raise NonFiniteEmbeddingError(
-                f"the teacher's embedding of {described} at step {self.state.global_step + 1} holds NaN or infinite "
-                "values; training on it would turn every weight into NaN. Drop that row, or check the teacher (an "
-                "fp16 overflow?)")
+                f"the teacher's embedding of {described(int(bad[0]))} at step {self.state.global_step + 1} holds NaN "
+                "or infinite values; training on it would turn every weight into NaN. Drop that row, or check the "
+                "teacher (an fp16 overflow?)")
+        zero = zero_norm_rows(embeddings)
+        if len(zero):
+            raise zero_norm_error("teacher output", f"the teacher's embedding of {described(int(zero[0]))} at step "
+                                  f"{self.state.global_step + 1}", fix="Drop that row, or check the teacher")
         return embeddings
+
+    def _warn_without_negatives(self, a: torch.Tensor) -> None:
+        """Warn once when a training batch's anchors are all alike (and, for DR alone, the queue's too) under a
+        method that contrasts rows: that step's loss is constant. A [batch, dim] comparison; the queue is only
+        read on that rare path."""
+        if getattr(self, "_negatives_warned", False):
+            return
+        message = no_distinct_anchors_message(self.args.method_weights, self.state.global_step + 1)
+        if message is None:  # FD/ED only: nothing to warn about, never check again
+            self._negatives_warned = True
+            return
+        if has_distinct_rows(a):
+            return
+        in_batch = self.queue is None or any(not METHODS[m].uses_queue and not METHODS[m].mse_term
+                                             for m in self.args.method_weights)
+        if not in_batch and has_distinct_rows(a, self.queue.keys(device=a.device)):
+            return  # DR alone: the queue still holds other anchors
+        logger.warning(message)
+        self._negatives_warned = True
 
     def _student_embeddings(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -192,6 +228,8 @@ class DistillationTrainer(Trainer):
         if a.shape[-1] != s.shape[-1]:
             raise ValueError(f"student embeddings have {s.shape[-1]} dims but the teacher's have {a.shape[-1]}: "
                              "build the student with projection_dim equal to the teacher's embedding dim")
+        if model.training:
+            self._warn_without_negatives(a)
         results = self.distillation_losses(s, s_en, t, a, update_queue=model.training)
         loss = sum(self.args.method_weights[m] * r["loss"] for m, r in results.items())
         self._record(results, "train" if model.training else "eval")

@@ -334,14 +334,31 @@ def test_non_finite_teacher_output_in_the_step(tokenizer, teacher, data, tmp_pat
             out[2] = math.nan
         return out
 
+    def broken_tokens(tokens, **kwargs):  # the step's route when the collator tokenized the teacher's captions
+        out = encode_tokenized(tokens, **kwargs)
+        if trainer.state.global_step == 3:
+            seen.append(tokens)  # the batch's distinct captions in order of appearance, as in broken()
+            out[2] = math.nan
+        return out
+
     monkeypatch.setattr(teacher, "encode_text", broken)
+    encode_tokenized = getattr(teacher, "encode_tokenized", None)
+    if encode_tokenized is not None:
+        monkeypatch.setattr(teacher, "encode_tokenized", broken_tokens)
     student = tiny_student(tokenizer, 16)
     trainer = _trainer(tokenizer, tmp_path, data.remove_columns("teacher_text_embeds"), student=student,
                        teacher=teacher, method="dr", max_steps=6, save_strategy="steps", save_steps=2)
     with pytest.raises(NonFiniteEmbeddingError) as error:
         trainer.train()
-    assert str(error.value).startswith(f"the teacher's embedding of the English caption {seen[0]!r} at step 4 holds "
-                                       "NaN or infinite values")
+    named = re.match(r"the teacher's embedding of the English caption '([^']+)' at step 4 holds NaN or infinite "
+                     r"values", str(error.value))
+    assert named, str(error.value)
+    if isinstance(seen[0], str):
+        assert named.group(1) == seen[0]
+    else:  # the named caption is the one whose tokens the teacher overflowed on
+        tokens, mine = seen[0], teacher.text_tokenizer()([named.group(1)])
+        row = tokens["input_ids"][2][tokens["attention_mask"][2].bool()]
+        assert row.tolist() == mine["input_ids"][0][mine["attention_mask"][0].bool()].tolist()
     _assert_stopped_at_step_4_keeping_checkpoint_2(trainer, student)
 
 
@@ -668,6 +685,60 @@ def test_embeddings_stored_as_strings_or_scalars(tokenizer, data, tmp_path, valu
     with pytest.raises(TypeError, match=rf"the training batch column 'teacher_text_embeds' holds {kind}"):
         stream.train()
 
+
+def test_zero_teacher_output_in_the_step(tokenizer, teacher, data, tmp_path, monkeypatch):
+    from mvld_hf.data import ZeroEmbeddingError
+
+    def zero_at_step_2(encode):  # the teacher returns zero vectors at step 2, whichever route the step takes
+        def broken(*args, **kwargs):
+            out = encode(*args, **kwargs)
+            return out * 0 if trainer.state.global_step == 1 else out
+        return broken
+
+    for name in ("encode_text", "encode_tokenized"):
+        if hasattr(teacher, name):
+            monkeypatch.setattr(teacher, name, zero_at_step_2(getattr(teacher, name)))
+    trainer = _trainer(tokenizer, tmp_path, data.remove_columns("teacher_text_embeds"), teacher=teacher,
+                       method="dr", max_steps=3)
+    with pytest.raises(ZeroEmbeddingError, match=r"^the teacher's embedding of the English caption '.+' at step 2: "
+                                                 r"'teacher output' is the zero vector"):
+        trainer.train()
+    assert trainer.state.global_step == 1
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_zero_teacher_output_when_precomputing(toy_dataset, teacher, tmp_path, monkeypatch, streamed):
+    from mvld_hf.data import ZeroEmbeddingError
+
+    rows = toy_dataset.remove_columns("image")
+    bad_text = rows[30]["english"]
+    bad_row = min(i for i, e in enumerate(rows["english"]) if e == bad_text)
+    encode_text = teacher.encode_text
+
+    def zero_for(texts, **kwargs):
+        out = encode_text(texts, **kwargs)
+        out[[i for i, t in enumerate(texts) if t == bad_text]] = 0.0
+        return out
+
+    monkeypatch.setattr(teacher, "encode_text", zero_for)
+    source = rows.to_iterable_dataset() if streamed else rows
+    with pytest.raises(ZeroEmbeddingError, match=rf"row {bad_row} of the dataset \(the teacher's embedding of its "
+                                                 rf"'english' '{bad_text}'\): 'teacher_text_embeds' is the zero "
+                                                 "vector"):
+        out = precompute_teacher_embeddings(source, teacher, batch_size=10, cache_dir=str(tmp_path / "cache"))
+        list(out)  # a stream is embedded as it is read
+
+
+def test_a_batch_without_distinct_anchors_warns(tokenizer, data, tmp_path, caplog):
+    """The training set has many anchors (so it is accepted), but the stream's first batch repeats one."""
+    first = data[0]["teacher_text_embeds"]
+    rows = _replace(data, "teacher_text_embeds", lambda i, v: first if i < BATCH else v)
+    trainer = _trainer(tokenizer, tmp_path, rows.to_iterable_dataset(), method="mcl", max_steps=2)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf"):
+        trainer.train()
+    warned = [r.getMessage() for r in caplog.records if "no negatives" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("step 1: every anchor of the batch is the same (no negatives): "
+                                                     "MCL contrasts")
 
 
 # ---------------------------------------------------------------- the command line: config order, Ctrl-C, resume
