@@ -226,6 +226,10 @@ class TeacherEmbedder:
         bad = non_finite_rows(embeddings) if on_non_finite is not None else ()
         if len(bad):
             raise on_non_finite(prepared["texts"][bad[0]], embeddings[bad[0]].detach().cpu().numpy())
+        zero = zero_norm_rows(embeddings) if on_non_finite is not None else ()
+        if len(zero):  # the same row named, as a zero vector (no signal) instead of NaN
+            error = on_non_finite(prepared["texts"][zero[0]], None)
+            raise zero_norm_error(error.column, error.where)
         return embeddings[torch.as_tensor(prepared["index"]).to(embeddings.device)]
 
 

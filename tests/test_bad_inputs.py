@@ -706,26 +706,40 @@ def test_zero_teacher_output_in_the_step(tokenizer, teacher, data, tmp_path, mon
     assert trainer.state.global_step == 1
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_zero_teacher_output_when_precomputing(toy_dataset, teacher, tmp_path, monkeypatch, streamed):
+@pytest.mark.parametrize("route", ["map", "stream", "workers"])
+def test_zero_teacher_output_when_precomputing(toy_dataset, teacher, tmp_path, monkeypatch, route):
+    """Named like a NaN row on every route: a map with a cache, a stream, and a map whose captions are tokenized
+    in DataLoader workers (only the teacher's forward runs here)."""
     from mvld_hf.data import ZeroEmbeddingError
 
     rows = toy_dataset.remove_columns("image")
     bad_text = rows[30]["english"]
     bad_row = min(i for i, e in enumerate(rows["english"]) if e == bad_text)
-    encode_text = teacher.encode_text
+    encode_text, encode_tokenized = teacher.encode_text, teacher.encode_tokenized
 
     def zero_for(texts, **kwargs):
         out = encode_text(texts, **kwargs)
         out[[i for i, t in enumerate(texts) if t == bad_text]] = 0.0
         return out
 
+    bad_ids = teacher.text_tokenizer()([bad_text])
+    bad_ids = bad_ids["input_ids"][0][bad_ids["attention_mask"][0].bool()].tolist()
+
+    def zero_for_tokens(tokens, **kwargs):
+        out = encode_tokenized(tokens, **kwargs)
+        for i, (ids, mask) in enumerate(zip(tokens["input_ids"], tokens["attention_mask"])):
+            if torch.as_tensor(ids)[torch.as_tensor(mask).bool()].tolist() == bad_ids:
+                out[i] = 0.0
+        return out
+
     monkeypatch.setattr(teacher, "encode_text", zero_for)
-    source = rows.to_iterable_dataset() if streamed else rows
+    monkeypatch.setattr(teacher, "encode_tokenized", zero_for_tokens)
+    source = rows.to_iterable_dataset() if route == "stream" else rows
+    kwargs = dict(prepare_workers=2) if route == "workers" else dict(cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ZeroEmbeddingError, match=rf"row {bad_row} of the dataset \(the teacher's embedding of its "
                                                  rf"'english' '{bad_text}'\): 'teacher_text_embeds' is the zero "
                                                  "vector"):
-        out = precompute_teacher_embeddings(source, teacher, batch_size=10, cache_dir=str(tmp_path / "cache"))
+        out = precompute_teacher_embeddings(source, teacher, batch_size=10, **kwargs)
         list(out)  # a stream is embedded as it is read
 
 
