@@ -103,6 +103,14 @@ def build_teacher(size: str, device, dtype):
     return DualEncoderTeacher(model, tokenizer, processor, name_or_path=f"random-clip-{size}")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (DataLoader workers), user + system."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -138,6 +146,7 @@ def main(argv=None):
     modes = args.modes.split(",")
     width, height = (int(v) for v in args.image_size.lower().split("x"))
 
+    load_before = os.getloadavg()
     started = time.perf_counter()
     pool = make_jpegs(min(args.distinct, args.images), width, height)
     jpegs = [pool[i % len(pool)] for i in range(args.images)]
@@ -194,13 +203,17 @@ def main(argv=None):
     cases = [(m, w) for m in modes for w in (workers if m != "forward" else [0])]
     run_forward(0)  # builds the prepared batches; warms the model
     times = {case: [] for case in cases}
+    cpu = {case: [] for case in cases}
     for _ in range(args.repeats):
         for case in cases:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), cpu_seconds()
             runners[case[0]](case[1])
             times[case].append(time.perf_counter() - start)
+            cpu[case].append(cpu_seconds() - start_cpu)
     results = {f"{m}/workers={w}": {"images_per_s": round(n / statistics.median(ts), 1),
-                                     "seconds": [round(t, 3) for t in ts]} for (m, w), ts in times.items()}
+                                     "seconds": [round(t, 3) for t in ts],
+                                     "cpu_ms_per_image": round(1000 * statistics.median(cpu[(m, w)]) / n, 2)}
+               for (m, w), ts in times.items()}
     ratios = {}
     for mode in ("prepare", "end_to_end", "precompute"):
         base = results.get(f"{mode}/workers={workers[0]}")
@@ -221,7 +234,7 @@ def main(argv=None):
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "dtype": args.dtype, "size": args.size, "images": n, "image_size": args.image_size,
         "batch_size": args.batch_size, "image_processor": type(teacher.image_processor).__name__,
-        "backend": image_processor_backend(), "cores": os.cpu_count(), "load_avg_before": os.getloadavg(),
+        "backend": image_processor_backend(), "cores": os.cpu_count(), "load_avg_before": load_before,
         "torch": torch.__version__, "python": platform.python_version(), "setup_s": round(setup_s, 1),
         "results": results, "ratios": ratios,
     }

@@ -61,6 +61,14 @@ def build_text_teacher(size: str, tokenizer, device, dtype):
     return DualEncoderTeacher(model.to(dtype=dtype), tokenizer, None, name_or_path=f"random-clip-{size}")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (DataLoader workers), user + system."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -133,11 +141,13 @@ def main(argv=None):
     cases.update({f"precompute/workers={w}": (lambda w=w: run_precompute(w)) for w in workers})
     run_forward()
     times = {name: [] for name in cases}
+    cpu = {name: [] for name in cases}
     for _ in range(args.repeats):
         for name, fn in cases.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), cpu_seconds()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(cpu_seconds() - start_cpu)
     # the forward-only and encode_text cases see each distinct caption once; precompute reads every row
     per_s = {name: round((n if name.startswith("precompute") else len(distinct)) / statistics.median(ts), 1)
              for name, ts in times.items()}
@@ -150,7 +160,9 @@ def main(argv=None):
         "torch": torch.__version__, "python": platform.python_version(), "setup_s": round(setup_s, 1),
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
         "tokenize_over_forward": round(statistics.median(times["tokenize"]) / forward_s, 2),
-        "captions_per_s": per_s, "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "captions_per_s": per_s,
+        "cpu_s": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
+        "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
         # rows/s of the end-to-end path over distinct captions/s of the forward (as issue 22 counts them,
         # with one row per distinct caption by default)
         "ratios": {f"{name} / forward": round(per_s[name] / (len(distinct) / forward_s), 2)

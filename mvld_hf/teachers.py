@@ -154,6 +154,7 @@ class DualEncoderTeacher(Teacher):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self._pixels_as_uint8: bool | None = None  # decided on the first batch (see prepare_images)
         self.supports_images = image_processor is not None
         self.name_or_path = name_or_path or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self.revision = revision
@@ -201,16 +202,45 @@ class DualEncoderTeacher(Teacher):
         return self.encode_tokenized(self.text_tokenizer()(texts))
 
     def prepare_images(self, images: Sequence) -> dict[str, torch.Tensor]:
-        """The image processor's CPU tensors for decoded images (safe in a DataLoader worker)."""
+        """The image processor's CPU tensors for decoded images (safe in a DataLoader worker).
+
+        Where the processor's resized, cropped pixels are whole numbers in [0, 255] (CLIP's and SigLIP's are),
+        ``pixel_values`` is uint8, not yet rescaled and normalised: a quarter of the bytes to move between
+        processes and to the device; :meth:`encode_prepared_images` rescales and normalises it there."""
         images = super().prepare_images(images)
+        processor = self.image_processor
+        if self._pixels_as_uint8 is not False and getattr(processor, "do_rescale", False):
+            out = processor(images=images, return_tensors="pt", do_rescale=False, do_normalize=False)
+            pixels = out["pixel_values"]
+            if self._pixels_as_uint8 is None:  # checked once per process; [B, C, H, W] only (not SigLIP2's patches)
+                channels = len(getattr(processor, "image_mean", None) or (0, 0, 0))
+                self._pixels_as_uint8 = pixels.dim() == 4 and pixels.shape[1] == channels and (
+                    pixels.dtype == torch.uint8 or bool(
+                        pixels.is_floating_point() and pixels.numel() and pixels.min() >= 0 and pixels.max() <= 255
+                        and torch.equal(pixels, pixels.round())))
+            if self._pixels_as_uint8:
+                out = dict(out, pixel_values=pixels.to(torch.uint8))
+                return {k: v for k, v in out.items() if torch.is_tensor(v)}
         # SigLIP2's processor also returns pixel_attention_mask and spatial_shapes: pass everything through
-        return {k: v for k, v in self.image_processor(images=images, return_tensors="pt").items() if torch.is_tensor(v)}
+        return {k: v for k, v in processor(images=images, return_tensors="pt").items() if torch.is_tensor(v)}
+
+    def _rescaled(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (see :meth:`prepare_images`) rescaled and normalised as the image processor would."""
+        processor = self.image_processor
+        x = pixels.to(self.device, non_blocking=True).float() * float(processor.rescale_factor)
+        if getattr(processor, "do_normalize", False):
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            mean = torch.as_tensor(processor.image_mean, dtype=torch.float32, device=x.device).reshape(shape)
+            std = torch.as_tensor(processor.image_std, dtype=torch.float32, device=x.device).reshape(shape)
+            x = (x - mean) / std
+        return x
 
     @torch.no_grad()
     def encode_prepared_images(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
-        inputs = {k: v.to(self.device, dtype=dtype, non_blocking=True) if k == "pixel_values"
-                  else v.to(self.device, non_blocking=True) for k, v in prepared.items()}
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in prepared.items()}
+        pixels = inputs["pixel_values"]
+        inputs["pixel_values"] = (self._rescaled(pixels) if pixels.dtype == torch.uint8 else pixels).to(dtype)
         return embedding_from_output(self.model.get_image_features(**inputs)).float()
 
     def _encode_image_batch(self, images: list) -> torch.Tensor:

@@ -178,3 +178,13 @@ def test_precompute_names_a_corrupt_image_from_a_worker(toy_dataset, teacher):
     data = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image(decode=False))
     with pytest.raises(ValueError, match=r"^the image of row 37 \('image'\)"):
         precompute_teacher_embeddings(data, teacher, anchor="image", batch_size=16, prepare_workers=2)
+
+
+def test_workers_send_uint8_pixels_normalised_where_the_forward_runs(teacher):
+    images = _images(4)
+    prepared = teacher.prepare_images(images)
+    assert prepared["pixel_values"].dtype == torch.uint8  # a quarter of the bytes between processes
+    full = teacher.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(teacher._rescaled(prepared["pixel_values"]), full, atol=1e-6)
+    assert torch.allclose(teacher.encode_prepared_images(prepared),
+                          teacher.encode_prepared_images({"pixel_values": full}), atol=1e-5)
