@@ -205,8 +205,9 @@ class DualEncoderTeacher(Teacher):
         """The image processor's CPU tensors for decoded images (safe in a DataLoader worker).
 
         Where the processor's resized, cropped pixels are whole numbers in [0, 255] (CLIP's and SigLIP's are),
-        ``pixel_values`` is uint8, not yet rescaled and normalised: a quarter of the bytes to move between
-        processes and to the device; :meth:`encode_prepared_images` rescales and normalises it there."""
+        they are rescaled and normalised in torch (one multiply-add, cheaper than the processor's own); for a
+        teacher on a GPU ``pixel_values`` stays uint8, a quarter of the bytes to move between processes and to
+        the device, and :meth:`encode_prepared_images` rescales it there."""
         images = super().prepare_images(images)
         processor = self.image_processor
         if self._pixels_as_uint8 is not False and getattr(processor, "do_rescale", False):
@@ -219,7 +220,10 @@ class DualEncoderTeacher(Teacher):
                         pixels.is_floating_point() and pixels.numel() and pixels.min() >= 0 and pixels.max() <= 255
                         and torch.equal(pixels, pixels.round())))
             if self._pixels_as_uint8:
-                out = dict(out, pixel_values=pixels.to(torch.uint8))
+                pixels = pixels.to(torch.uint8)
+                if self.device.type == "cpu":  # a CPU forward: rescale here, off the process that runs it
+                    pixels = self._rescaled(pixels)
+                out = dict(out, pixel_values=pixels)
                 return {k: v for k, v in out.items() if torch.is_tensor(v)}
         # SigLIP2's processor also returns pixel_attention_mask and spatial_shapes: pass everything through
         return {k: v for k, v in processor(images=images, return_tensors="pt").items() if torch.is_tensor(v)}
@@ -227,13 +231,15 @@ class DualEncoderTeacher(Teacher):
     def _rescaled(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels (see :meth:`prepare_images`) rescaled and normalised as the image processor would."""
         processor = self.image_processor
-        x = pixels.to(self.device, non_blocking=True).float() * float(processor.rescale_factor)
-        if getattr(processor, "do_normalize", False):
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            mean = torch.as_tensor(processor.image_mean, dtype=torch.float32, device=x.device).reshape(shape)
-            std = torch.as_tensor(processor.image_std, dtype=torch.float32, device=x.device).reshape(shape)
-            x = (x - mean) / std
-        return x
+        x = pixels.to(self.device, non_blocking=True).float()
+        scale = torch.full((x.shape[1],), float(processor.rescale_factor), device=x.device)
+        shift = torch.zeros_like(scale)
+        if getattr(processor, "do_normalize", False):  # (x * r - mean) / std as one multiply-add
+            std = torch.as_tensor(processor.image_std, dtype=torch.float32, device=x.device)
+            scale, shift = scale / std, -torch.as_tensor(processor.image_mean, dtype=torch.float32,
+                                                         device=x.device) / std
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x.mul_(scale.reshape(shape)).add_(shift.reshape(shape))
 
     @torch.no_grad()
     def encode_prepared_images(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -180,11 +180,16 @@ def test_precompute_names_a_corrupt_image_from_a_worker(toy_dataset, teacher):
         precompute_teacher_embeddings(data, teacher, anchor="image", batch_size=16, prepare_workers=2)
 
 
-def test_workers_send_uint8_pixels_normalised_where_the_forward_runs(teacher):
+def test_pixels_rescaled_in_torch_equal_the_processors(teacher, monkeypatch):
     images = _images(4)
-    prepared = teacher.prepare_images(images)
-    assert prepared["pixel_values"].dtype == torch.uint8  # a quarter of the bytes between processes
     full = teacher.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    assert torch.allclose(teacher._rescaled(prepared["pixel_values"]), full, atol=1e-6)
-    assert torch.allclose(teacher.encode_prepared_images(prepared),
+    prepared = teacher.prepare_images(images)  # a CPU teacher: rescaled in the preparing process
+    assert prepared["pixel_values"].dtype == torch.float32
+    assert torch.allclose(prepared["pixel_values"], full, atol=1e-6)
+    monkeypatch.setattr(type(teacher), "device", property(lambda self: torch.device("meta")))
+    raw = teacher.prepare_images(images)["pixel_values"]  # a GPU teacher's: uint8, a quarter of the bytes
+    monkeypatch.undo()
+    assert raw.dtype == torch.uint8
+    assert torch.allclose(teacher._rescaled(raw), full, atol=1e-6)
+    assert torch.allclose(teacher.encode_prepared_images({"pixel_values": raw}),
                           teacher.encode_prepared_images({"pixel_values": full}), atol=1e-5)
