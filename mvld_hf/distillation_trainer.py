@@ -21,24 +21,16 @@ from .checkpointing import (
     save_queue,
     write_checkpoint_manifest,
 )
-from .data import (
-    DistillationCollator,
-    NonFiniteEmbeddingError,
-    collator_columns_only,
-    has_distinct_rows,
-    no_distinct_anchors_message,
-    non_finite_rows,
-    zero_norm_error,
-    zero_norm_rows,
-)
+from .data import DistillationCollator, collator_columns_only
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
 from .lora import is_peft_model, merge_lora
 from .losses.registry import METHODS
 from .queue import EmbeddingQueue
 from .run_lock import lock_output_dir
+from .sampling import train_sampler, train_stream
 from .student_init import projection_init_mode, warm_start_projection
-from .trainer_checks import check_trainer_inputs, embedding_dim
+from .trainer_checks import check_trainer_inputs, checked_teacher_output, embedding_dim, without_negatives_message
 
 logger = logging.getLogger(__name__)
 
@@ -151,43 +143,17 @@ class DistillationTrainer(Trainer):
         return t, anchor
 
     def _checked(self, embeddings: torch.Tensor, rows, what: str) -> torch.Tensor:
-        """The teacher's in-step output, refused if a row is NaN/inf or the zero vector (one check per step, on
-        this slow path)."""
-
-        def described(i: int) -> str:
-            row = rows[i]
-            return f"{what} {row!r}" if isinstance(row, str) else f"{what} of position {i} of the batch"
-
-        bad = non_finite_rows(embeddings.detach())
-        if len(bad):
-            raise NonFiniteEmbeddingError(
-                f"the teacher's embedding of {described(int(bad[0]))} at step {self.state.global_step + 1} holds NaN "
-                "or infinite values; training on it would turn every weight into NaN. Drop that row, or check the "
-                "teacher (an fp16 overflow?)")
-        zero = zero_norm_rows(embeddings)
-        if len(zero):
-            raise zero_norm_error("teacher output", f"the teacher's embedding of {described(int(zero[0]))} at step "
-                                  f"{self.state.global_step + 1}", fix="Drop that row, or check the teacher")
-        return embeddings
+        """The teacher's in-step output, refused if a row is NaN/inf or zero (:func:`checked_teacher_output`)."""
+        return checked_teacher_output(embeddings, rows, what, self.state.global_step + 1)
 
     def _warn_without_negatives(self, a: torch.Tensor) -> None:
-        """Warn once when a training batch's anchors are all alike (and, for DR alone, the queue's too) under a
-        method that contrasts rows: that step's loss is constant. A [batch, dim] comparison; the queue is only
-        read on that rare path."""
-        if getattr(self, "_negatives_warned", False):
-            return
-        message = no_distinct_anchors_message(self.args.method_weights, self.state.global_step + 1)
-        if message is None:  # FD/ED only: nothing to warn about, never check again
-            self._negatives_warned = True
-            return
-        if has_distinct_rows(a):
-            return
-        in_batch = self.queue is None or any(not METHODS[m].uses_queue and not METHODS[m].mse_term
-                                             for m in self.args.method_weights)
-        if not in_batch and has_distinct_rows(a, self.queue.keys(device=a.device)):
-            return  # DR alone: the queue still holds other anchors
-        logger.warning(message)
-        self._negatives_warned = True
+        """Warn once when a training batch leaves its methods without negatives
+        (:func:`~mvld_hf.trainer_checks.without_negatives_message`)."""
+        if not getattr(self, "_negatives_warned", False):
+            message, done = without_negatives_message(a, self.args.method_weights, self.queue, self.state.global_step)
+            if message:
+                logger.warning(message)
+            self._negatives_warned = done
 
     def _student_embeddings(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -320,31 +286,15 @@ class DistillationTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         """``train_sampling_strategy="group_by_length"``: batches of captions of similar token length
-        (:mod:`mvld_hf.sampling`; the stock sampler needs pre-tokenized ``input_ids``). A stream has no
-        sampler: :meth:`get_train_dataloader` regroups it."""
-        import datasets
-
+        (:func:`~mvld_hf.sampling.train_sampler`); otherwise the Trainer's."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        if self.args.train_sampling_strategy == "group_by_length":
-            if isinstance(dataset, datasets.Dataset):
-                from .sampling import length_grouped_sampler
-
-                return length_grouped_sampler(dataset, self.processing_class, self.args, self.args.train_batch_size)
-            if isinstance(dataset, datasets.IterableDataset):
-                return None
-        return super()._get_train_sampler(train_dataset)
+        sampler = train_sampler(dataset, self.processing_class, self.args)
+        return super()._get_train_sampler(train_dataset) if sampler is NotImplemented else sampler
 
     def get_train_dataloader(self):
-        """The Trainer's; a stream with ``train_sampling_strategy="group_by_length"`` is first regrouped by
-        length within pools of batches (:func:`~mvld_hf.sampling.length_grouped_stream`)."""
-        import datasets
-
+        """The Trainer's, over a stream regrouped by length when asked (:func:`~mvld_hf.sampling.train_stream`)."""
         stream = self.train_dataset
-        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(stream, datasets.IterableDataset):
-            return super().get_train_dataloader()
-        from .sampling import length_grouped_stream
-
-        self.train_dataset = length_grouped_stream(stream, self.processing_class, self.args, self.args.train_batch_size)
+        self.train_dataset = train_stream(stream, self.processing_class, self.args)
         try:
             return super().get_train_dataloader()
         finally:

@@ -144,3 +144,27 @@ def _grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 
 def _reorder(rows: dict, order: np.ndarray) -> dict:
     return {key: [values[i] for i in order] for key, values in rows.items()}
+
+
+def train_sampler(dataset, tokenizer, args):
+    """The trainer's training sampler under ``args.train_sampling_strategy``: a :class:`LengthGroupedSampler` for
+    ``"group_by_length"`` on a map-style dataset, ``None`` for a stream (see :func:`train_stream`), and
+    ``NotImplemented`` where the Trainer's own sampler applies."""
+    import datasets
+
+    if args.train_sampling_strategy == "group_by_length":
+        if isinstance(dataset, datasets.Dataset):
+            return length_grouped_sampler(dataset, tokenizer, args, args.train_batch_size)
+        if isinstance(dataset, datasets.IterableDataset):
+            return None
+    return NotImplemented
+
+
+def train_stream(dataset, tokenizer, args):
+    """A stream regrouped by length within pools of batches under ``train_sampling_strategy="group_by_length"``
+    (:func:`length_grouped_stream`); any other dataset or strategy as it is."""
+    import datasets
+
+    if args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.IterableDataset):
+        return dataset
+    return length_grouped_stream(dataset, tokenizer, args, args.train_batch_size)

@@ -8,7 +8,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import DistillationCollator, check_dataset, is_iterable_dataset
+from .data import (
+    DistillationCollator,
+    NonFiniteEmbeddingError,
+    check_dataset,
+    has_distinct_rows,
+    is_iterable_dataset,
+    no_distinct_anchors_message,
+    non_finite_rows,
+    zero_norm_error,
+    zero_norm_rows,
+)
 from .distillation_config import DistillationArguments, _launched_processes
 from .encode import position_limit
 from .lora import apply_lora
@@ -145,3 +155,42 @@ def check_dimensions(model, teacher) -> None:
     if student_dim != teacher_dim:
         raise ValueError(f"the student projects to {student_dim} dims but teacher {teacher.name_or_path!r} "
                          f"embeds in {teacher_dim}: build the student with projection_dim={teacher_dim}")
+
+
+def checked_teacher_output(embeddings, rows, what: str, step: int):
+    """The teacher's in-step output (``[batch, dim]``), refused if a row is NaN/inf or the zero vector, naming the
+    row (its caption when ``rows`` holds strings) and the step. One check per step, on the slow path where the
+    teacher runs inside the training step."""
+
+    def described(i: int) -> str:
+        row = rows[i]
+        return f"{what} {row!r}" if isinstance(row, str) else f"{what} of position {i} of the batch"
+
+    bad = non_finite_rows(embeddings.detach())
+    if len(bad):
+        raise NonFiniteEmbeddingError(
+            f"the teacher's embedding of {described(int(bad[0]))} at step {step} holds NaN or infinite values; "
+            "training on it would turn every weight into NaN. Drop that row, or check the teacher (an fp16 overflow?)")
+    zero = zero_norm_rows(embeddings)
+    if len(zero):
+        raise zero_norm_error("teacher output", f"the teacher's embedding of {described(int(zero[0]))} at step {step}",
+                              fix="Drop that row, or check the teacher")
+    return embeddings
+
+
+def without_negatives_message(anchors, method_weights: dict, queue, global_step: int) -> tuple[str | None, bool]:
+    """(warning, done): the warning when a training batch's anchors are all alike (and, for DR alone, the queue's
+    too) under a method that contrasts rows, so that step's loss is constant; ``done`` says no later batch needs
+    checking (the warning was given, or the methods are FD/ED only). A [batch, dim] comparison; the queue is only
+    read on the rare alike path."""
+    from .losses.registry import METHODS
+
+    message = no_distinct_anchors_message(method_weights, global_step + 1)
+    if message is None:  # FD/ED only: nothing to warn about, never check again
+        return None, True
+    if has_distinct_rows(anchors):
+        return None, False
+    in_batch = queue is None or any(not METHODS[m].uses_queue and not METHODS[m].mse_term for m in method_weights)
+    if not in_batch and has_distinct_rows(anchors, queue.keys(device=anchors.device)):
+        return None, False  # DR alone: the queue still holds other anchors
+    return message, True
