@@ -10,7 +10,9 @@ folder is missing. Parallel text (``--data``):
   caption in one of ``--languages`` with its English original; the teacher embeds the English.
 - ``django``: **human** translations, built at run time from the gettext catalogs of an installed package
   (``--catalog-package django``: ``<package>/**/locale/<lang>/LC_MESSAGES/*.po``, e.g. Django's core and
-  contrib catalogs; ``pip install django``; nothing is copied into the repository). Kept: entries whose English
+  contrib catalogs; ``pip install django``; nothing is copied into the repository; several packages
+  comma-separated, e.g. ``django,weblate,wagtail,allauth`` after ``pip install --no-deps weblate wagtail
+  django-allauth``: ~12,900 training pairs in de/fr/zh_Hans/ja). Kept: entries whose English
   ``msgid`` has at least ``--min-words`` words and whose ``msgstr`` is non-empty and not fuzzy; the test set is a
   ``--test-fraction`` of the English sources translated in *every* selected language (held out from training in
   all of them), so every language is evaluated on the same sentences. Language codes are the catalogs'
@@ -79,7 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--data", choices=["world", "django"], default="world",
                    help="world: the offline world's synthetic captions; django: human translations from an "
                         "installed package's gettext catalogs (see --catalog-package)")
-    p.add_argument("--catalog-package", default="django", help="installed package whose locale/*.po are read")
+    p.add_argument("--catalog-package", default="django",
+                   help="installed package(s) whose locale/*.po are read, comma-separated, e.g. "
+                        "django,weblate,wagtail,allauth (the earlier package's translation of a msgid wins)")
     p.add_argument("--min-words", type=int, default=3, help="--data django: keep msgids of at least this many words")
     p.add_argument("--test-fraction", type=float, default=0.3,
                    help="--data django: share of the English sources translated in every language held out")
@@ -234,8 +238,9 @@ def load_catalog_data(args, languages):
     from datasets import Dataset
 
     pairs = {}
+    packages = [x.strip() for x in args.catalog_package.split(",") if x.strip()]
     for lang in languages:
-        files = catalog_files(args.catalog_package, lang)
+        files = [path for package in packages for path in catalog_files(package, lang)]
         if not files:
             raise SystemExit(f"{args.catalog_package} has no catalogs for language {lang!r} "
                              "(codes are its locale folder names, e.g. zh_Hans)")

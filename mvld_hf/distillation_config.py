@@ -70,8 +70,9 @@ class DistillationArguments(TrainingArguments):
 
     method: str = field(
         default="dr",
-        metadata={"help": "Distillation objective(s): one of fd, ed, sd, mcl, dr, or a weighted combination such "
-                          "as 'dr+fd' or 'dr:1.0,ed:0.5,fd:0.5'."},
+        metadata={"help": "Distillation objective(s): one of the paper's fd, ed, sd, mcl, dr, mvld_hf's own "
+                          "candidates drg (DR + a cosine geometry term) and drb (DR in both directions), or a "
+                          "weighted combination such as 'dr+fd' or 'dr:1.0,ed:0.5,fd:0.5'."},
     )
     anchor: str = field(
         default="text",

@@ -78,6 +78,17 @@ def test_fields_have_help(tmp_path):
             assert f.metadata.get("help"), f.name
 
 
+def test_method_help_names_every_registered_method():
+    import dataclasses
+    import re
+
+    from mvld_hf.losses.registry import METHODS
+
+    help_text = next(f for f in dataclasses.fields(DistillationArguments) if f.name == "method").metadata["help"]
+    named = set(re.findall(r"\b[a-z]+\b", help_text))
+    assert set(METHODS) <= named, f"--method help misses {sorted(set(METHODS) - named)}"
+
+
 def test_a_batch_of_one_is_fine_for_methods_with_other_negatives(tmp_path):
     # FD/ED compare each row with its own anchor; DR's negatives are the queue's earlier anchors
     for method in ("fd", "ed", "dr"):

@@ -59,7 +59,7 @@ class MethodSpec:
         arguments: ``loss`` keyword -> the ``DistillationArguments`` field it comes from.
         citation: BibTeX of the paper the method is taken from (``None``: mvld_hf's own, not from a paper).
         mse_term: the loss is an MSE to the anchors (FD, ED): ``projection_init="auto"`` starts a
-            from-scratch student's outputs at the anchors' mean (see ``DistillationTrainer.projection_init_mode``).
+            from-scratch student's outputs at the anchors' mean (see ``mvld_hf.student_init.projection_init_mode``).
     """
 
     code: str

@@ -93,6 +93,31 @@ def test_catalog_pairs_keep_translated_sentences_of_several_words():
     assert "Jan." in bench.catalog_pairs([PO_DE], min_words=1)
 
 
+def test_catalogs_of_several_packages_are_read_together(tmp_path, monkeypatch):
+    """``--catalog-package django,weblate``: both packages' .po files feed each language; a msgid both translate
+    keeps the first package's translation."""
+    bench = load_benchmark("bench_real_models")
+
+    def po(entries):
+        return "".join(f'msgid "{en}"\nmsgstr "{tr}"\n\n' for en, tr in entries)
+
+    files = {}
+    for package, entries in {"first": [("Enter a valid date.", "Erstes Datum.")],
+                             "second": [("Enter a valid date.", "Zweites Datum."),
+                                        ("The file could not be saved.", "Nicht gespeichert.")]}.items():
+        path = tmp_path / package / "locale" / "de" / "LC_MESSAGES" / "django.po"
+        path.parent.mkdir(parents=True)
+        path.write_text(po(entries), encoding="utf-8")
+        files[package] = [str(path)]
+    monkeypatch.setattr(bench, "catalog_files", lambda package, language: files[package])
+    args = bench.parse_args(["--data", "django", "--catalog-package", "first, second", "--test-fraction", "0",
+                             "--steps", "10", "--batch-size", "4"])
+    languages, train, test = bench.load_catalog_data(args, ["de"])
+    got = {row["english"]: row["caption"] for row in train}
+    assert got == {"Enter a valid date.": "Erstes Datum.", "The file could not be saved.": "Nicht gespeichert."}
+    assert languages == ["de"] and len(test) == 0
+
+
 def test_parallel_corpus_holds_out_sources_shared_by_every_language():
     bench = load_benchmark("bench_real_models")
     shared = {f"shared sentence number {i}": i for i in range(10)}
