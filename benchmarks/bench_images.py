@@ -37,6 +37,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import cpu_seconds, sync  # noqa: E402
 
 
 def make_jpegs(n: int, width: int, height: int, seed: int = 0) -> list[bytes]:
@@ -101,19 +104,6 @@ def build_teacher(size: str, device, dtype):
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]")
     return DualEncoderTeacher(model, tokenizer, processor, name_or_path=f"random-clip-{size}")
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (DataLoader workers), user + system."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None):

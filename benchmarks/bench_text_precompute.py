@@ -38,6 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 
+from timing import cpu_seconds, sync  # noqa: E402
+
 
 def build_text_teacher(size: str, tokenizer, device, dtype):
     from transformers import CLIPConfig, CLIPModel
@@ -59,19 +61,6 @@ def build_text_teacher(size: str, tokenizer, device, dtype):
     with torch.device(device):
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection))
     return DualEncoderTeacher(model.to(dtype=dtype), tokenizer, None, name_or_path=f"random-clip-{size}")
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (DataLoader workers), user + system."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None):
