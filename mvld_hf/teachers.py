@@ -221,7 +221,9 @@ class DualEncoderTeacher(Teacher):
                         and torch.equal(pixels, pixels.round())))
             if self._pixels_as_uint8:
                 pixels = pixels.to(torch.uint8)
-                if self.device.type == "cpu":  # a CPU forward: rescale here, off the process that runs it
+                # a CPU forward called here: rescale now; from a DataLoader worker, uint8 crosses to the process
+                # that runs the forward (a quarter of the shared-memory bytes) and is rescaled there
+                if self.device.type == "cpu" and torch.utils.data.get_worker_info() is None:
                     pixels = self._rescaled(pixels)
                 out = dict(out, pixel_values=pixels)
                 return {k: v for k, v in out.items() if torch.is_tensor(v)}
