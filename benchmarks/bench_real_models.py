@@ -46,6 +46,7 @@ spread ~1). Results: ``benchmarks/RESULTS_real_models.md``.
     python benchmarks/bench_real_models.py --runs zero,fd,fd-noinit --steps 20 --batch-size 16
     python benchmarks/bench_real_models.py --lr fd=1e-4,dr=5e-4              # per-run learning rates
     python benchmarks/bench_real_models.py --data django --languages de,fr,zh_Hans,ja --seeds 0,1,2
+    python benchmarks/bench_real_models.py --merge dr-s0.json dr-s1.json fd-s0.json --output all.json  # one table
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="comma-separated training seeds, e.g. 0,1,2 (default: --seed)")
     p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="no training: combine earlier --output files (one run or seed per process) into one "
+                        "results file (--output) and print its table; a run's seeds from several files are "
+                        "summarised together, a run under other overrides is named RUN[FIELD=VALUE]")
     return p.parse_args(argv)
 
 
@@ -429,6 +434,17 @@ def diagnostics(student_dir: str, evaluator, languages, max_length: int) -> dict
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        parts = []
+        for path in args.merge:
+            with open(path, encoding="utf-8") as f:
+                parts.append(json.load(f))
+        results = merge_results(parts)
+        if args.output:
+            with open(args.output, "w") as f:
+                json.dump(results, f, indent=1, default=str)
+        print(format_markdown(results, list(results["meta"]["eval_rows"])))
+        return results
     if args.languages is None:
         args.languages = "de,fr,zh_Hans,ja" if args.data == "django" else "de,fr,zh,ru"
     import torch
@@ -507,6 +523,38 @@ def summarize(lr: float, per_seed: dict) -> dict:
            for g in tables[0]}
     return {"lr": lr, "train_seconds": round(statistics.fmean(r["train_seconds"] for r in per_seed.values()), 1),
             "table": mean, "std": std, "seeds": per_seed}
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One results dict from several ``--output`` files of the same data: every run's seeds gathered (a seed
+    found twice is refused) and summarised again; a part run with ``--set`` overrides names its runs
+    ``run[field=value]``; the parts' commands kept under ``meta["commands"]``."""
+    if not parts:
+        raise SystemExit("--merge needs at least one results file")
+    data_keys = ("data", "teacher", "train_rows", "eval_rows", "steps", "batch_size")
+    first = parts[0]["meta"]
+    for part in parts[1:]:
+        differs = [k for k in data_keys if part["meta"].get(k) != first.get(k)]
+        if differs:
+            raise SystemExit(f"--merge: {part['meta'].get('command')!r} differs from the first file in {differs}")
+    seeds: dict[str, dict] = {}
+    lrs: dict[str, float] = {}
+    for part in parts:
+        tag = ",".join(f"{k}={v}" for k, v in sorted(part["meta"].get("overrides", {}).items()))
+        for run, result in part["runs"].items():
+            name = f"{run}[{tag}]" if tag else run
+            if name in lrs and lrs[name] != result["lr"]:
+                name = f"{name}@lr={result['lr']:g}"
+            lrs[name] = result["lr"]
+            for seed, per in result["seeds"].items():
+                if str(seed) in seeds.setdefault(name, {}):
+                    raise SystemExit(f"--merge: run {name!r} seed {seed} is in two files")
+                seeds[name][str(seed)] = per
+    meta = {k: v for k, v in first.items() if k not in ("command", "seeds", "overrides", "machine")}
+    meta["commands"] = [part["meta"].get("command") for part in parts]
+    meta["machines"] = sorted({part["meta"].get("machine", "") for part in parts})
+    runs = {name: summarize(lrs[name], dict(sorted(per.items()))) for name, per in seeds.items()}
+    return {"meta": meta, "diagnostics": first.get("diagnostics"), "runs": runs}
 
 
 def format_markdown(results: dict, languages: list[str]) -> str:

@@ -169,3 +169,25 @@ def test_gradient_cosines_compare_each_term_with_dr(tokenizer):
     s = torch.randn(4, 8)
     g = bench.embedding_gradient(lambda s, a, q: (s * a).sum(), s, torch.ones(4, 8), None)
     assert torch.equal(g, torch.ones(32))
+
+
+def test_merge_gathers_seeds_of_a_run_from_several_files_and_names_override_runs():
+    bench = load_benchmark("bench_real_models")
+
+    def part(run, seed, acc, overrides=None, steps=10):
+        table = {g: {"s2t_acc": acc, "t2s_acc": acc, "cosine": 0.5, "spread": 0.2, "teacher_spread": 0.1}
+                 for g in ("de", "mean")}
+        meta = {"command": f"--runs {run} --seeds {seed}", "data": "django", "teacher": "t", "train_rows": 64,
+                "eval_rows": {"de": 10}, "steps": steps, "batch_size": 8, "overrides": overrides or {}}
+        return {"meta": meta, "runs": {run: bench.summarize(5e-5, {seed: {"train_seconds": 1, "table": table}})}}
+
+    merged = bench.merge_results([part("dr", 0, 0.8), part("dr", 1, 0.9), part("fd", 0, 0.7),
+                                  part("dr", 0, 0.6, {"train_sampling_strategy": "group_by_length"})])
+    assert list(merged["runs"]) == ["dr", "fd", "dr[train_sampling_strategy=group_by_length]"]
+    assert abs(merged["runs"]["dr"]["table"]["mean"]["s2t_acc"] - 0.85) < 1e-12
+    assert set(merged["runs"]["dr"]["seeds"]) == {"0", "1"} and len(merged["meta"]["commands"]) == 4
+    assert "| dr | 5e-05 | 0.850 ± 0.071 |" in bench.format_markdown(merged, ["de"])
+    with pytest.raises(SystemExit, match="seed 0 is in two files"):
+        bench.merge_results([part("dr", 0, 0.8), part("dr", 0, 0.9)])
+    with pytest.raises(SystemExit, match=r"differs from the first file in \['steps'\]"):
+        bench.merge_results([part("dr", 0, 0.8), part("dr", 1, 0.9, steps=20)])
