@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Copy a finished study into the docs: its results JSON, its plots, and its findings and tables into
-docs/study.md (between ``<!-- study-results:start -->`` and ``<!-- study-results:end -->``).
+docs/study.md (between ``<!-- study-results:start -->`` and ``<!-- study-results:end -->`` for the offline
+study, ``<!-- study-results:NAME:start -->`` ... ``:end -->`` for any other study NAME). A study with
+combinations or candidate objectives also gets their table against the best single method of each metric.
 
     python docs/make_study_doc.py outputs/study/offline                 # copy + rewrite docs/study.md
     python docs/make_study_doc.py outputs/study/offline --check         # exit 1 if docs/study.md differs
+    python docs/make_study_doc.py outputs/study/unified-reduced         # the issue-25 block
 
 The block is recomputed with :mod:`mvld_hf.study` from the copied ``study_results.json``
 (``docs/results/study_<name>.json``), so what the doc says is what the committed JSON gives;
@@ -23,24 +26,48 @@ ROOT = Path(__file__).resolve().parent.parent
 PLOTS = ("heatmap_t2i_R@1.png", "retrieval_vs_vqa.png", "bars_mrr.png")
 
 
-def render(results: dict, plot_dir: str) -> str:
-    """The generated part of docs/study.md: cell count and time, findings, tables, plot links."""
-    from mvld_hf.study import compute_findings, format_findings, format_tables
+def markers(name: str) -> tuple[str, str]:
+    """The block markers of study ``name`` in docs/study.md (the offline study keeps the unnamed ones)."""
+    if name == "offline":
+        return START, END
+    return f"<!-- study-results:{name}:start -->", f"<!-- study-results:{name}:end -->"
+
+
+def render(results: dict, plot_dir: str, plots: tuple[str, ...] = PLOTS) -> str:
+    """The generated part of docs/study.md: cell count and time, findings, tables, plot links; for a study with
+    combinations or candidates, their reading against the best single method."""
+    from mvld_hf.study import (
+        against_best_single,
+        compute_findings,
+        format_against_best_single,
+        format_findings,
+        format_tables,
+    )
 
     cells = [c for c in results["cells"] if c.get("metrics")]
     minutes = sum(c.get("wall_s") or 0 for c in results["cells"]) / 60
     lines = [f"{len(cells)} of {len(results['cells'])} cells finished; their wall times add up to "
-             f"{minutes:.0f} min (each cell's `wall_s` in the JSON).\n",
-             "### Findings\n", format_findings(compute_findings(cells)), "### Tables\n", format_tables(cells),
-             "### Plots\n", *[f"![{name}]({plot_dir}/{name.replace('@', '%40')})\n" for name in PLOTS]]
+             f"{minutes:.0f} min (each cell's `wall_s` in the JSON).\n"]
+    if results.get("name") != "offline":
+        try:
+            rows = against_best_single(cells)
+        except ValueError:  # several setting groups (the offline study): its findings compare them instead
+            rows = []
+        if rows:
+            lines += ["### Against the best single method (mean ± std over seeds, %; difference in points and "
+                      "its verdict against the larger seed spread)\n", format_against_best_single(rows)]
+    lines += ["### Findings\n", format_findings(compute_findings(cells)), "### Tables\n", format_tables(cells)]
+    if plots:
+        lines += ["### Plots\n", *[f"![{name}]({plot_dir}/{name.replace('@', '%40')})\n" for name in plots]]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_block(text: str, block: str) -> str:
-    if START not in text or END not in text:
-        raise SystemExit(f"docs/study.md has no {START} ... {END} block")
-    head, rest = text.split(START, 1)
-    return head + START + "\n" + block + END + rest.split(END, 1)[1]
+def replace_block(text: str, block: str, name: str = "offline") -> str:
+    start, end = markers(name)
+    if start not in text or end not in text:
+        raise SystemExit(f"docs/study.md has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + block + end + rest.split(end, 1)[1]
 
 
 def main(argv=None) -> int:
@@ -54,7 +81,8 @@ def main(argv=None) -> int:
     name = results.get("name") or study.name
     plot_dir = f"study/{name}"
     doc = Path(args.doc)
-    new = replace_block(doc.read_text(encoding="utf-8"), render(results, plot_dir))
+    plots = tuple(p for p in PLOTS if (study / p).is_file() or (doc.parent / plot_dir / p).is_file())
+    new = replace_block(doc.read_text(encoding="utf-8"), render(results, plot_dir, plots), name)
     if args.check:
         same = new == doc.read_text(encoding="utf-8")
         print("docs/study.md is up to date" if same else "docs/study.md differs from the study's results")

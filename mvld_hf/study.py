@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Cell", "compute_findings", "expand_grid", "load_spec", "run_study", "cell_metrics", "verdict",
-           "write_report", "SETTING_DEFAULTS"]
+__all__ = ["Cell", "against_best_single", "compute_findings", "expand_grid", "load_spec", "run_study",
+           "cell_metrics", "verdict", "write_report", "SETTING_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -622,6 +622,68 @@ def format_tables(cells: list[dict]) -> str:
                                                       for lang in langs) + " |")
         parts += [f"\n### {title} per language (%)\n", "\n".join(rows)]
     return "\n".join(parts) + "\n"
+
+
+#: the paper's single methods, against which a combination or a candidate objective is read
+SINGLE_METHODS = ("fd", "ed", "sd", "mcl", "dr")
+#: what "best at retrieval and VQA" reads: (label, metric key)
+UNIFIED_METRICS = (("MRR@10", "t2i_MRR@10_mean"), ("T2I R@1", "t2i_R@1_mean"), ("VQA acc", "vqa_mean"))
+
+
+def against_best_single(cells: list[dict], metrics: Sequence[tuple[str, str]] = UNIFIED_METRICS,
+                        singles: Sequence[str] = SINGLE_METHODS) -> list[dict]:
+    """Every non-single method of ``cells`` (combinations, candidate objectives) against the best single method
+    of each metric (the highest mean over seeds). ``cells`` must differ only in method and seed (one study row).
+
+    Returns one dict per (method, metric): ``method``, ``metric``, ``mean``/``std`` over its seeds, ``best``
+    (the best single method's code) with ``best_mean``/``best_std``, ``difference`` (method - best) and
+    ``verdict``: :func:`verdict` of the difference against the larger of the two seed spreads (``holds``:
+    above the best single method beyond the spread)."""
+    by_method: dict[str, list[dict]] = {}
+    for cell in cells:
+        if cell.get("metrics"):
+            by_method.setdefault(setting(cell, "method"), []).append(cell)
+    contexts = {_context(c, {"method"}) for group in by_method.values() for c in group}
+    if len(contexts) > 1:
+        raise ValueError(f"against_best_single compares cells that differ only in method and seed, got "
+                         f"{len(contexts)} setting groups")
+    rows = []
+    for label, key in metrics:
+        stats = {m: _mean_std(group, key) for m, group in by_method.items()}
+        measured_singles = [m for m in singles if stats.get(m, (None,))[0] is not None]
+        if not measured_singles:
+            continue
+        best = max(measured_singles, key=lambda m: stats[m][0])
+        best_mean, best_std, _ = stats[best]
+        for method, (mean, std, _) in stats.items():
+            if method in singles or mean is None:
+                continue
+            spreads = [x for x in (std, best_std) if x is not None]
+            difference = mean - best_mean
+            rows.append({"method": method, "metric": label, "mean": mean, "std": std, "best": best,
+                         "best_mean": best_mean, "best_std": best_std, "difference": difference,
+                         "verdict": verdict(difference, max(spreads) if spreads else None)})
+    return rows
+
+
+def format_against_best_single(rows: list[dict]) -> str:
+    """Markdown of :func:`against_best_single`: one row per method, one column per metric."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    table = {(r["method"], r["metric"]): r for r in rows}
+    lines = ["| method | " + " | ".join(f"{m}: vs best single" for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    best = {r["metric"]: r for r in rows}
+    lines.append("| *best single method* | " + " | ".join(
+        f"{best[m]['best'].upper()} {_fmt(best[m]['best_mean'], best[m]['best_std'])}" for m in metrics) + " |")
+    for method in methods:
+        cells = []
+        for m in metrics:
+            r = table.get((method, m))
+            cells.append("–" if r is None else
+                         f"{_fmt(r['mean'], r['std'])} ({100 * r['difference']:+.1f}: {r['verdict']})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def format_findings(findings: list[dict]) -> str:

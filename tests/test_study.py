@@ -255,6 +255,30 @@ def test_findings_on_made_up_cells():
     assert _by_claim(compute_findings(unmatched), "ED answers VQA")["verdict"] == "not measured"
 
 
+def test_against_best_single_reads_each_metric_against_its_own_best_single_method():
+    from mvld_hf.study import against_best_single, format_against_best_single
+
+    cells = []
+    for seed, jitter in enumerate((0.0, 0.01, -0.01)):
+        cells += [_cell({"t2i_MRR@10_mean": 0.70 + jitter, "vqa_mean": 0.40 + jitter}, seed, method="dr"),
+                  _cell({"t2i_MRR@10_mean": 0.60 + jitter, "vqa_mean": 0.50 + jitter}, seed, method="ed"),
+                  # the candidate: level with DR on MRR, above ED's VQA beyond the spread
+                  _cell({"t2i_MRR@10_mean": 0.705 + jitter, "vqa_mean": 0.55 + 2 * jitter}, seed, method="drg"),
+                  _cell({"t2i_MRR@10_mean": 0.65 + jitter, "vqa_mean": 0.45 + jitter}, seed, method="dr+fd")]
+    metrics = (("MRR@10", "t2i_MRR@10_mean"), ("VQA acc", "vqa_mean"))
+    rows = {(r["method"], r["metric"]): r for r in against_best_single(cells, metrics)}
+    assert rows["drg", "MRR@10"]["best"] == "dr" and rows["drg", "VQA acc"]["best"] == "ed"
+    assert rows["drg", "MRR@10"]["verdict"] == "within noise"  # +0.005 against a spread of 0.01
+    assert rows["drg", "VQA acc"]["verdict"] == "holds" and abs(rows["drg", "VQA acc"]["difference"] - 0.05) < 1e-9
+    assert rows["dr+fd", "MRR@10"]["verdict"] == rows["dr+fd", "VQA acc"]["verdict"] == "does not hold"
+    assert ("dr", "MRR@10") not in rows  # single methods are the reference, not rows
+    text = format_against_best_single(list(rows.values()))
+    assert "| *best single method* | DR 70.0 ± 1.0 | ED 50.0 ± 1.0 |" in text
+    assert "| drg | 70.5 ± 1.0 (+0.5: within noise) | 55.0 ± 2.0 (+5.0: holds) |" in text
+    with pytest.raises(ValueError, match="differ only in method and seed"):
+        against_best_single([*cells, _cell({"t2i_MRR@10_mean": 0.3}, 0, method="dr", anchor="image")], metrics)
+
+
 def test_variant_labels_leave_out_evaluation_settings_and_a_pretrained_students_recipe():
     cells = [_cell({}, method="dr"), _cell({}, method="dr", anchor="image", eval_vqa=False),
              _cell({}, method="dr", learning_rate=1e-3),

@@ -46,3 +46,31 @@ def test_block_replacement_touches_only_the_block(script):
     assert script.replace_block(text, "new\n") == f"intro\n{script.START}\nnew\n{script.END}\nafter\n"
     with pytest.raises(SystemExit, match="no"):
         script.replace_block("no markers", "x")
+
+
+def _other_studies():
+    folder = os.path.join(ROOT, "docs", "results")
+    return sorted(n[len("study_"):-len(".json")] for n in os.listdir(folder)
+                  if n.startswith("study_") and n.endswith(".json") and n != "study_offline.json")
+
+
+@pytest.mark.parametrize("name", _other_studies())
+def test_every_other_committed_study_has_its_block(script, name):
+    """docs/results/study_NAME.json (e.g. unified-reduced, issue 25) is rendered in docs/study.md between its
+    own markers, with the table against the best single method when it holds combinations or candidates."""
+    with open(os.path.join(ROOT, "docs", "results", f"study_{name}.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    with open(os.path.join(ROOT, "docs", "study.md"), encoding="utf-8") as f:
+        doc = f.read()
+    plots = tuple(p for p in script.PLOTS if os.path.isfile(os.path.join(ROOT, "docs", "study", name, p)))
+    start, end = script.markers(name)
+    assert start + "\n" + script.render(results, f"study/{name}", plots) + end in doc
+    if {c["method"] for c in results["cells"]} - {"fd", "ed", "sd", "mcl", "dr"}:
+        assert "### Against the best single method" in doc.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_named_blocks_have_their_own_markers(script):
+    start, end = script.markers("u")
+    assert (start, end) == ("<!-- study-results:u:start -->", "<!-- study-results:u:end -->")
+    text = f"{script.START}\noffline\n{script.END}\n{start}\nold\n{end}\n"
+    assert script.replace_block(text, "new\n", "u") == f"{script.START}\noffline\n{script.END}\n{start}\nnew\n{end}\n"
