@@ -54,8 +54,9 @@ def render(results: dict, plot_dir: str, plots: tuple[str, ...] = PLOTS) -> str:
         except ValueError:  # several setting groups (the offline study): its findings compare them instead
             rows = []
         if rows:
-            lines += ["### Against the best single method (mean ± std over seeds, %; difference in points and "
-                      "its verdict against the larger seed spread)\n", format_against_best_single(rows)]
+            lines += ["### Against the best single method (mean ± std over seeds, %; the difference in points and "
+                      "the verdict on \"above the best single method\", against the larger seed spread)\n",
+                      format_against_best_single(rows)]
     lines += ["### Findings\n", format_findings(compute_findings(cells)), "### Tables\n", format_tables(cells)]
     if plots:
         lines += ["### Plots\n", *[f"![{name}]({plot_dir}/{name.replace('@', '%40')})\n" for name in plots]]
