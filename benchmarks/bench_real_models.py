@@ -528,7 +528,8 @@ def summarize(lr: float, per_seed: dict) -> dict:
 def merge_results(parts: list[dict]) -> dict:
     """One results dict from several ``--output`` files of the same data: every run's seeds gathered (a seed
     found twice is refused) and summarised again; a part run with ``--set`` overrides names its runs
-    ``run[field=value]``; the parts' commands kept under ``meta["commands"]``."""
+    ``run[field=value]``, a run at another learning rate than the first file holding it ``run@lr=LR``; the
+    parts' commands kept under ``meta["commands"]``."""
     if not parts:
         raise SystemExit("--merge needs at least one results file")
     data_keys = ("data", "teacher", "train_rows", "eval_rows", "steps", "batch_size")

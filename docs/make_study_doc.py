@@ -48,15 +48,14 @@ def render(results: dict, plot_dir: str, plots: tuple[str, ...] = PLOTS) -> str:
     minutes = sum(c.get("wall_s") or 0 for c in results["cells"]) / 60
     lines = [f"{len(cells)} of {len(results['cells'])} cells finished; their wall times add up to "
              f"{minutes:.0f} min (each cell's `wall_s` in the JSON).\n"]
-    if results.get("name") != "offline":
-        try:
-            rows = against_best_single(cells)
-        except ValueError:  # several setting groups (the offline study): its findings compare them instead
-            rows = []
-        if rows:
-            lines += ["### Against the best single method (mean ± std over seeds, %; the difference in points and "
-                      "the verdict on \"above the best single method\", against the larger seed spread)\n",
-                      format_against_best_single(rows)]
+    try:
+        rows = against_best_single(cells)
+    except ValueError:  # cells differing in more than method and seed (the offline study): findings compare them
+        rows = []
+    if rows:
+        lines += ["### Against the best single method (mean ± std over seeds, %; the difference in points and "
+                  "the verdict on \"above the best single method\", against the larger seed spread)\n",
+                  format_against_best_single(rows)]
     lines += ["### Findings\n", format_findings(compute_findings(cells)), "### Tables\n", format_tables(cells)]
     if plots:
         lines += ["### Plots\n", *[f"![{name}]({plot_dir}/{name.replace('@', '%40')})\n" for name in plots]]
