@@ -37,6 +37,9 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
         backbone_name_or_path: the pretrained checkpoint the backbone's weights came from (set by
             :meth:`MultilingualTextTower.from_backbone`); ``None`` for a backbone built from a config (random
             weights). ``projection_init="auto"`` warm-starts the projection only for a pretrained backbone.
+        kept_layers: the indices (in the pretrained checkpoint) of the transformer layers this student kept
+            (``from_backbone(..., keep_layers=...)``), in order; ``None`` when every layer was kept.
+        source_num_layers: how many layers the pretrained checkpoint had, when ``kept_layers`` is set.
 
     Example::
 
@@ -60,6 +63,8 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
     teacher_revision: str | None = None
     distillation_method: str | None = None
     backbone_name_or_path: str | None = None
+    kept_layers: list[int] | None = None
+    source_num_layers: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -144,21 +149,49 @@ class MultilingualTextTower(PreTrainedModel):
         projection_bias: bool = True,
         teacher_name_or_path: str | None = None,
         teacher_revision: str | None = None,
+        keep_layers: int | list[int] | tuple[int, ...] | None = None,
         **backbone_kwargs,
     ) -> MultilingualTextTower:
-        """Build a student from a pretrained text encoder (e.g. ``"xlm-roberta-base"``) with a fresh projection."""
+        """Build a student from a pretrained text encoder (e.g. ``"xlm-roberta-base"``) with a fresh projection.
+
+        ``keep_layers`` builds a smaller student from the same checkpoint by keeping only some of its
+        transformer layers (DistilBERT's initialisation kept every other layer of BERT): an int ``N`` keeps ``N``
+        evenly spaced layers, the first and the last included (12 layers, ``N=6``: 0, 2, 4, 7, 9, 11); a list
+        keeps those indices (increasing; negative ones count from the end). The backbone's config gets the new
+        layer count, so the student (and its export) is a plain model of that size; the kept indices are
+        recorded in ``config.kept_layers`` (and the model card). Works for any backbone whose layers sit in one
+        ``nn.ModuleList`` as long as the config's layer count (BERT, XLM-R, DistilBERT, MiniLM, ...).
+
+        Example::
+
+            >>> import tempfile
+            >>> from transformers import BertConfig, BertModel
+            >>> folder = tempfile.mkdtemp()
+            >>> BertModel(BertConfig(hidden_size=8, num_hidden_layers=4, num_attention_heads=2,
+            ...                      intermediate_size=8, vocab_size=20)).save_pretrained(folder)
+            >>> student = MultilingualTextTower.from_backbone(folder, projection_dim=3, keep_layers=2)
+            >>> student.config.kept_layers, student.config.backbone_config.num_hidden_layers
+            ([0, 3], 2)
+        """
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **backbone_kwargs)
+        weights = {k: v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
+        backbone_config, kept, total = backbone.config, None, None
+        if keep_layers is not None:
+            from .layer_keeping import keep_layers as _keep
+
+            backbone_config, weights, kept, total = _keep(backbone, weights, keep_layers)
         config = MultilingualTextTowerConfig(
-            backbone_config=backbone.config.to_dict(),
+            backbone_config=backbone_config.to_dict(),
             projection_dim=projection_dim,
             pooling=pooling,
             projection_bias=projection_bias,
             teacher_name_or_path=teacher_name_or_path,
             teacher_revision=teacher_revision,
             backbone_name_or_path=str(backbone_name_or_path),
+            kept_layers=kept,
+            source_num_layers=total,
         )
         model = cls(config)
-        weights = {k: v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
         missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
             raise RuntimeError(f"backbone weights did not fit: missing={missing} unexpected={unexpected}")
