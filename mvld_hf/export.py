@@ -93,6 +93,9 @@ class ExportResult:
     modalities: list | None = None
     #: the shipped formats with their measured quality and speed (:func:`mvld_hf.export_onnx.export_onnx_formats`)
     formats: dict | None = None
+    #: the pretrained backbone's layers the student kept (``from_backbone(keep_layers=...)``) and their number
+    kept_layers: list | None = None
+    source_num_layers: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -708,6 +711,7 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
         max_seq_length=max_seq_length, text_route_bytes=sizes["text"], image_route_bytes=sizes["image"],
         teacher_fp32_bytes=_fp32_bytes(loaded_teacher.model) if loaded_teacher is not None else None,
         modalities=modalities, formats=report,
+        kept_layers=getattr(config, "kept_layers", None), source_num_layers=getattr(config, "source_num_layers", None),
     )
 
 
@@ -732,6 +736,7 @@ def _annotate_config(output_dir: str, teacher: str | None, revision: str | None,
         "teacher_name_or_path": teacher,
         "teacher_revision": revision,
         "distillation_method": config.distillation_method,
+        "kept_layers": getattr(config, "kept_layers", None),
         "image_route": image_route,
         "modalities": modalities,
         "formats": formats,
