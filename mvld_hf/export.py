@@ -21,25 +21,38 @@ Embeddings are not normalised (as the student and teacher); the saved similarity
 
 The teacher id and revision are recorded in ``config_sentence_transformers.json`` under ``"mvld_hf"`` (and in
 the model card): an embedding space is only meaningful with its teacher.
+
+The parts live beside this module: :mod:`mvld_hf.student_loading` (the student from an object, folder, adapter
+or Hub id; also used by evaluation), :mod:`mvld_hf.export_modules` (the routes' modules and the probe checks)
+and :mod:`mvld_hf.export_staging` (the staging folder, its owner file and the final rename).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .data_utils import is_local_path
-from .encode import position_limit
-from .modeling_student import MultilingualTextTower, MultilingualTextTowerConfig, register_auto_classes
+from .export_modules import (
+    PROBE_TEXTS,
+    agree,
+    cpu_float_student,
+    fp32_bytes,
+    image_modules,
+    probe_images,
+    run_route,
+    text_modules,
+)
+from .export_staging import OWNER_FILE, check_output_dir, move_into_place, route_sizes, staging_dir
+from .modeling_student import MultilingualTextTower
+from .student_loading import NotAStudentError, load_student, load_student_tokenizer, text_length_limit
 from .teachers import DualEncoderTeacher, Teacher, TeacherCapabilityError, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -60,13 +73,6 @@ __all__ = [
 ST_REQUIREMENT = ">=6.2"
 #: default text truncation, the same as ``DistillationArguments.max_length`` and ``MultilingualTextTower.encode``
 DEFAULT_MAX_SEQ_LENGTH = 128
-_CALL_STATE_KEYS = ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "pad_token_type_id")
-_PROBE_TEXTS = ["a red circle left of a blue square", "ein roter Kreis links von einem blauen Quadrat",
-                "un cercle rouge", "x"]
-
-
-class NotAStudentError(ValueError):
-    """The checkpoint is not an mvld_hf student (``MultilingualTextTower``) nor a PEFT adapter on one."""
 
 
 @dataclass
@@ -101,112 +107,6 @@ class ExportResult:
         return asdict(self)
 
 
-# ------------------------------------------------------------------------------------------------ loading
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _unwrap(model):
-    """Strip DDP/compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def _merge_peft(model):
-    """A PEFT-wrapped model -> a merged copy of the base model (the caller's model is left untouched)."""
-    if not hasattr(model, "merge_and_unload"):
-        return model
-    return copy.deepcopy(model).merge_and_unload()
-
-
-def _check_is_student(model, where: str) -> MultilingualTextTower:
-    if not isinstance(model, MultilingualTextTower):
-        raise NotAStudentError(f"{where} is a {type(model).__name__}, not an mvld_hf MultilingualTextTower student")
-    return model
-
-
-def load_student(checkpoint, **kwargs) -> MultilingualTextTower:
-    """Return a plain :class:`MultilingualTextTower` from a model object or a checkpoint path / Hub id.
-
-    Accepts a ``MultilingualTextTower`` (returned as is), a PEFT-wrapped one (a merged copy is returned), a
-    folder written by ``save_pretrained`` / the Trainer, or a PEFT adapter folder (``adapter_config.json``
-    whose ``base_model_name_or_path`` is a saved student): the LoRA weights are merged with
-    ``merge_and_unload``. Raises :class:`NotAStudentError` for anything else (a plain BERT folder, a folder
-    without ``config.json``) and ``OSError`` when the checkpoint cannot be found.
-    """
-    if isinstance(checkpoint, nn.Module):
-        return _check_is_student(_merge_peft(_unwrap(checkpoint)), "the model")
-    checkpoint = os.fspath(checkpoint)
-    register_auto_classes()
-    if os.path.isdir(checkpoint):
-        if os.path.isfile(os.path.join(checkpoint, "adapter_config.json")):
-            return _load_adapter(checkpoint, **kwargs)
-        config = _read_json(os.path.join(checkpoint, "config.json"))
-        if config is None:
-            raise NotAStudentError(f"{checkpoint!r} is not an mvld_hf student: it has no readable config.json "
-                                   "(expected the folder written by MultilingualTextTower.save_pretrained)")
-        model_type = config.get("model_type")
-        if model_type != MultilingualTextTowerConfig.model_type:
-            raise NotAStudentError(
-                f"{checkpoint!r} is not an mvld_hf student: its config.json has model_type {model_type!r}, "
-                f"expected {MultilingualTextTowerConfig.model_type!r}")
-    elif os.path.exists(checkpoint):
-        raise NotAStudentError(f"{checkpoint!r} is a file; pass the checkpoint folder")
-    elif is_local_path(checkpoint):
-        raise OSError(f"checkpoint {checkpoint!r} not found: no such directory")
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(checkpoint, **kwargs)
-    except ValueError as err:  # unknown model_type
-        raise NotAStudentError(f"{checkpoint!r} is not an mvld_hf student: {err}") from err
-    except OSError as err:
-        raise OSError(f"checkpoint {checkpoint!r} not found locally or on the Hub: {err}") from err
-    if not isinstance(config, MultilingualTextTowerConfig):
-        raise NotAStudentError(f"{checkpoint!r} is not an mvld_hf student: it is a {config.model_type!r} model")
-    return MultilingualTextTower.from_pretrained(checkpoint, **kwargs)
-
-
-def _load_adapter(path: str, **kwargs) -> MultilingualTextTower:
-    from peft import PeftModel
-
-    adapter = _read_json(os.path.join(path, "adapter_config.json")) or {}
-    base = adapter.get("base_model_name_or_path")
-    if not base:
-        raise NotAStudentError(f"PEFT adapter {path!r} does not name its base model (base_model_name_or_path)")
-    try:
-        base_model = load_student(base, **kwargs)
-    except OSError as err:
-        raise OSError(f"base student {base!r} of PEFT adapter {path!r} not found: {err}") from err
-    return PeftModel.from_pretrained(base_model, path).merge_and_unload()
-
-
-def load_student_tokenizer(tokenizer=None, checkpoint=None):
-    """The student's tokenizer: an object (returned as is), a name/path, or ``None`` to read it from
-    ``checkpoint`` (the Trainer saves ``processing_class`` beside the weights)."""
-    if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    source = tokenizer if tokenizer is not None else checkpoint
-    if source is None or isinstance(source, nn.Module):
-        raise ValueError("pass the student's tokenizer (the model object does not carry one)")
-    try:
-        return AutoTokenizer.from_pretrained(os.fspath(source))
-    except (OSError, ValueError) as err:
-        raise OSError(f"could not load the student's tokenizer from {os.fspath(source)!r}: {err}. "
-                      "Pass tokenizer=... (or --tokenizer) explicitly") from err
-
-
 def _resolve_teacher(teacher, student_config, include_images: bool):
     """-> (Teacher or None, name, revision). Text-only exports never load the teacher."""
     revision = student_config.teacher_revision
@@ -223,205 +123,6 @@ def _resolve_teacher(teacher, student_config, include_images: bool):
     loaded = load_teacher(name, revision=revision)  # OSError naming the teacher when it cannot be found
     recorded = student_config.teacher_name_or_path or name
     return loaded, recorded, revision
-
-
-# --------------------------------------------------------------------------------------------- building
-def text_length_limit(model, tokenizer=None, requested: int | None = None) -> int | None:
-    """The longest text, in tokens with the special tokens, that the student can embed: ``requested`` (``None``:
-    no wish) capped by its position table (:func:`~mvld_hf.encode.position_limit`) and the tokenizer's
-    ``model_max_length``.
-
-    >>> from transformers import XLMRobertaConfig
-    >>> from mvld_hf import MultilingualTextTower, MultilingualTextTowerConfig
-    >>> backbone = XLMRobertaConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-    ...                             intermediate_size=8, max_position_embeddings=66, pad_token_id=1)
-    >>> student = MultilingualTextTower(MultilingualTextTowerConfig(backbone_config=backbone.to_dict(),
-    ...                                                             projection_dim=4))
-    >>> text_length_limit(student, None, 128)
-    64
-    """
-    limits = [limit] if (limit := position_limit(model)) is not None else []
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:  # "no limit" is a huge sentinel
-        limits.append(tokenizer_limit)
-    limit = min(limits) if limits else None
-    if requested is None or limit is None:
-        return limit if requested is None else requested
-    if requested > limit:
-        logger.info("max_seq_length %d exceeds what the student can embed (%d tokens: its position table / "
-                    "tokenizer); using %d", requested, limit, limit)
-    return min(requested, limit)
-
-
-def _cpu_float_student(student: MultilingualTextTower) -> MultilingualTextTower:
-    """The student itself if it is already float32 on the CPU, else a CPU float32 copy (the export is float32)."""
-    params = list(student.parameters())
-    if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
-        return student
-    copy_ = MultilingualTextTower(student.config)
-    copy_.load_state_dict({k: v.detach().float().cpu() for k, v in student.state_dict().items()})
-    return copy_
-
-
-def _save_backbone(student: MultilingualTextTower, tokenizer, path: str) -> None:
-    """The backbone as a plain transformers model of its own model_type (e.g. XLMRobertaModel).
-
-    The student drops BERT-style poolers (unused); they are saved as zeros so the plain model loads without
-    "newly initialized" weights. Sentence-transformers pools the token states, so the pooler is never used.
-    """
-    from transformers import AutoModel
-
-    backbone = AutoModel.from_config(copy.deepcopy(student.config.backbone_config))
-    missing, unexpected = backbone.load_state_dict(student.backbone.state_dict(), strict=False)
-    bad = [k for k in missing if not k.startswith("pooler.")]
-    if unexpected or bad:
-        raise RuntimeError(f"the student's backbone does not fit {type(backbone).__name__}: "
-                           f"missing={bad} unexpected={unexpected}")
-    with torch.no_grad():
-        for key in missing:
-            backbone.get_parameter(key).zero_()
-    backbone.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    _drop_call_state(path)
-
-
-def _drop_call_state(path: str) -> None:
-    """Forget the tokenizer's call-time truncation/padding state so the export does not depend on how the
-    tokenizer was used before.
-
-    transformers 5 saves the backend's last truncation/padding settings into tokenizer.json and, on loading,
-    turns them into tokenizer_config.json entries (``max_length``, ``stride``, ``truncation_strategy``, ...).
-    Sentence-transformers sets padding and truncation on every call (the limit is ``model_max_length``), so
-    they are dropped; a non-default ``padding_side``/``truncation_side`` ("left") is kept.
-    """
-    file = os.path.join(path, "tokenizer.json")
-    data = _read_json(file)
-    if data is not None and (data.get("truncation") is not None or data.get("padding") is not None):
-        data["truncation"] = data["padding"] = None
-        with open(file, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-    file = os.path.join(path, "tokenizer_config.json")
-    config = _read_json(file)
-    if config is None:
-        return
-    keep = {k: v for k, v in config.items() if k not in _CALL_STATE_KEYS
-            and not (k in ("padding_side", "truncation_side") and v == "right")}
-    if keep != config:
-        with open(file, "w", encoding="utf-8") as f:
-            json.dump(keep, f, indent=2, ensure_ascii=False, sort_keys=True)
-
-
-def _text_modules(student: MultilingualTextTower, tokenizer, work: str, max_seq_length: int | None) -> list:
-    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
-
-    path = os.path.join(work, "text")
-    _save_backbone(student, tokenizer, path)
-    transformer = Transformer(path, max_seq_length=max_seq_length)
-    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=student.config.pooling)
-    proj = student.projection
-    dense = Dense(proj.in_features, proj.out_features, bias=proj.bias is not None, activation_function=None,
-                  init_weight=proj.weight.detach().float().cpu().clone(),
-                  init_bias=None if proj.bias is None else proj.bias.detach().float().cpu().clone())
-    return [transformer, pooling, dense]
-
-
-def _vision_tower(model):
-    """(vision model, projection Linear or None) when the teacher's image side is ``vision_model`` [+
-    ``visual_projection``] and the vision model is what ``AutoModel`` builds for its config; else None."""
-    from transformers import PreTrainedModel
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-
-    vision = getattr(model, "vision_model", None)
-    if not isinstance(vision, PreTrainedModel):
-        return None
-    if MODEL_MAPPING_NAMES.get(getattr(vision.config, "model_type", None)) != type(vision).__name__:
-        return None
-    projection = getattr(model, "visual_projection", None)
-    if projection is not None and not isinstance(projection, nn.Linear):
-        return None
-    return vision, projection
-
-
-def _float32(module: nn.Module) -> nn.Module:
-    if all(p.dtype == torch.float32 and p.device.type == "cpu" for p in module.parameters()):
-        return module
-    return copy.deepcopy(module).float().cpu()
-
-
-def _image_modules(teacher: DualEncoderTeacher, work: str, lean: bool) -> tuple[list, str]:
-    from sentence_transformers.sentence_transformer.modules import Dense, Transformer
-
-    path = os.path.join(work, "image")
-    tower = _vision_tower(teacher.model) if lean else None
-    if tower is not None:
-        vision, projection = tower
-        _float32(vision).save_pretrained(path)
-        teacher.image_processor.save_pretrained(path)
-        modules = [Transformer(path, modality_config={"image": {"method": "forward",
-                                                                "method_output_name": "pooler_output"}},
-                               module_output_name="sentence_embedding")]
-        if projection is not None:
-            modules.append(Dense(projection.in_features, projection.out_features, bias=projection.bias is not None,
-                                 activation_function=None,
-                                 init_weight=projection.weight.detach().float().cpu().clone(),
-                                 init_bias=None if projection.bias is None
-                                 else projection.bias.detach().float().cpu().clone()))
-        return modules, "vision_tower"
-    _float32(teacher.model).save_pretrained(path)
-    teacher.image_processor.save_pretrained(path)
-    if teacher.tokenizer is not None:  # a composite processor (CLIPProcessor) wants its tokenizer beside it
-        teacher.tokenizer.save_pretrained(path)
-    transformer = Transformer(path, modality_config={"image": {"method": "get_image_features",
-                                                               "method_output_name": "pooler_output"}},
-                             module_output_name="sentence_embedding")
-    return [transformer], "full_teacher"
-
-
-def _probe_images(n: int = 3):
-    from PIL import Image
-
-    images = [Image.new("RGB", (64, 48), colour) for colour in ((220, 30, 30), (30, 30, 220))]
-    gradient = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
-    return (images + [gradient])[:n]
-
-
-def _agree(got: torch.Tensor, want: torch.Tensor) -> bool:
-    """Same embeddings up to float noise (loose enough for a half-precision teacher or student)."""
-    got, want = got.float().cpu(), want.float().cpu()
-    if got.shape != want.shape:
-        return False
-    cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
-    ratio = got.norm(dim=-1) / want.norm(dim=-1).clamp(min=1e-12)
-    return bool((cos > 0.999).all() and ((ratio - 1).abs() < 1e-2).all())
-
-
-def _encode(modules: list, inputs: list) -> torch.Tensor:
-    """Run an (unsaved) route on raw inputs the way SentenceTransformer.encode does."""
-    first = modules[0]
-    features = first.preprocess(inputs)
-    with torch.no_grad():
-        for module in modules:
-            features = module(features)
-    return features["sentence_embedding"]
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def route_sizes(folder) -> dict[str, int]:
-    """Bytes on disk of an exported folder: ``text`` and ``image`` routes, and ``total``."""
-    folder = Path(folder)
-    router = _read_json(str(folder / "router_config.json"))
-    sizes = {"text": 0, "image": 0, "total": _dir_bytes(folder)}
-    if router is None:  # text-only layout: everything but the card (and the ONNX files) is the text route
-        sizes["text"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()
-                            and f.name not in ("README.md", _OWNER_FILE)
-                            and f.relative_to(folder).parts[0] != "onnx")
-        return sizes
-    for route, module_ids in router["structure"].items():
-        sizes[route] = sizes.get(route, 0) + sum(_dir_bytes(folder / m) for m in module_ids)
-    return sizes
 
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -446,79 +147,6 @@ def find_eval_results(checkpoint) -> str | None:
     return path
 
 
-def _check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse a target that is a file, or a non-empty folder unless it is an earlier export and ``overwrite``."""
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{output_dir!r} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{output_dir!r} is not empty; pass overwrite=True (--overwrite) to replace an "
-                                  "earlier export")
-        if not (path / "modules.json").is_file():
-            raise FileExistsError(f"refusing to overwrite {output_dir!r}: it is not empty and holds no earlier "
-                                  "sentence-transformers export (no modules.json)")
-
-
-_OWNER_FILE = ".mvld_export_owner"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _remove_stale_staging(output_dir: str) -> list[str]:
-    """Remove the hidden ``.NAME.partial-*`` / ``.NAME.old-*`` folders that a killed export left next to
-    ``output_dir``: those whose owning process (recorded on this host) is gone. Returns what was removed."""
-    import socket
-
-    path = Path(output_dir).absolute()
-    if not path.parent.is_dir():
-        return []
-    removed = []
-    for leftover in path.parent.glob(f".{path.name}.*-*"):
-        if not leftover.is_dir() or not leftover.name.startswith((f".{path.name}.partial-", f".{path.name}.old-")):
-            continue
-        owner = _read_json(str(leftover / _OWNER_FILE)) or {}
-        pid, host = owner.get("pid"), owner.get("host")
-        if isinstance(pid, int) and host == socket.gethostname() and _process_alive(pid):
-            continue  # a live export is writing it
-        if not owner and leftover.name.startswith(f".{path.name}.partial-"):
-            import time
-
-            if time.time() - leftover.stat().st_mtime < 60:  # just created: its owner file may not be there yet
-                continue
-        shutil.rmtree(leftover, ignore_errors=True)
-        removed.append(str(leftover))
-    if removed:
-        logger.info("removed %d folder(s) left by an interrupted export: %s", len(removed), ", ".join(removed))
-    return removed
-
-
-def _staging_dir(output_dir: str) -> str:
-    """An empty hidden folder next to ``output_dir`` (same filesystem, so the final rename is atomic), with the
-    permissions of a folder made by ``mkdir`` (``mkdtemp`` makes 0700), and an owner file naming this process
-    so that a later export can tell a killed export's leftover from a live one."""
-    import socket
-
-    path = Path(output_dir).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(output_dir)
-    staging = tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
-    with open(os.path.join(staging, _OWNER_FILE), "w", encoding="utf-8") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-    return staging
-
-
 def _check_finite(model: MultilingualTextTower) -> None:
     """Refuse a student whose weights hold NaN/inf (a diverged run): say so, instead of a failed probe check."""
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -527,22 +155,6 @@ def _check_finite(model: MultilingualTextTower) -> None:
         raise ValueError(f"the student's weights are not finite: {len(bad)} of {total} tensors hold NaN or inf "
                          f"values (e.g. {bad[0]!r}); the run diverged or the checkpoint is damaged: export an "
                          "earlier checkpoint")
-
-
-def _move_into_place(staging: str, output_dir: str) -> None:
-    """Replace ``output_dir`` (absent, empty, or an earlier export already checked) by ``staging``."""
-    path = Path(output_dir)
-    old = None
-    if path.is_dir():
-        if any(path.iterdir()):
-            old = tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.absolute().parent)
-            os.rmdir(old)
-            os.replace(path, old)
-        else:
-            path.rmdir()
-    os.replace(staging, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_sentence_transformer(
@@ -630,8 +242,8 @@ def export_sentence_transformer(
 
     max_seq_length = text_length_limit(model, tokenizer, max_seq_length)
     output_dir = os.fspath(output_dir)
-    _check_output_dir(output_dir, overwrite)
-    staging = _staging_dir(output_dir)  # written completely, then renamed: a failed export leaves nothing
+    check_output_dir(output_dir, overwrite)
+    staging = staging_dir(output_dir)  # written completely, then renamed: a failed export leaves nothing
     try:
         onnx_kwargs = dict(formats=formats, check_pairs=check_pairs, int8_on_loss=int8_on_loss,
                            int8_max_drop=INT8_MAX_DROP if int8_max_drop is None else int8_max_drop,
@@ -639,7 +251,7 @@ def export_sentence_transformer(
                            else measure_speed)
         result = _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, teacher_name,
                               teacher_revision, include_images, max_seq_length, lean_image_route, onnx_kwargs)
-        os.remove(os.path.join(staging, _OWNER_FILE))
+        os.remove(os.path.join(staging, OWNER_FILE))
         if write_card:
             from .model_card import render_model_card
 
@@ -647,7 +259,7 @@ def export_sentence_transformer(
             if card_kwargs.get("eval_results") is None and checkpoint is not None:
                 card_kwargs["eval_results"] = find_eval_results(checkpoint)
             render_model_card(result, **card_kwargs).save(os.path.join(staging, "README.md"))
-        _move_into_place(staging, output_dir)
+        move_into_place(staging, output_dir)
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
@@ -662,26 +274,26 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
     was_training = model.training
     model.eval()
     try:
-        cpu_student = _cpu_float_student(model)
+        cpu_student = cpu_float_student(model)
         with tempfile.TemporaryDirectory(prefix="mvld_export_") as work:
-            text = _text_modules(cpu_student, tokenizer, work, max_seq_length)
-            want = cpu_student.encode(_PROBE_TEXTS, tokenizer, max_length=max_seq_length or 512)
-            got = _encode(text, _PROBE_TEXTS)
+            text = text_modules(cpu_student, tokenizer, work, max_seq_length)
+            want = cpu_student.encode(PROBE_TEXTS, tokenizer, max_length=max_seq_length or 512)
+            got = run_route(text, PROBE_TEXTS)
             if not (torch.isfinite(want).all() and torch.isfinite(got).all()):
                 raise ValueError("the student's embeddings are NaN/inf on plain probe texts although its weights "
                                  "are finite (overflow in the backbone?): this checkpoint cannot be exported")
-            if not _agree(got, want):
+            if not agree(got, want):
                 raise RuntimeError("the exported text route does not reproduce the student's embeddings")
             image_route = None
             if include_images:
-                image, image_route = _image_modules(loaded_teacher, work, lean_image_route)
-                probes = _probe_images()
+                image, image_route = image_modules(loaded_teacher, work, lean_image_route)
+                probes = probe_images()
                 want = loaded_teacher.encode_image(probes)
-                if not _agree(_encode(image, probes), want) and image_route == "vision_tower":
+                if not agree(run_route(image, probes), want) and image_route == "vision_tower":
                     logger.warning("the teacher's vision tower alone does not reproduce encode_image; "
                                    "exporting the full teacher instead")
-                    image, image_route = _image_modules(loaded_teacher, os.path.join(work, "full"), lean=False)
-                if not _agree(_encode(image, probes), want):
+                    image, image_route = image_modules(loaded_teacher, os.path.join(work, "full"), lean=False)
+                if not agree(run_route(image, probes), want):
                     raise RuntimeError("the exported image route does not reproduce the teacher's image embeddings")
                 modules = [Router({"text": text, "image": image}, default_route="text")]
             else:
@@ -709,15 +321,10 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
         backbone_name_or_path=getattr(backbone_cfg, "_name_or_path", None) or None,
         pooling=config.pooling, projection_dim=config.projection_dim, projection_bias=config.projection_bias,
         max_seq_length=max_seq_length, text_route_bytes=sizes["text"], image_route_bytes=sizes["image"],
-        teacher_fp32_bytes=_fp32_bytes(loaded_teacher.model) if loaded_teacher is not None else None,
+        teacher_fp32_bytes=fp32_bytes(loaded_teacher.model) if loaded_teacher is not None else None,
         modalities=modalities, formats=report,
         kept_layers=getattr(config, "kept_layers", None), source_num_layers=getattr(config, "source_num_layers", None),
     )
-
-
-def _fp32_bytes(model: nn.Module) -> int:
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * 4 for t in tensors if t.is_floating_point())
 
 
 def _annotate_config(output_dir: str, teacher: str | None, revision: str | None, config, image_route,

@@ -34,7 +34,7 @@ class RunLockError(RuntimeError):
     """``output_dir`` is held by another run that is (or may be) alive."""
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot, Linux ``/proc``), None where unavailable:
     with the pid it identifies a process even after the pid is reused."""
     try:
@@ -44,8 +44,10 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int, start: str | None) -> bool:
-    """Whether the process ``pid`` (started at ``start``, see :func:`_process_start`) still runs on this host."""
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether the process ``pid`` (started at ``start``, see :func:`process_start`) still runs on this host: the
+    one pid-liveness check of the package (run locks, export staging folders, study cells). A pid reused by
+    another process reads as gone when ``start`` was recorded."""
     if os.name == "nt":  # os.kill(pid, 0) would end it there: assume alive
         return True
     try:
@@ -54,7 +56,7 @@ def _alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:  # alive, another user's
         pass
-    now = _process_start(pid)
+    now = process_start(pid)
     return start is None or now is None or now == start
 
 
@@ -82,7 +84,7 @@ def holder_is_gone(holder: dict) -> bool:
     """A holder on this host whose process no longer runs (see the module's stale-lock policy)."""
     pid = holder.get("pid")
     return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
-            and not _alive(pid, holder.get("process_start")))
+            and not process_alive(pid, holder.get("process_start")))
 
 
 def live_holder(output_dir: str) -> dict | None:
@@ -133,7 +135,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         os.makedirs(self.output_dir, exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": process_start(os.getpid()),
                   "time": time.time(), "command": " ".join([os.path.basename(sys.argv[0] or "python")]
                                                            + sys.argv[1:])[:300]}
         tmp = f"{self.path}.{os.getpid()}.tmp"

@@ -129,7 +129,7 @@ def main(argv=None) -> dict:
     from mvld_hf import load_student, load_teacher
     from mvld_hf.evaluation import MultilingualEvaluator, evaluate_vqa
     from mvld_hf.evaluation.report import format_report, plot_per_language, save_json
-    from mvld_hf.export import text_length_limit
+    from mvld_hf.student_loading import text_length_limit
 
     started = time.perf_counter()
     logger.info("loading the student %s", args.model)
