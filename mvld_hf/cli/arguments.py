@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -164,10 +165,9 @@ def check_resume(args: DistillationArguments, student) -> None:
     resume = args.resume_from_checkpoint
     if resume in (None, False) or str(resume).lower() in ("", "false"):
         return
-    checkpoint = resume if os.path.isdir(str(resume)) else last_complete_checkpoint(args.output_dir)[0]
+    checkpoint, skipped = (resume, []) if os.path.isdir(str(resume)) else last_complete_checkpoint(args.output_dir)
     if checkpoint is None:
-        raise CliError(f"--resume_from_checkpoint {resume}: no complete checkpoint in {args.output_dir}; drop the "
-                       "flag to start a new run or pass a checkpoint folder")
+        raise CliError(no_complete_checkpoint(resume, args.output_dir, skipped))
     saved = verify_checkpoint(checkpoint, content=False).get("metadata") or {}
     changed = learning_rate_change(saved, args.learning_rate)
     if changed:
@@ -177,6 +177,20 @@ def check_resume(args: DistillationArguments, student) -> None:
         raise CliError(f"checkpoint {checkpoint} holds a student of another shape ({'; '.join(mismatches[:2])}"
                        f"{f'; {len(mismatches) - 2} more' if len(mismatches) > 2 else ''}): resume with the student "
                        "flags of that run (e.g. --offline_hidden_size) or start a new run in a new --output_dir")
+
+
+def no_complete_checkpoint(resume, output_dir: str, skipped: list[str]) -> str:
+    """Why ``--resume_from_checkpoint true`` finds nothing to resume: no checkpoint at all, or each one's file and
+    reason (:func:`~mvld_hf.checkpointing.verify_checkpoint`'s, without its advice to resume from an earlier one)."""
+    if not skipped:
+        return (f"--resume_from_checkpoint {resume}: no complete checkpoint in {output_dir}; drop the flag to "
+                "start a new run or pass a checkpoint folder")
+    reasons = [re.split(r"[.:] [Rr]esume from an earlier checkpoint", reason)[0].rstrip(".") for reason in skipped]
+    return (f"--resume_from_checkpoint {resume}: no complete checkpoint in {output_dir}, "
+            f"{'its only checkpoint fails' if len(skipped) == 1 else f'all {len(skipped)} checkpoints fail'} "
+            f"verification: "
+            f"{'; '.join(reasons)}. Nothing can be resumed from it: start again with --overwrite_output_dir true "
+            "(or in a new --output_dir), or restore the damaged file(s)")
 
 
 def resume_command(argv: list[str]) -> str:
