@@ -36,7 +36,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .losses.registry import METHODS, parse_method
+from .losses.registry import METHODS, PAPER_CITATION, citations, parse_method
 from .run_record import is_hub_id as _is_hub_id
 
 __all__ = [
@@ -55,14 +55,7 @@ __all__ = [
 #: the card template, package data of mvld_hf
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 PAPER_ARXIV_ID = "2510.26271"
-CITATION = """@article{thongwat2025distilling,
-  title         = {Distilling Multilingual Vision-Language Models: When Smaller Models Stay Multilingual},
-  author        = {Thongwat, Jhayahgrit and Payoungkhamdee, Patomporn and Limkonchotiwat, Peerat and others},
-  year          = {2025},
-  eprint        = {2510.26271},
-  archivePrefix = {arXiv},
-  primaryClass  = {cs.CL}
-}"""
+CITATION = PAPER_CITATION  # the registry's; a card prints its methods' citations (losses.registry.citations)
 SUMMARY_ROWS = ("mean", "all")
 _TASKS = {"t2i": ("text-to-image-retrieval", "Text-to-image retrieval", "T2I"),
           "i2t": ("image-to-text-retrieval", "Image-to-text retrieval", "I2T"),
@@ -517,7 +510,7 @@ def render_model_card(
         results_markdown=_results_markdown(results),
         untrained_languages=[l for l in eval_langs if train_langs and l not in train_langs],
         eval_languages=eval_langs,
-        citation=CITATION,
+        citation=citations(info.get("distillation_method") or hyper.get("method")),
         arxiv_id=PAPER_ARXIV_ID,
         mb=lambda n: f"{n / 2**20:.1f} MiB" if n is not None else "n/a",
     )

@@ -8,6 +8,11 @@ A study spec (YAML) names the settings of every run (cell) as ``examples/distill
       - {method: [dr, ed], seed: [0]}
       - {method: [dr], anchor: [image]}                 # lists are values to try; a list-valued flag
                                                         # takes a list of lists (world_language_share)
+    plugins: [my_methods.py]                            # optional: modules registering methods of one's own
+
+``plugins`` (module names, or ``.py`` files relative to the spec) are imported here and named in every cell's
+``$MVLD_HF_METHODS`` (:func:`mvld_hf.losses.registry.load_method_modules`), so a method registered by them
+(:func:`mvld_hf.losses.register_method`) can be a grid value of ``method``.
 
 Each cell is one ``examples/distill.py`` run (a subprocess; the same code path as a single run) in
 ``<output_dir>/cells/<method>-<fingerprint>``, where the fingerprint hashes the cell's settings: a rerun skips
@@ -34,6 +39,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .losses.registry import METHODS_ENV, PAPER_METHODS, load_method_modules
+
 __all__ = ["Cell", "against_best_single", "compute_findings", "expand_grid", "load_spec", "run_study",
            "cell_metrics", "verdict", "write_report", "SETTING_DEFAULTS"]
 
@@ -43,7 +50,7 @@ logger = logging.getLogger(__name__)
 SETTING_DEFAULTS = {"method": "dr", "anchor": "text", "anchor_language": "en", "student": "offline",
                     "teacher": "offline", "world_language_share": None}
 #: study-level keys of a spec
-SPEC_KEYS = {"name", "description", "output_dir", "base", "grid", "notes", "estimate"}
+SPEC_KEYS = {"name", "description", "output_dir", "base", "grid", "notes", "estimate", "plugins"}
 #: set by the runner, never by a spec
 RESERVED_SETTINGS = {"output_dir"}
 #: settings that form a student's training recipe: ignored when comparing students
@@ -92,6 +99,12 @@ def load_spec(path_or_dict) -> dict:
             raise ValueError(f"{where}: {bad} is set by the study runner (one folder per cell); remove it")
     spec["base"], spec["grid"] = base, grid
     spec.setdefault("name", "study")
+    plugins = spec.get("plugins") or []
+    plugins = [plugins] if isinstance(plugins, str) else plugins
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins):
+        raise ValueError(f"{where}: 'plugins' must list modules or .py files that register methods")
+    folder = os.path.dirname(os.path.abspath(path_or_dict)) if not isinstance(path_or_dict, dict) else os.getcwd()
+    spec["plugins"] = [os.path.join(folder, p) if p.endswith(".py") else p for p in plugins]
     return spec
 
 
@@ -244,14 +257,14 @@ def release_cell(folder: str) -> None:
 
 
 def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, env: dict | None = None) -> list[dict]:
     """Run every unfinished cell as ``command + cell.argv(folder)`` (a subprocess, output in the cell's
     ``log.txt``); finished cells are skipped, a cell whose folder holds an unfinished attempt starts over
     (``--overwrite_output_dir true``). Several runners of one study (e.g. two processes of one thread each on a
     2-core machine) share the work: a cell another live runner is running is passed over (status
     ``running elsewhere``; rerun the study once they are done to report every cell). Returns one record per
     cell: settings, fingerprint, folder, status (``done``/``skipped``/``failed``/``running elsewhere``), wall
-    seconds."""
+    seconds. ``env``: the subprocesses' environment (default: this process's)."""
     records = []
     for i, cell in enumerate(cells, 1):
         folder = os.path.join(output_dir, "cells", cell.name)
@@ -281,7 +294,7 @@ def run_cells(cells: Sequence[Cell], output_dir: str, command: Sequence[str],
         start = time.perf_counter()
         try:
             with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as out:
-                returncode = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT)
+                returncode = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         finally:
             release_cell(folder)
         wall = round(time.perf_counter() - start, 1)
@@ -441,7 +454,7 @@ def compute_findings(cells: list[dict]) -> list[dict]:
     methods = sorted({setting(c, "method") for c in baseline})
     findings = []
 
-    singles = [m for m in ("fd", "ed", "sd", "mcl") if m in methods]
+    singles = [m for m in PAPER_METHODS if m != "dr" and m in methods]
     findings.append(_finding(
         "DR gives the best retrieval (MRR@10) of the single methods",
         {f"dr - {m}": compare(baseline, "method", "dr", m, "t2i_MRR@10_mean") for m in singles},
@@ -625,7 +638,7 @@ def format_tables(cells: list[dict]) -> str:
 
 
 #: the paper's single methods, against which a combination or a candidate objective is read
-SINGLE_METHODS = ("fd", "ed", "sd", "mcl", "dr")
+SINGLE_METHODS = PAPER_METHODS
 #: what "best at retrieval and VQA" reads: (label, metric key)
 UNIFIED_METRICS = (("MRR@10", "t2i_MRR@10_mean"), ("T2I R@1", "t2i_R@1_mean"), ("VQA acc", "vqa_mean"))
 
@@ -792,6 +805,10 @@ def run_study(spec_or_path, output_dir: str | None = None, command: Sequence[str
     raises ``RuntimeError`` after writing the report if a cell failed."""
     spec = load_spec(spec_or_path)
     output_dir = output_dir or spec.get("output_dir") or os.path.join("outputs", "study", spec["name"])
+    env = None
+    if spec["plugins"]:  # the methods they register: known here (the validation) and in every cell
+        load_method_modules(spec["plugins"])
+        env = {**os.environ, METHODS_ENV: ",".join(filter(None, [os.environ.get(METHODS_ENV), *spec["plugins"]]))}
     cells = expand_grid(spec)
     if validate is not None:
         for cell in cells:
@@ -805,7 +822,7 @@ def run_study(spec_or_path, output_dir: str | None = None, command: Sequence[str
     os.makedirs(output_dir, exist_ok=True)
     log(f"study {spec['name']}: {len(cells)} cells in {output_dir}")
     start = time.perf_counter()
-    records = collect(run_cells(cells, output_dir, list(command), log=log))
+    records = collect(run_cells(cells, output_dir, list(command), log=log, env=env))
     findings = compute_findings(records)
     results = write_report(spec, records, findings, output_dir, wall_s=round(time.perf_counter() - start, 1))
     log(f"wrote {output_dir}/study_results.json, study.md and plots")

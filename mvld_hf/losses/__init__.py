@@ -11,7 +11,16 @@ from .dr_bidirectional import dr_bidirectional
 from .dr_geometry import DEFAULT_GEOMETRY_WEIGHT, dr_geometry
 from .english_control import english_control
 from .feature_distillation import feature_distillation
-from .registry import METHODS, MethodSpec, parse_method
+from .registry import (
+    METHODS,
+    PAPER_METHODS,
+    Hyperparameter,
+    MethodSpec,
+    load_method_modules,
+    parse_method,
+    register_method,
+    unregister_method,
+)
 from .soft_logit import DEFAULT_STUDENT_TEMPERATURE, DEFAULT_TEACHER_TEMPERATURE, soft_logit
 
 __all__ = [
@@ -29,5 +38,10 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "METHODS",
     "MethodSpec",
+    "Hyperparameter",
+    "PAPER_METHODS",
+    "load_method_modules",
     "parse_method",
+    "register_method",
+    "unregister_method",
 ]
