@@ -30,7 +30,7 @@ from .queue import EmbeddingQueue
 from .run_lock import lock_output_dir
 from .sampling import train_sampler, train_stream
 from .student_init import projection_init_mode, warm_start_projection
-from .trainer_checks import check_trainer_inputs, checked_teacher_output, embedding_dim, without_negatives_message
+from .trainer_checks import NegativesWatch, check_trainer_inputs, checked_teacher_output, embedding_dim
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +147,11 @@ class DistillationTrainer(Trainer):
         return checked_teacher_output(embeddings, rows, what, self.state.global_step + 1)
 
     def _warn_without_negatives(self, a: torch.Tensor) -> None:
-        """Warn once when a training batch leaves its methods without negatives
-        (:func:`~mvld_hf.trainer_checks.without_negatives_message`)."""
-        if not getattr(self, "_negatives_warned", False):
-            message, done = without_negatives_message(a, self.args.method_weights, self.queue, self.state.global_step)
-            if message:
-                logger.warning(message)
-            self._negatives_warned = done
+        """Warn once when a training batch leaves its methods without negatives; stop after many such steps in a
+        row (:class:`~mvld_hf.trainer_checks.NegativesWatch`)."""
+        if getattr(self, "_negatives_watch", None) is None:
+            self._negatives_watch = NegativesWatch()
+        self._negatives_watch(a, self.args, self.queue, self.state.global_step)
 
     def _student_embeddings(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]

@@ -194,3 +194,35 @@ def without_negatives_message(anchors, method_weights: dict, queue, global_step:
     if not in_batch and has_distinct_rows(anchors, queue.keys(device=anchors.device)):
         return None, False  # DR alone: the queue still holds other anchors
     return message, True
+
+
+#: consecutive training steps whose anchors are all alike (no negatives) after which training stops: a stream
+#: cannot be checked up front as a map dataset is (``check_dataset`` refuses one whose rows share one anchor)
+ALIKE_STEPS_LIMIT = 20
+
+
+class NegativesWatch:
+    """The trainer's per-step check for a batch without distinct anchors (:func:`without_negatives_message`):
+    warns at the first such step, and stops (``ValueError``, the message a map dataset of one anchor is refused
+    with) after :data:`ALIKE_STEPS_LIMIT` such steps in a row, before that step's update."""
+
+    def __init__(self, limit: int = ALIKE_STEPS_LIMIT):
+        self.limit, self.alike, self.warned, self.off = limit, 0, False, False
+
+    def __call__(self, anchors, args, queue, global_step: int) -> None:
+        if self.off:
+            return
+        message, done = without_negatives_message(anchors, args.method_weights, queue, global_step)
+        if message is None:
+            self.alike, self.off = 0, done  # done here: FD/ED only, nothing to watch
+            return
+        self.alike += 1
+        if not self.warned:
+            logger.warning(message)
+            self.warned = True
+        if self.alike >= self.limit:
+            from .data import _refuse_without_negatives
+
+            _refuse_without_negatives(args, f"the last {self.alike} training batches (up to step {global_step + 1}) "
+                                            "each had one anchor for all their rows, as a train_dataset whose rows "
+                                            "share one anchor would (stopped before this step's update)")
