@@ -65,8 +65,11 @@ import sys
 import tempfile
 import time
 
+from mvld_hf.losses.registry import METHODS, PAPER_COMBINATIONS, PAPER_METHODS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHOD_RUNS = ["fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd", "drg", "drb"]
+# the paper's methods and combinations, then mvld_hf's own candidates: every method of the registry
+METHOD_RUNS = [*PAPER_METHODS, *PAPER_COMBINATIONS, *(m for m in METHODS if m not in PAPER_METHODS)]
 ALL_RUNS = ["zero", "warm", "gradcos", *METHOD_RUNS, "fd-noinit", "st-mse"]
 
 

@@ -48,9 +48,9 @@ from .english_control import english_control
 from .feature_distillation import feature_distillation
 from .soft_logit import soft_logit
 
-__all__ = ["INPUTS", "METHODS", "METHODS_ENV", "PAPER_CITATION", "PAPER_METHODS", "Hyperparameter", "MethodSpec",
-           "citations", "load_method_modules", "parse_method", "positive_number", "register_method",
-           "unregister_method", "validate_method"]
+__all__ = ["INPUTS", "METHODS", "METHODS_ENV", "PAPER_CITATION", "PAPER_COMBINATIONS", "PAPER_METHODS",
+           "Hyperparameter", "MethodSpec", "citations", "load_method_modules", "parse_method", "positive_number",
+           "register_method", "unregister_method", "validate_method"]
 
 PAPER_CITATION = """@article{thongwat2025distilling,
   title         = {Distilling Multilingual Vision-Language Models: When Smaller Models Stay Multilingual},
@@ -114,6 +114,8 @@ class MethodSpec:
             model card prints it.
         mse_term: the loss is an MSE to the anchors (FD, ED): ``projection_init="auto"`` starts a
             from-scratch student's outputs at the anchors' mean (see ``mvld_hf.student_init.projection_init_mode``).
+        includes: codes of other methods whose whole loss this one's contains (DRG and DRB contain DR):
+            :func:`parse_method` refuses a sum that would count one of them twice (``dr+drg``, ``drg+drb``).
     """
 
     code: str
@@ -127,6 +129,7 @@ class MethodSpec:
     hyperparameters: dict[str, Hyperparameter] = field(default_factory=dict)
     negatives: str | None = None
     paper: bool = False
+    includes: tuple[str, ...] = ()
 
     @property
     def needs_english_captions(self) -> bool:
@@ -196,13 +199,16 @@ METHODS: dict[str, MethodSpec] = {spec.code: spec for spec in (
                dr_geometry, ("s", "s_en", "t", "a", "keys"), _DR_ARGUMENTS, citation=None,
                hyperparameters={"geometry_weight": Hyperparameter(
                    DEFAULT_GEOMETRY_WEIGHT, "lambda: the weight of the cosine-distance geometry term beside DR")},
-               negatives=_QUEUE),
+               negatives=_QUEUE, includes=("dr",)),
     MethodSpec("drb", "bidirectional distributional replication (DRB)",
                "DR + the reverse KL: each anchor's distribution over the batch's texts",
-               dr_bidirectional, ("s", "t", "a", "keys"), _DR_ARGUMENTS, citation=None, negatives=_QUEUE),
+               dr_bidirectional, ("s", "t", "a", "keys"), _DR_ARGUMENTS, citation=None, negatives=_QUEUE,
+               includes=("dr",)),
 )}
 #: the paper's five methods in its order (``fd, ed, sd, mcl, dr``): the study reads other methods against them
 PAPER_METHODS: tuple[str, ...] = tuple(code for code, spec in METHODS.items() if spec.paper)
+#: the paper's combinations of them (its configs ``clip-l14_xlmr-base_dr+fd.yaml``, ``..._dr+ed+fd.yaml``)
+PAPER_COMBINATIONS: tuple[str, ...] = ("dr+fd", "dr+ed+fd")
 _BUILT_IN = frozenset(METHODS)
 
 
@@ -405,4 +411,18 @@ def parse_method(method: str) -> dict[str, float]:
         if not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"weight of {name!r} in {method!r} must be a positive finite number, got {weight_text}")
         weights[name] = weight
+    _refuse_double_counting(method, list(weights))
     return weights
+
+
+def _refuse_double_counting(method: str, names: list[str]) -> None:
+    """A sum that would count one method's loss twice (``dr+drg``: DRG's loss holds DR's) is refused."""
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = {first, *METHODS[first].includes} & {second, *METHODS[second].includes}
+            if shared:
+                common = "+".join(sorted(code.upper() for code in shared))
+                said = "; ".join(f"{code} = {METHODS[code].description}" for code in (first, second)
+                                 if METHODS[code].includes)
+                raise ValueError(f"{first!r} and {second!r} in {method!r} both contain {common} ({said}): the sum "
+                                 f"would count {common} twice. Keep one of them")
