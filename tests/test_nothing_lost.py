@@ -5,6 +5,7 @@ methods that contain DR are not summed with DR; the teacher-eval cache follows t
 one anchor stops. Items 2 and 3 run two real processes."""
 
 import logging
+import os
 from functools import partial
 
 import pytest
@@ -64,3 +65,33 @@ def test_an_occasional_alike_batch_only_warns(tokenizer, data, tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="mvld_hf"):
         trainer.train()
     assert trainer.state.global_step == 4
+
+
+# ------------------------------------------------------------- 7: the teacher-eval cache and the teacher's weights
+def test_teacher_eval_cache_key_follows_the_teachers_weights(teacher, toy_dataset, tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mvld_hf.cli.arguments import DataArguments
+    from mvld_hf.cli.reports import teacher_eval_path
+
+    folder = tmp_path / "teacher"
+    teacher.model.save_pretrained(folder)
+    local = SimpleNamespace(name_or_path=str(folder), revision=None, model=teacher.model)
+    args, data_args = _args(tmp_path), DataArguments()
+
+    def key():
+        return teacher_eval_path(str(tmp_path / "cache"), local, toy_dataset, None, args, data_args, None)
+
+    before = key()
+    assert before == key()  # stable while nothing changes
+    weights = folder / "model.safetensors"
+    stat = os.stat(weights)
+    tensors = load_file(weights)
+    name = next(n for n, v in tensors.items() if v.is_floating_point())
+    tensors[name] = tensors[name] + 0.01 * torch.randn_like(tensors[name])  # perturbed in place, same size
+    save_file(tensors, weights, metadata={"format": "pt"})
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old time
+    assert os.path.getsize(weights) == stat.st_size and key() != before

@@ -76,8 +76,9 @@ def teacher_eval_folder(value: str | None) -> str | None:
 def teacher_eval_path(folder: str | None, teacher, dataset, vqa, args: DistillationArguments,
                       data_args: DataArguments, parallel_column: str | None) -> str | None:
     """Where the teacher's evaluation on exactly this held-out data is kept in ``folder`` (None: no cache). The
-    key names the teacher (name or folder, revision), the held-out split and VQA set (datasets fingerprints and
-    sizes), the evaluated columns and languages, and the mvld_hf version."""
+    key names the teacher (name or folder, revision) and its weights' content (:func:`teacher_weights_key`), the
+    held-out split and VQA set (datasets fingerprints and sizes), the evaluated columns and languages, and the
+    mvld_hf version."""
     folder = teacher_eval_folder(folder)
     if not folder:
         return None
@@ -86,9 +87,37 @@ def teacher_eval_path(folder: str | None, teacher, dataset, vqa, args: Distillat
     key = {"format": TEACHER_EVAL_FORMAT, "mvld_hf": mvld_hf.__version__, "teacher": teacher.name_or_path,
            "revision": getattr(teacher, "revision", None), "eval": [dataset._fingerprint, len(dataset)],
            "vqa": [vqa._fingerprint, len(vqa)] if vqa is not None else None, "caption": args.caption_column,
-           "language": data_args.language_column, "languages": data_args.languages, "parallel": parallel_column}
+           "language": data_args.language_column, "languages": data_args.languages, "parallel": parallel_column,
+           "weights": teacher_weights_key(teacher)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return os.path.join(folder, f"teacher-eval-{digest}.json")
+
+
+#: the files of a local teacher folder whose content the teacher-eval cache key hashes
+_TEACHER_WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", "config.json")
+
+
+def teacher_weights_key(teacher) -> dict:
+    """The teacher's weights in the teacher-eval cache key: for a local folder every weight file and
+    ``config.json`` by name, size and SHA-256 (a teacher changed in place, even to the same size and time, gets
+    a new key; the files are read once, at the checkpoint hash's speed in benchmarks/RESULTS.md); for a Hub
+    teacher the commit its files were resolved to (``config._commit_hash``), so a moved ``main`` is evaluated
+    again."""
+    from mvld_hf.checkpointing import file_sha256
+
+    path = getattr(teacher, "name_or_path", None)
+    config = getattr(getattr(teacher, "model", None), "config", None)
+    key: dict = {"commit": getattr(config, "_commit_hash", None)}
+    if isinstance(path, str) and os.path.isdir(path):
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.endswith(_TEACHER_WEIGHT_FILES):
+                    full = os.path.join(root, name)
+                    files.append([os.path.relpath(full, path), os.path.getsize(full), file_sha256(full)])
+        key["files"] = files
+    return key
 
 
 def read_teacher_eval(path: str | None) -> dict | None:
