@@ -150,6 +150,8 @@ class Cell:
                 continue
             if isinstance(value, bool):
                 out += [f"--{key}", "true" if value else "false"]
+            elif isinstance(value, dict):  # e.g. method_kwargs: {drg: {geometry_weight: 0.5}}
+                out += [f"--{key}", json.dumps(value, sort_keys=True)]
             elif isinstance(value, (list, tuple)):
                 if value:
                     out += [f"--{key}", *map(str, value)]
