@@ -54,3 +54,53 @@ def test_resuming_when_the_only_checkpoint_is_damaged_names_the_file_and_reason(
                                        r"true") as error:
         check_resume(args, trainer.model)
     assert "earlier checkpoint" not in str(error.value)  # there is none
+
+
+# ------------------------------------------------------------------ item 14: --config on the command line
+def _shipped(name="clip-l14_xlmr-base_dr"):
+    from mvld_hf.cli.configs import resolve_config
+
+    return resolve_config(name)
+
+
+def test_two_configs_are_refused_in_one_line(tmp_path):
+    from mvld_hf.cli.arguments import CliError
+    from mvld_hf.cli.precheck import precheck
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("method: fd\n")
+    with pytest.raises(CliError, match=rf"^two configs: the file {re.escape(str(mine))} and --config "
+                                       r"clip-l14_xlmr-base_dr; a run reads one config"):
+        precheck([str(mine), "--config", "clip-l14_xlmr-base_dr", "--max_steps", "5"])
+    for second in (["--config", str(mine)], [f"--config={mine}"]):
+        with pytest.raises(CliError, match=rf"^--config is given 2 times \(clip-l14_xlmr-base_dr, "
+                                           rf"{re.escape(str(mine))}\): a run reads one config"):
+            precheck(["--config", "clip-l14_xlmr-base_dr", *second])
+    argv, _ = precheck([f"--config={mine}", "--max_steps", "5"])  # the = form is read like --config NAME
+    assert argv == [str(mine), "--max_steps", "5"]
+
+
+def test_a_configs_bf16_on_a_machine_without_it_says_bf16_false(tmp_path):
+    import torch
+
+    from mvld_hf.cli.arguments import CliError, parse_args
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        pytest.skip("this machine has bfloat16")
+    with pytest.raises(CliError, match=rf"^the config file {re.escape(_shipped())} sets bf16: true, but this "
+                                       r"machine has no GPU with bfloat16 .*add `--bf16 false`"):
+        parse_args([_shipped(), "--output_dir", str(tmp_path / "out")])
+    model_args, _, args = parse_args([_shipped(), "--output_dir", str(tmp_path / "out"), "--bf16", "false"])
+    assert args.bf16 is False and model_args.teacher == "openai/clip-vit-large-patch14"
+
+
+def test_a_hub_configs_keys_with_the_offline_world_say_they_come_from_the_config(tmp_path):
+    from mvld_hf.cli.arguments import CliError, parse_args
+
+    offline = ["--teacher", "offline", "--student", "offline", "--dataset", "offline", "--bf16", "false"]
+    with pytest.raises(CliError, match=rf"^streaming \(set by the config file {re.escape(_shipped())}, not on the "
+                                       r"command line\) do\(es\) nothing with the offline world: that config is for "
+                                       r"Hub models and data"):
+        parse_args([_shipped(), *offline, "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(CliError, match=r"^--streaming do\(es\) nothing with the offline world; remove it"):
+        parse_args(["--streaming", "true", "--output_dir", str(tmp_path / "out")])  # typed: named as a flag

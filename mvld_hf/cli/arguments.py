@@ -246,7 +246,7 @@ def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments),
                               usage="mvld-distill [CONFIG.yaml | --config NAME] [--flag value ...]")
     argv = list(sys.argv[1:] if argv is None else argv)
-    values = {}
+    values, path = {}, None
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         path = argv.pop(0)
         values = read_config(path)
@@ -265,8 +265,16 @@ def parse_args(argv: list[str] | None = None):
     if teacher == OFFLINE:
         values = {**OFFLINE_TRAINING_DEFAULTS, **values}
     parser.set_defaults(**values)
-    model_args, data_args, args = parser.parse_args_into_dataclasses(args=argv)
-    check_flags(model_args, data_args, args, given)
+    typed = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    try:
+        model_args, data_args, args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        if "support bf16" not in str(err):
+            raise
+        where = "--bf16 true" if typed & {"bf16", "bf16_full_eval"} else f"the config file {path} sets bf16: true"
+        raise CliError(f"{where}, but this machine has no GPU with bfloat16 (a CPU, or a GPU older than Ampere): "
+                       "add `--bf16 false` to train in float32 here") from None
+    check_flags(model_args, data_args, args, given, from_config=(path, set(values) - typed) if path else None)
     return model_args, data_args, args
 
 
@@ -279,10 +287,11 @@ OFFLINE_SPLITS = ("train", "test")
 
 
 def check_flags(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments,
-                given: set[str] = frozenset()) -> None:
+                given: set[str] = frozenset(), from_config: tuple[str, set[str]] | None = None) -> None:
     """Refuse (:class:`CliError` with the reason) flags that would silently do nothing on this path.
 
-    ``given``: the flag names set on the command line or in the config file (a flag left at its default is fine).
+    ``given``: the flag names set on the command line or in the config file (a flag left at its default is fine);
+    ``from_config``: (the config file, the names only it set), so that a refusal says where a value comes from.
     """
     offline = model_args.teacher == OFFLINE
     if offline != (data_args.dataset == OFFLINE) or (not offline and model_args.student == OFFLINE):
@@ -291,6 +300,12 @@ def check_flags(model_args: ModelArguments, data_args: DataArguments, args: Dist
     wrong = sorted(given & set(HUB_ONLY if offline else OFFLINE_ONLY))
     if wrong:
         where = "the offline world" if offline else "Hub models and data (they configure the offline world)"
+        config, only_there = from_config or (None, set())
+        if set(wrong) <= only_there:
+            meant = "Hub models and data" if offline else "the offline world"
+            raise CliError(f"{', '.join(wrong)} (set by the config file {config}, not on the command line) do(es) "
+                           f"nothing with {where}: that config is for {meant}; run without it, or remove those keys "
+                           "from a copy of it")
         raise CliError(f"{', '.join('--' + w for w in wrong)} do(es) nothing with {where}; remove it")
     if offline:
         if data_args.train_split != "train" or (data_args.eval_split or "test") != "test":

@@ -128,6 +128,17 @@ def _config_values(argv: list[str]) -> tuple[list[str], dict]:
     path = None
     if argv and argv[0].endswith(CONFIG_SUFFIXES) and not argv[0].startswith("-"):
         path = argv.pop(0)
+    named = [argv[i + 1] if i + 1 < len(argv) else "" for i, a in enumerate(argv) if a == "--config"]
+    named += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if len(named) > 1:
+        raise CliError(f"--config is given {len(named)} times ({', '.join(named)}): a run reads one config; pass "
+                       "one --config and override its values with flags after it (e.g. --learning_rate 1e-4)")
+    if named and path is not None:
+        raise CliError(f"two configs: the file {path} and --config {named[0]}; a run reads one config: pass either "
+                       "(the file first, or --config NAME) and override its values with flags after it")
+    if any(a.startswith("--config=") for a in argv):
+        i = next(i for i, a in enumerate(argv) if a.startswith("--config="))
+        argv[i:i + 1] = ["--config", named[0]]
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
@@ -150,6 +161,8 @@ def precheck(argv: list[str]) -> tuple[list[str], str | None]:
     if "--list_configs" in argv:
         return argv, list_configs()
     rest, values = _config_values(argv)
+    if any(a.startswith("--config=") for a in argv):
+        argv = [part for a in argv for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
     if "--config" in argv:
         i = argv.index("--config")
         argv = [resolve_config(argv[i + 1]), *argv[:i], *argv[i + 2:]]
