@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -15,31 +16,19 @@ from .losses import (
     DEFAULT_STUDENT_TEMPERATURE,
     DEFAULT_TEACHER_TEMPERATURE,
 )
-from .losses.registry import METHODS, parse_method
+from .losses.registry import METHODS, PAPER_METHODS, parse_method
 
 __all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
 
 ANCHORS = ("text", "image")
 PROJECTION_INITS = ("auto", "least_squares", "mean", "none")
-# methods whose negatives are the other rows of the (global) batch, and what they compare
-IN_BATCH_NEGATIVES = {
-    "mcl": "contrasts each caption with the other rows' anchors",
-    "sd": "matches the softmax over the batch's anchor similarities",
-}
 
 
 def methods_needing_other_rows(method_weights) -> dict[str, str]:
     """The selected methods whose negatives are other training rows (in the batch or the DR queue), and what
-    each compares: all but the MSE methods (FD, ED). On a dataset of one row (or of identical rows) their loss is
-    constant and nothing trains."""
-    out = {}
-    for m in method_weights:
-        spec = METHODS[m]
-        if spec.mse_term:
-            continue
-        out[m] = IN_BATCH_NEGATIVES.get(m) or ("compares each caption with the other anchors in its queue"
-                                               if spec.uses_queue else "compares each caption with other rows")
-    return out
+    each compares (``MethodSpec.negatives``): all but the MSE methods (FD, ED). On a dataset of one row (or of
+    identical rows) their loss is constant and nothing trains."""
+    return {m: METHODS[m].negatives for m in method_weights if METHODS[m].negatives is not None}
 logger = logging.getLogger(__name__)
 
 
@@ -70,9 +59,16 @@ class DistillationArguments(TrainingArguments):
 
     method: str = field(
         default="dr",
-        metadata={"help": "Distillation objective(s): one of the paper's fd, ed, sd, mcl, dr, mvld_hf's own "
-                          "candidates drg (DR + a cosine geometry term) and drb (DR in both directions), or a "
-                          "weighted combination such as 'dr+fd' or 'dr:1.0,ed:0.5,fd:0.5'."},
+        metadata={"help": f"Distillation objective(s): one of the paper's {', '.join(PAPER_METHODS)}, mvld_hf's "
+                          "own candidates drg (DR + a cosine geometry term) and drb (DR in both directions), a "
+                          "method registered with mvld_hf.losses.register_method (or by a module named in "
+                          "$MVLD_HF_METHODS), or a weighted combination such as 'dr+fd' or 'dr:1.0,ed:0.5,fd:0.5'."},
+    )
+    method_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Per-method loss settings (each method's MethodSpec.hyperparameters), as a mapping or "
+                          "JSON keyed by method code, e.g. '{\"drg\": {\"geometry_weight\": 0.5}}'. Unset ones keep "
+                          "their defaults."},
     )
     anchor: str = field(
         default="text",
@@ -186,6 +182,7 @@ class DistillationArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
         self.method_weights = parse_method(self.method)
+        self.method_kwargs = self._checked_method_kwargs()
         if self.anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
         for name in ("teacher_temperature", "student_temperature", "contrastive_temperature"):
@@ -220,6 +217,31 @@ class DistillationArguments(TrainingArguments):
                     "device, times the number of processes) so the FIFO queue holds whole batches"
                 )
 
+    def _checked_method_kwargs(self) -> dict[str, dict]:
+        """``method_kwargs`` as ``{code: {name: value}}`` (parsed from JSON when a string), each selected method's
+        values checked by its spec; a method that is not selected may be named (a study's shared settings), an
+        unknown one may not."""
+        value = self.method_kwargs
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"method_kwargs must be JSON such as '{{\"drg\": {{\"geometry_weight\": 0.5}}}}', "
+                                 f"got {self.method_kwargs!r} ({err})") from None
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ValueError("method_kwargs maps method codes to {hyperparameter: value}, e.g. "
+                             f"{{'drg': {{'geometry_weight': 0.5}}}}, got {value!r}")
+        for code, overrides in value.items():
+            if code not in METHODS:
+                raise ValueError(f"method_kwargs names {code!r}, which is not a method; choose from "
+                                 f"{', '.join(METHODS)}")
+            METHODS[code].method_kwargs(overrides)  # unknown names and bad values raise, naming the method
+            if code not in self.method_weights:
+                logger.warning("method_kwargs sets %s, which method=%r does not select: ignored", code, self.method)
+        return {code: dict(overrides) for code, overrides in value.items()}
+
     def _check_in_batch_negatives(self) -> None:
         """Refuse a global batch of one row for a method whose negatives are the batch's other rows (MCL, SD):
         its loss would be a constant and its gradient zero at every step."""
@@ -227,9 +249,9 @@ class DistillationArguments(TrainingArguments):
         global_batch = self.per_device_train_batch_size * processes
         if global_batch >= 2:
             return
-        needy = [m for m in self.method_weights if m in IN_BATCH_NEGATIVES]
+        needy = [m for m in self.method_weights if METHODS[m].needs_batch_negatives]
         if needy:
-            needs = "; ".join(f"{m.upper()} {IN_BATCH_NEGATIVES[m]}" for m in needy)
+            needs = "; ".join(f"{m.upper()} {METHODS[m].negatives}" for m in needy)
             raise ValueError(
                 f"method={self.method!r} needs at least 2 rows in the global batch, got {global_batch} "
                 f"(per_device_train_batch_size={self.per_device_train_batch_size} x {processes} process"

@@ -38,6 +38,20 @@ def _method_fields(name: str) -> tuple[str, ...]:
     return tuple(spec.arguments.values()) + (("queue_size",) if "keys" in spec.inputs else ())
 
 
+def _method_hyperparameters(weights, method_kwargs) -> dict:
+    """``<code>.<name>`` -> value of each selected method's own hyperparameters (``method_kwargs`` over the
+    defaults of its ``MethodSpec.hyperparameters``)."""
+    from .losses.registry import METHODS
+
+    out = {}
+    for code in weights:
+        spec = METHODS.get(code)
+        if spec is not None and spec.hyperparameters:
+            values = {**spec.method_kwargs(), **((method_kwargs or {}).get(code) or {})}
+            out.update({f"{code}.{name}": _plain(value) for name, value in values.items()})
+    return out
+
+
 _COMMON_FIELDS = ("anchor", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
                   "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "seed")
 
@@ -79,6 +93,7 @@ def hyperparameters_from_args(args, global_step: int | None = None) -> dict:
     for name in fields:
         if get(name) is not None:
             out[name] = _plain(get(name))
+    out.update(_method_hyperparameters(weights or {}, get("method_kwargs")))
     world = get("world_size") or 1
     batch, accumulation = get("per_device_train_batch_size"), get("gradient_accumulation_steps") or 1
     if world != 1:

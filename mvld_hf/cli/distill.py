@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     from .reports import evaluate, run_record
 
     mvld_hf.load_api()  # the Auto classes registered (deferred when the console script started)
+    from mvld_hf.losses.registry import load_method_modules
+
+    load_method_modules()  # methods of one's own ($MVLD_HF_METHODS) are known before --method is parsed
     model_args, data_args, args = parse_args(argv)
     validate_cli(model_args, data_args, args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
