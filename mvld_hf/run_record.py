@@ -39,16 +39,16 @@ def _method_fields(name: str) -> tuple[str, ...]:
 
 
 def _method_hyperparameters(weights, method_kwargs) -> dict:
-    """``<code>.<name>`` -> value of each selected method's own hyperparameters (``method_kwargs`` over the
-    defaults of its ``MethodSpec.hyperparameters``)."""
+    """``<code>.<name>`` -> value of the selected methods' own hyperparameters that the run set
+    (``method_kwargs``) to other than their defaults (``MethodSpec.hyperparameters``)."""
     from .losses.registry import METHODS
 
     out = {}
     for code in weights:
         spec = METHODS.get(code)
-        if spec is not None and spec.hyperparameters:
-            values = {**spec.method_kwargs(), **((method_kwargs or {}).get(code) or {})}
-            out.update({f"{code}.{name}": _plain(value) for name, value in values.items()})
+        for name, value in ((method_kwargs or {}).get(code) or {}).items():
+            if spec is not None and name in spec.hyperparameters and value != spec.hyperparameters[name].default:
+                out[f"{code}.{name}"] = _plain(value)
     return out
 
 
