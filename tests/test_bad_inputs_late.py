@@ -2,6 +2,7 @@
 now refused early in one line naming the file/row/flag, or handled (a stale cache recomputed, an unreadable lock
 taken over, SIGTERM handled like Ctrl-C). The older cases are in ``tests/test_bad_inputs.py``."""
 
+import json
 import os
 import re
 from functools import partial
@@ -104,3 +105,46 @@ def test_a_hub_configs_keys_with_the_offline_world_say_they_come_from_the_config
         parse_args([_shipped(), *offline, "--output_dir", str(tmp_path / "out")])
     with pytest.raises(CliError, match=r"^--streaming do\(es\) nothing with the offline world; remove it"):
         parse_args(["--streaming", "true", "--output_dir", str(tmp_path / "out")])  # typed: named as a flag
+
+
+# ------------------------------------------------------------------- item 16: the teacher-eval cache
+def test_a_teacher_eval_cache_of_the_wrong_shape_is_stale_recomputed_and_rewritten(tokenizer, teacher, toy_dataset,
+                                                                                   tmp_path, caplog):
+    import logging
+
+    from mvld_hf.cli import reports
+    from mvld_hf.cli.arguments import DataArguments
+
+    data_args = DataArguments(teacher_eval_cache=str(tmp_path / "cache"), languages=["de", "en"])
+    args, student = _args(tmp_path, per_device_eval_batch_size=32), tiny_student(tokenizer, 16)
+    first = reports.evaluate(student, tokenizer, teacher, toy_dataset, args, data_args, str(tmp_path / "first"))
+    [cache] = list((tmp_path / "cache").iterdir())
+    wrong_metric = json.loads(cache.read_text())
+    wrong_metric["retrieval"]["de"]["t2i_R@1"] = "high"
+    for bad, reason in (([], "it holds a list, not a mapping"), ({}, "retrieval is missing"),
+                        (wrong_metric, "retrieval.de.t2i_R@1 is a str ('high'), expected a number")):
+        cache.write_text(json.dumps(bad))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mvld_hf"):
+            again = reports.evaluate(student, tokenizer, teacher, toy_dataset, args, data_args, str(tmp_path / "b"))
+        assert [r.getMessage() for r in caplog.records if "stale" in r.getMessage()] == [
+            f"evaluation of the teacher: the cached {cache} is stale ({reason}): evaluating the teacher again and "
+            "rewriting it"]
+        assert again["teacher"]["retrieval"] == first["teacher"]["retrieval"]
+        assert json.loads(cache.read_text())["retrieval"] == first["teacher"]["retrieval"]  # rewritten
+        assert (tmp_path / "b" / "eval_results.json").is_file()
+
+
+def test_a_teacher_eval_cache_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    from mvld_hf.cli.arguments import CliError, parse_args, validate_cli
+
+    monkeypatch.setenv("MVLD_HF_CACHE", str(tmp_path / "mvld_cache"))
+    (tmp_path / "afile").write_text("{}")
+    for value in ("afile", "afile/sub"):
+        parsed = parse_args(["--output_dir", str(tmp_path / "out"), "--teacher_eval_cache", str(tmp_path / value)])
+        with pytest.raises(CliError, match=rf"^--teacher_eval_cache {re.escape(str(tmp_path / value))} names a "
+                                           rf"folder for the teacher's evaluations, but {re.escape(str(tmp_path))}"
+                                           r"/afile is a file: pass a folder"):
+            validate_cli(*parsed)
+    validate_cli(*parse_args(["--output_dir", str(tmp_path / "out"), "--teacher_eval_cache", str(tmp_path / "new")]))
+    assert not (tmp_path / "mvld_cache").exists()

@@ -132,6 +132,14 @@ def validate_cli(model_args: ModelArguments, data_args: DataArguments, args: Dis
     if holder is not None:
         raise CliError(refusal(args.output_dir, holder))
     check_output_dir(out, args.resume_from_checkpoint, args.overwrite_output_dir)
+    cache = (data_args.teacher_eval_cache or "").strip()
+    if cache.lower() not in ("", "none", "false", "auto"):  # a folder, created when missing: not under a file
+        existing = os.path.abspath(cache)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise CliError(f"--teacher_eval_cache {cache} names a folder for the teacher's evaluations, but "
+                           f"{existing} is a file: pass a folder (created if missing), 'auto' or 'none'")
     if model_args.student != OFFLINE and os.path.isdir(model_args.student):
         check_text_encoder_folder(model_args.student)
 
@@ -156,8 +164,10 @@ def check_resume(args: DistillationArguments, student) -> None:
     """The checkpoint to resume from holds a student of this run's shape and was trained with this learning rate
     (checked before precomputing; its content is verified by the trainer, once)."""
     from mvld_hf.checkpointing import (
+        damaged_newer_checkpoints,
         last_complete_checkpoint,
         learning_rate_change,
+        resume_past_damaged,
         verify_checkpoint,
         weight_shape_mismatches,
     )
@@ -168,6 +178,9 @@ def check_resume(args: DistillationArguments, student) -> None:
     checkpoint, skipped = (resume, []) if os.path.isdir(str(resume)) else last_complete_checkpoint(args.output_dir)
     if checkpoint is None:
         raise CliError(no_complete_checkpoint(resume, args.output_dir, skipped))
+    damaged = damaged_newer_checkpoints(args.output_dir, skipped)
+    if damaged:  # --resume_from_checkpoint true would fall back past a damaged newer checkpoint
+        raise CliError(resume_past_damaged(checkpoint, damaged))
     saved = verify_checkpoint(checkpoint, content=False).get("metadata") or {}
     changed = learning_rate_change(saved, args.learning_rate)
     if changed:

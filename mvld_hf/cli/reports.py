@@ -130,6 +130,35 @@ def read_teacher_eval(path: str | None) -> dict | None:
         return None
 
 
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        return "mapping"
+    if value is None or isinstance(value, (bool, int, float)):
+        return "number"
+    return "list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def stale_teacher_eval(cached, fresh: dict, where: str = "", depth: int = 0) -> str | None:
+    """Why a cached teacher evaluation (valid JSON) cannot stand beside ``fresh`` (the student's results on the
+    same data), or None: not a mapping, a section or language missing (to two levels), or a value of another kind
+    (a string where a metric is a number). Keys the student has deeper down but the cache lacks are tolerated."""
+    if not isinstance(cached, dict):
+        return f"{where or 'it'} holds a {type(cached).__name__}, not a mapping"
+    for key, value in fresh.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in cached:
+            if depth < 2:
+                return f"{name} is missing"
+            continue
+        if _kind(cached[key]) != _kind(value):
+            return f"{name} is a {_kind(cached[key])} ({str(cached[key])[:40]!r}), expected a {_kind(value)}"
+        if isinstance(value, dict):
+            reason = stale_teacher_eval(cached[key], value, name, depth + 1)
+            if reason:
+                return reason
+    return None
+
+
 def write_teacher_eval(path: str, results: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -171,6 +200,13 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
     logger.info("evaluation of the student")
     models["student"] = evaluator(lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu(),
                                   image_embeddings=images)
+    stale = cached is not None and stale_teacher_eval(
+        {k: v for k, v in cached.items() if k != "vqa"} if isinstance(cached, dict) else cached, models["student"])
+    if stale or (cached is not None and vqa is not None and not isinstance(cached.get("vqa"), dict)):
+        logger.warning("evaluation of the teacher: the cached %s is stale (%s): evaluating the teacher again and "
+                       "rewriting it", cache, stale or "vqa is missing")
+        cached = None
+        models["teacher"] = evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images)
     if vqa is not None:
         from mvld_hf.evaluation import evaluate_vqa
 
@@ -183,6 +219,15 @@ def evaluate(student, tokenizer, teacher, dataset, args: DistillationArguments, 
             models[name]["vqa"] = evaluate_vqa(encode, lambda batch: teacher.encode_image(batch).cpu(), vqa,
                                                languages=data_args.languages,
                                                batch_size=args.per_device_eval_batch_size)
+        stale = cached is not None and stale_teacher_eval(cached["vqa"], models["student"]["vqa"], "vqa", 1)
+        if stale:
+            logger.warning("evaluation of the teacher: the cached %s is stale (%s): evaluating the teacher's VQA "
+                           "again and rewriting it", cache, stale)
+            cached = None
+            models["teacher"]["vqa"] = evaluate_vqa(lambda texts: teacher.encode_text(texts).cpu(),
+                                                    lambda batch: teacher.encode_image(batch).cpu(), vqa,
+                                                    languages=data_args.languages,
+                                                    batch_size=args.per_device_eval_batch_size)
     if cache and cached is None:
         write_teacher_eval(cache, models["teacher"])
         logger.info("evaluation of the teacher: kept in %s for later runs (--teacher_eval_cache none: off)", cache)
