@@ -206,9 +206,14 @@ def last_complete_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
 
 
 def newest_complete_checkpoint(output_dir: str) -> str:
-    """The newest complete checkpoint of ``output_dir`` (``resume_from_checkpoint=True``); newer partial ones are
-    skipped with a warning; none at all raises :class:`IncompleteCheckpointError`."""
+    """The newest complete checkpoint of ``output_dir`` (``resume_from_checkpoint=True``); newer partial ones (a
+    save that was interrupted: no manifest) are skipped with a warning; a newer one that was complete and fails
+    verification now is refused (:func:`damaged_newer_checkpoints`); none at all raises
+    :class:`IncompleteCheckpointError`."""
     checkpoint, skipped = last_complete_checkpoint(output_dir)
+    damaged = damaged_newer_checkpoints(output_dir, skipped)
+    if checkpoint is not None and damaged:
+        raise IncompleteCheckpointError(resume_past_damaged(checkpoint, damaged))
     for reason in skipped:
         logger.warning("skipping an incomplete checkpoint: %s", reason)
     if checkpoint is None:
@@ -216,6 +221,27 @@ def newest_complete_checkpoint(output_dir: str) -> str:
             f"no complete checkpoint in {output_dir} to resume from"
             + (f" ({len(skipped)} incomplete: {'; '.join(skipped)})" if skipped else ""))
     return checkpoint
+
+
+def damaged_newer_checkpoints(output_dir: str, skipped: list[str]) -> list[tuple[str, str]]:
+    """(folder, reason) of the checkpoints :func:`last_complete_checkpoint` skipped (``skipped``: its reasons,
+    newest first) that hold a manifest: they were complete once and were damaged or edited since (an interrupted
+    save has no manifest)."""
+    newer = list_checkpoints(output_dir)[:len(skipped)]
+    return [(path, reason) for path, reason in zip(newer, skipped)
+            if os.path.isfile(os.path.join(path, CHECKPOINT_MANIFEST))]
+
+
+def resume_past_damaged(checkpoint: str, damaged: list[tuple[str, str]]) -> str:
+    """Why ``resume_from_checkpoint=True`` does not fall back past a damaged newer checkpoint, and the ways on."""
+    reasons = "; ".join(re.split(r"[.:] [Rr]esume from an earlier checkpoint", reason)[0].rstrip(".")
+                        for _, reason in damaged)
+    names = ", ".join(os.path.basename(path) for path, _ in damaged)
+    return (f"{reasons}. Resuming from the older {os.path.basename(checkpoint)} would train past {names} and "
+            f"replace it, so it is not done silently: restore the damaged file, move {names} out of "
+            f"{os.path.dirname(checkpoint)}, or resume from the older checkpoint explicitly with "
+            f"--resume_from_checkpoint {checkpoint} (train(resume_from_checkpoint={checkpoint!r})); "
+            f"{names} is then kept beside it, renamed, never deleted")
 
 
 def check_compatible(checkpoint: str, saved: dict, current: dict,
@@ -337,6 +363,7 @@ def checkpoint_metadata(args, model, queue, global_step: int, projection_dim: in
             "lora_r": args.lora_r, "global_step": global_step, "world_size": args.world_size,
             "learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "max_steps": args.max_steps if args.max_steps > 0 else None,  # the schedule's length
             "finite_weights": True}  # the trainer checked the weights before writing them
     if queue is not None:
         meta.update(queue_size=args.queue_size, include_positive=args.include_positive, queue_filled=len(queue))
@@ -391,12 +418,14 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, curr
                        args=None) -> str:
     """The checkpoint a run resumes from, verified complete (:func:`verify_checkpoint`, content included) and
     compatible with this run (``current``: its :func:`checkpoint_metadata`, the learning rate included;
-    ``model``: its student, whose weight shapes are compared); with ``args``, another global batch is warned
-    about in one line (:func:`batch_change`).
+    ``model``: its student, whose weight shapes are compared); with ``args``, another global batch and another
+    ``max_steps`` are each warned about in one line (:func:`batch_change`,
+    :func:`~mvld_hf.checkpoint_guard.schedule_change`).
 
     ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
-    checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning. An
-    explicit path must be complete, else :class:`IncompleteCheckpointError`.
+    checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning, a newer
+    damaged one is refused (:func:`newest_complete_checkpoint`). An explicit path must be complete, else
+    :class:`IncompleteCheckpointError`.
     """
     if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "latest") \
             and not os.path.isdir(resume_from_checkpoint):  # --resume_from_checkpoint true on a command line
@@ -406,9 +435,13 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, curr
     manifest = verify_checkpoint(checkpoint)
     shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
     check_compatible(checkpoint, manifest.get("metadata", {}), current, shapes)
-    changed = batch_change(checkpoint, manifest.get("metadata", {}), args) if args is not None else None
-    if changed:
-        logger.warning(changed)
+    if args is not None:
+        from .checkpoint_guard import schedule_change
+
+        for changed in (batch_change(checkpoint, manifest.get("metadata", {}), args),
+                        schedule_change(checkpoint, manifest.get("metadata", {}), args)):
+            if changed:
+                logger.warning(changed)
     return checkpoint
 
 

@@ -8,8 +8,9 @@ from collections import defaultdict
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .checkpoint_guard import rotate_verified_checkpoints, set_aside_existing
 from .checkpointing import (
     check_output_dir,
     checkpoint_metadata,
@@ -338,11 +339,17 @@ class DistillationTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint plus the DR queue, then a manifest marking it complete; old checkpoints are
-        rotated out only after the new one is complete. A full disk is reported as such, naming the checkpoint
-        that stays good (:func:`~mvld_hf.checkpointing.disk_full_reported`)."""
+        rotated out only after the new one is complete, and only those that pass verification
+        (:func:`~mvld_hf.checkpoint_guard.rotate_verified_checkpoints`); a complete checkpoint already at this
+        step (a run resumed from an older one) is renamed, not overwritten. A full disk is reported as such,
+        naming the checkpoint that stays good (:func:`~mvld_hf.checkpointing.disk_full_reported`)."""
         self._check_finite_weights()
         limit = self.args.save_total_limit
         self.args.save_total_limit = None  # rotate below, once the manifest exists
+        if self.args.should_save:
+            set_aside_existing(os.path.join(self._get_output_dir(trial=trial),
+                                            f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+        self.accelerator.wait_for_everyone()  # before any rank writes into that folder
         with disk_full_reported(self.args.output_dir, self.state.global_step):
             try:
                 super()._save_checkpoint(model, trial)
@@ -355,8 +362,7 @@ class DistillationTrainer(Trainer):
                 if self.queue is not None:
                     save_queue(checkpoint, self.queue)
                 write_checkpoint_manifest(checkpoint, self._checkpoint_metadata())
-                rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+                rotate_verified_checkpoints(run_dir, limit, checkpoint, self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
 
     def warm_start_projection(self, mode: str = "least_squares") -> dict[str, float] | None:

@@ -6,13 +6,16 @@ one anchor stops. Items 2 and 3 run two real processes."""
 
 import logging
 import os
+import shutil
 from functools import partial
 
 import pytest
 
 from mvld_hf import DistillationTrainer, precompute_teacher_embeddings
+from mvld_hf.checkpointing import CHECKPOINT_MANIFEST, IncompleteCheckpointError, file_sha256, verify_checkpoint
 from mvld_hf.testing import tiny_student
 from tests.helpers import training_args
+from tests.scripts import train_and_kill as script
 
 BATCH = 16
 _args = partial(training_args, method="fd", per_device_train_batch_size=BATCH, queue_size=64, learning_rate=3e-3,
@@ -95,3 +98,88 @@ def test_teacher_eval_cache_key_follows_the_teachers_weights(teacher, toy_datase
     save_file(tensors, weights, metadata={"format": "pt"})
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old time
     assert os.path.getsize(weights) == stat.st_size and key() != before
+
+
+# ------------------------------------------------------- 1 and 5: rotation, resuming past a damaged checkpoint
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tokenizer, teacher, toy_dataset):
+    """A run of 4 steps saved at 2 and 4 (``tests/scripts/train_and_kill.py``'s set-up), no rotation."""
+    root = tmp_path_factory.mktemp("lost")
+    tiny_student(tokenizer, 16, seed=5).save_pretrained(root / "student")
+    tokenizer.save_pretrained(root / "tokenizer")
+    precompute_teacher_embeddings(toy_dataset.remove_columns("image"), teacher).save_to_disk(root / "dataset")
+    script.build_trainer(str(root), str(root / "run"), max_steps=4).train()
+    return str(root)
+
+
+@pytest.fixture
+def run_copy(workdir, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(os.path.join(workdir, "run"), out)
+    return out
+
+
+def _edit_step(checkpoint: str, old: int, new: int) -> None:
+    path = os.path.join(checkpoint, "trainer_state.json")
+    text = open(path).read()
+    assert f'"global_step": {old},' in text
+    open(path, "w").write(text.replace(f'"global_step": {old},', f'"global_step": {new},'))  # same size
+
+
+def test_resuming_past_a_damaged_newer_checkpoint_is_refused_and_it_is_never_deleted(workdir, run_copy):
+    newer, older = os.path.join(run_copy, "checkpoint-4"), os.path.join(run_copy, "checkpoint-2")
+    _edit_step(newer, 4, 5)  # its weights are intact; only the step was edited
+    weights = file_sha256(os.path.join(newer, "model.safetensors"))
+    trainer = script.build_trainer(workdir, run_copy, max_steps=8, save_total_limit=1)
+    with pytest.raises(IncompleteCheckpointError) as err:
+        trainer.train(resume_from_checkpoint=True)
+    message = str(err.value)
+    assert "checkpoint-4" in message and "global_step 5 but the checkpoint was written at step 4" in message
+    assert f"--resume_from_checkpoint {older}" in message and "move checkpoint-4 out of" in message
+    assert os.path.isdir(newer) and trainer.state.global_step == 0  # nothing trained, nothing deleted
+
+    # asked for explicitly, the older one is resumed; the damaged folder is renamed when step 4 comes again
+    trainer = script.build_trainer(workdir, run_copy, max_steps=8, save_total_limit=1)
+    trainer.train(resume_from_checkpoint=older)
+    kept = os.path.join(run_copy, "replaced-checkpoint-4")
+    assert file_sha256(os.path.join(kept, "model.safetensors")) == weights
+    assert sorted(n for n in os.listdir(run_copy) if "checkpoint" in n) == ["checkpoint-8", "replaced-checkpoint-4"]
+    verify_checkpoint(os.path.join(run_copy, "checkpoint-8"))
+
+
+def test_rotation_deletes_only_verified_checkpoints_older_than_the_new_one(run_copy):
+    from mvld_hf.checkpoint_guard import rotate_verified_checkpoints
+
+    older, current = os.path.join(run_copy, "checkpoint-2"), os.path.join(run_copy, "checkpoint-4")
+    with open(os.path.join(older, "optimizer.pt"), "ab") as handle:
+        handle.write(b"x")  # damaged: fails verification
+    assert rotate_verified_checkpoints(run_copy, 1, current) == [] and os.path.isdir(older)
+    os.remove(os.path.join(older, CHECKPOINT_MANIFEST))  # an interrupted save: kept too
+    assert rotate_verified_checkpoints(run_copy, 1, current) == [] and os.path.isdir(older)
+    shutil.rmtree(older)
+    shutil.copytree(current, older)  # a complete checkpoint (its manifest says step 4): deleted
+    assert rotate_verified_checkpoints(run_copy, 1, current) == [older]
+    assert rotate_verified_checkpoints(run_copy, 1, older) == [] and os.path.isdir(current)  # newer: never
+
+
+def test_resuming_with_another_max_steps_says_the_schedule_in_one_line(workdir, run_copy, caplog):
+    older = os.path.join(run_copy, "checkpoint-2")
+    shutil.rmtree(os.path.join(run_copy, "checkpoint-4"))
+    trainer = script.build_trainer(workdir, run_copy, max_steps=6)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf"):
+        trainer.train(resume_from_checkpoint=older)
+    lines = [r.getMessage() for r in caplog.records if "max_steps" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert (f"resuming {older} (step 2 of a run of --max_steps 4) with --max_steps 6: the linear learning-rate "
+            "schedule is recomputed over 6 steps: the learning rate at step 3 is 0.00333 instead of the interrupted "
+            "run's 0.0025, and 0 at step 6; resume with --max_steps 4") in lines[0]
+    logged = [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e and e["step"] == 3]
+    assert logged == [pytest.approx(5e-3 * 3 / 6)]  # after step 3's update: the schedule over 6 steps was followed
+
+
+def test_resuming_with_the_same_max_steps_says_nothing_about_it(workdir, run_copy, caplog):
+    shutil.rmtree(os.path.join(run_copy, "checkpoint-4"))
+    trainer = script.build_trainer(workdir, run_copy, max_steps=4)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf"):
+        trainer.train(resume_from_checkpoint=os.path.join(run_copy, "checkpoint-2"))
+    assert not [r for r in caplog.records if "max_steps" in r.getMessage()]

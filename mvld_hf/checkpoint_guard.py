@@ -1,0 +1,113 @@
+"""What keeps a run's checkpoints from being lost or silently misread, beside the format in
+:mod:`mvld_hf.checkpointing`:
+
+- :func:`rotate_verified_checkpoints`: ``save_total_limit`` rotation that deletes only checkpoints passing
+  verification and older than the one just saved (a damaged one, an interrupted save, or one of a newer timeline
+  stays);
+- :func:`set_aside_existing`: a save into the folder of a checkpoint that was complete once (a run resumed from
+  an older checkpoint reached its step again) renames that folder instead of overwriting it;
+- :func:`schedule_change`: the one line a run resumed with another ``max_steps`` logs (the learning-rate schedule
+  it will follow);
+- :func:`snapshot_live_checkpoint`: a reader (``mvld-evaluate``) of a checkpoint that a live run may rotate away
+  reads a snapshot of its files (hard links) and is told so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from .checkpointing import (
+    _CHECKPOINT_DIR,
+    CHECKPOINT_MANIFEST,
+    IncompleteCheckpointError,
+    list_checkpoints,
+    verify_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def rotate_verified_checkpoints(output_dir: str, save_total_limit: int | None, current: str,
+                                best_model_checkpoint: str | None = None) -> list[str]:
+    """Rotation after the save of ``current``: delete the oldest checkpoints older than ``current`` beyond
+    ``save_total_limit`` (``current`` counts as one; ``best_model_checkpoint`` is kept), but only checkpoints that
+    pass :func:`verify_checkpoint`'s cheap check; one that fails verification (damaged, or a save that was
+    interrupted) and any newer than ``current`` (another timeline) are never deleted. Returns what was deleted."""
+    if save_total_limit is None or save_total_limit <= 0:
+        return []
+    step = int(_CHECKPOINT_DIR.match(os.path.basename(current)).group(1))
+    best = os.path.abspath(best_model_checkpoint) if best_model_checkpoint else None
+    older = []
+    for path in list_checkpoints(output_dir):  # newest first
+        if int(_CHECKPOINT_DIR.match(os.path.basename(path)).group(1)) >= step or os.path.abspath(path) == best:
+            continue
+        try:
+            verify_checkpoint(path, content=False)
+        except IncompleteCheckpointError as err:
+            logger.warning("rotation keeps %s, which fails verification (%s)", path, err)
+            continue
+        older.append(path)
+    deleted = older[max(save_total_limit - 1 - (best is not None and os.path.abspath(current) != best), 0):]
+    for path in deleted:
+        shutil.rmtree(path, ignore_errors=True)
+    return deleted
+
+
+def set_aside_existing(checkpoint: str) -> str | None:
+    """Before a save into ``checkpoint``: a folder of that name that was complete once (it has a manifest; a run
+    resumed from an older checkpoint reached its step again) is renamed to ``replaced-checkpoint-N[-k]`` beside
+    it instead of being overwritten, with a warning; returns the new name (None: nothing there, or a partial
+    save, which is overwritten)."""
+    if not os.path.isfile(os.path.join(checkpoint, CHECKPOINT_MANIFEST)):
+        return None
+    parent, name = os.path.split(checkpoint)
+    target, k = os.path.join(parent, f"replaced-{name}"), 1
+    while os.path.exists(target):
+        k += 1
+        target = os.path.join(parent, f"replaced-{name}-{k}")
+    os.rename(checkpoint, target)
+    logger.warning("%s already existed (written before this run resumed from an older checkpoint): kept as %s "
+                   "instead of being overwritten", checkpoint, target)
+    return target
+
+
+
+
+def _learning_rate_at(args, max_steps: int, step: int) -> float | None:
+    """The learning rate after ``step`` optimizer steps of ``args``' schedule over ``max_steps`` (what the Trainer
+    builds: ``get_scheduler`` with ``args.get_warmup_steps``); None for a scheduler without a step formula."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer=optimizer,
+                              num_warmup_steps=args.get_warmup_steps(max_steps), num_training_steps=max_steps,
+                              scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    return args.learning_rate * lambdas[0](step) if lambdas else None
+
+
+def schedule_change(checkpoint: str, saved: dict, args) -> str | None:
+    """One line when a run resumes ``checkpoint`` (written by a run of ``saved["max_steps"]`` steps) with another
+    ``args.max_steps``: the Trainer rebuilds the learning-rate schedule over the new number of steps and restores
+    only its position, so the learning rate jumps; the line gives the schedule it will follow and how to keep the
+    old one. None when equal, unrecorded, or counted in epochs."""
+    before, now, step = saved.get("max_steps"), getattr(args, "max_steps", None), saved.get("global_step")
+    if not before or now is None or now <= 0 or before == now or step is None:
+        return None
+    if now <= step:
+        return (f"resuming {checkpoint} (step {step}) with --max_steps {now}: the run already reached that step, so "
+                f"nothing trains; the interrupted run had --max_steps {before}")
+    old, new = _learning_rate_at(args, before, step), _learning_rate_at(args, now, step)
+    end = _learning_rate_at(args, now, now)
+    if old is None or new is None:
+        rates = ""
+    else:
+        rates = (f": the learning rate at step {step + 1} is {new:.3g} instead of the interrupted run's {old:.3g}, "
+                 f"and {end:.3g} at step {now}")
+    kind = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    return (f"resuming {checkpoint} (step {step} of a run of --max_steps {before}) with --max_steps {now}: the "
+            f"{kind} learning-rate schedule is recomputed over {now} steps{rates}; resume with --max_steps {before} "
+            "to keep the interrupted run's schedule")
