@@ -11,6 +11,8 @@ Stale-lock policy: a lock whose holder is gone does not block the folder forever
 - Same host: the holder's pid is checked. A pid that no longer exists (a run killed by ``kill -9``, a crashed
   machine's leftover), or that now belongs to another process (its start time, read from ``/proc``, differs from
   the recorded one), is gone: the lock is taken over with a warning naming the old holder.
+- An unreadable lock file (not a JSON record with a pid and host: garbage, an empty or truncated file still so
+  after a moment) names no run: it is taken over like a dead run's, with a warning saying it was unreadable.
 - Another host (a shared file system): its pids cannot be checked from here, so the lock is respected; the
   refusal says to delete the lock file once that run is known to be gone.
 - A process that already holds the lock may take it again (the command line and the trainer both take it);
@@ -62,26 +64,56 @@ def process_alive(pid: int, start: str | None = None) -> bool:
 
 def describe(holder: dict) -> str:
     """``pid 123 on host h since 2026-12-04 18:10:00 UTC (python train.py ...)``."""
+    if holder.get("unreadable"):
+        return f"an unreadable lock file: {holder['unreadable']}"
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("time", 0)))
     command = holder.get("command") or "?"
     return f"pid {holder.get('pid')} on host {holder.get('host')} since {started} ({command})"
 
 
-def read_holder(output_dir: str) -> dict | None:
-    """The lock file's record (pid, host, process_start, time, command), None when the folder is not locked;
-    an unreadable lock file reads as a holder of unknown pid."""
+def _read_record(path: str) -> dict | None:
+    """The record in the lock file ``path``, None when there is none; an unreadable one (not JSON, not a mapping
+    with an integer pid and a host) reads as ``{"pid": None, "host": None, "unreadable": why}``."""
     try:
-        with open(os.path.join(output_dir, LOCK_FILE)) as handle:
-            holder = json.load(handle)
-        return holder if isinstance(holder, dict) else {"pid": None, "host": None}
+        with open(path, "rb") as handle:
+            raw = handle.read(1 << 16)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return {"pid": None, "host": None}
+    except OSError as err:
+        return {"pid": None, "host": None, "unreadable": f"it cannot be read ({err.strerror or err})"}
+    try:
+        holder = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        why = f"not JSON ({raw[:40].decode('utf-8', 'replace')!r})" if raw.strip() else "it is empty"
+        return {"pid": None, "host": None, "unreadable": why}
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int) or not holder.get("host"):
+        return {"pid": None, "host": None, "unreadable": f"no pid and host in it ({str(holder)[:40]!r})"}
+    return holder
+
+
+def read_holder(output_dir: str) -> dict | None:
+    """The lock file's record (pid, host, process_start, time, command), None when the folder is not locked; an
+    unreadable lock file (see :func:`_read_record`) is read again for up to a second while it is fresh (a lock
+    being written where the file system has no hard links) and then reads as unreadable."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    for _ in range(5):
+        holder = _read_record(path)
+        if holder is None or not holder.get("unreadable"):
+            return holder
+        try:
+            fresh = time.time() - os.path.getmtime(path) < 2.0
+        except OSError:
+            fresh = False
+        if not fresh:
+            break
+        time.sleep(0.2)
+    return holder
 
 
 def holder_is_gone(holder: dict) -> bool:
     """A holder on this host whose process no longer runs (see the module's stale-lock policy)."""
+    if holder.get("unreadable"):
+        return True  # names no run (see the module's stale-lock policy)
     pid = holder.get("pid")
     return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
             and not process_alive(pid, holder.get("process_start")))
@@ -169,16 +201,15 @@ class RunLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return
-        with open(aside) as handle:
-            try:
-                moved = json.load(handle)
-            except ValueError:
-                moved = {"pid": None, "host": None}
+        moved = _read_record(aside) or {}
         if moved != stale and not holder_is_gone(moved):
             try:
                 os.link(aside, self.path)
             except FileExistsError:
                 pass
+        elif stale.get("unreadable"):
+            logger.warning("output_dir %s: taking over an unreadable lock file %s (%s): it names no live run",
+                           self.output_dir, self.path, stale["unreadable"])
         else:
             logger.warning("output_dir %s: taking over the lock of a run that is gone (%s)", self.output_dir,
                            describe(stale))

@@ -148,3 +148,29 @@ def test_a_teacher_eval_cache_that_is_a_file_is_refused_before_any_work(tmp_path
             validate_cli(*parsed)
     validate_cli(*parse_args(["--output_dir", str(tmp_path / "out"), "--teacher_eval_cache", str(tmp_path / "new")]))
     assert not (tmp_path / "mvld_cache").exists()
+
+
+# --------------------------------------------------------------------- item 11: a lock file of garbage
+@pytest.mark.parametrize("content,why", [(b"\x00\xffgarbage", r"not JSON \('\\x00.garbage'\)"),
+                                         (b"", "it is empty"), (b'{"pid": null}', r"no pid and host in it .*"),
+                                         (b"[1, 2]", r"no pid and host in it \('\[1, 2\]'\)")])
+def test_an_unreadable_lock_file_is_no_live_run_and_is_taken_over(tmp_path, caplog, content, why):
+    import logging
+    import time
+
+    from mvld_hf.cli.arguments import parse_args, validate_cli
+    from mvld_hf.run_lock import LOCK_FILE, RunLock, live_holder, read_holder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_bytes(content)
+    os.utime(out / LOCK_FILE, (time.time() - 60, time.time() - 60))  # not a lock being written right now
+    assert live_holder(str(out)) is None and re.fullmatch(why, read_holder(str(out))["unreadable"])
+    validate_cli(*parse_args(["--output_dir", str(out)]))  # the command line does not call it "in use"
+    with caplog.at_level(logging.WARNING, logger="mvld_hf.run_lock"):
+        lock = RunLock(str(out)).acquire()
+    assert lock.owned and json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert re.fullmatch(rf"output_dir {re.escape(str(out))}: taking over an unreadable lock file "
+                        rf"{re.escape(str(out / LOCK_FILE))} \({why}\): it names no live run", caplog.messages[-1])
+    lock.release()
+    assert os.listdir(out) == []
