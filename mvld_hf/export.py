@@ -197,7 +197,9 @@ def export_sentence_transformer(
         write_card: write ``README.md`` (the model card).
         formats: ``"pytorch"`` (the sentence-transformers folder, always written), ``"onnx"`` (fp32 ONNX graphs
             of the text route, Dense included, and of the image route under ``onnx/``), ``"int8"`` (the text
-            graph with dynamic int8 weights); a list or ``"pytorch,onnx,int8"``. Each format is measured
+            graph with dynamic int8 weights), ``"immich"`` (an immich-layout bundle under ``immich/``, made from
+            the fp32 graphs and checked against them: :mod:`mvld_hf.export_immich`; needs the image route); a
+            list or ``"pytorch,onnx,int8"``. Each format is measured
             (cosine and top-1 agreement with PyTorch, translation R@1 on a multi-script check set, speed) and
             the card lists the figures; see :mod:`mvld_hf.export_onnx`.
         int8_max_drop: the largest mean R@1 loss of int8 against PyTorch on the check set (fraction; default
@@ -221,6 +223,9 @@ def export_sentence_transformer(
 
     formats = parse_formats(formats)
     require_onnx(formats)  # before any work
+    if "immich" in formats and not include_images:
+        raise ValueError("the immich format needs the image route (immich embeds the photos with it): "
+                         "export with include_images=True, or leave out the immich format")
     checkpoint = None if isinstance(student, nn.Module) else student
     model = load_student(student)
     _check_finite(model)
@@ -306,11 +311,15 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
                 from .export_onnx import export_onnx_formats
 
                 report = export_onnx_formats(st, staging, **onnx_kwargs)
+                if "immich" in onnx_kwargs["formats"]:
+                    from .export_immich import export_immich_bundle
+
+                    report["immich"] = export_immich_bundle(staging, threads=report.get("threads"))
     finally:
         model.train(was_training)
 
     _annotate_config(staging, teacher_name, teacher_revision, config, image_route, modalities,
-                     sorted(report["formats"]) if report else ["pytorch"])
+                     sorted(report["formats"]) + ["immich"] * ("immich" in report) if report else ["pytorch"])
     backbone_cfg = config.backbone_config
     sizes = route_sizes(staging)
     return ExportResult(

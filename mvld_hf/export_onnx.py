@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["CHECK_PAIRS", "CHECK_TEXTS", "COSINE_BOUND", "FORMATS", "INT8_MAX_DROP", "Int8QualityError",
            "OnnxEncoder", "OnnxUnavailableError", "export_onnx_formats", "parse_formats", "require_onnx"]
 
-#: what an export can ship: the sentence-transformers folder (always), fp32 ONNX, dynamic int8 ONNX
-FORMATS = ("pytorch", "onnx", "int8")
+#: what an export can ship: the sentence-transformers folder (always), fp32 ONNX, dynamic int8 ONNX, and the
+#: immich-layout bundle made from the fp32 graphs (:mod:`mvld_hf.export_immich`; it implies ``onnx``)
+FORMATS = ("pytorch", "onnx", "int8", "immich")
 ONNX_DIR = "onnx"
 INFO_FILE = "mvld_onnx.json"
 OPSET = 17
@@ -104,13 +105,16 @@ class Int8QualityError(ValueError):
 
 def parse_formats(spec) -> tuple[str, ...]:
     """``"pytorch,onnx,int8"`` (or a list) -> the formats in :data:`FORMATS` order; ``pytorch`` is always
-    included (the folder every format reads its tokenizer from). Unknown names raise ``ValueError``."""
+    included (the folder every format reads its tokenizer from), and ``immich`` brings ``onnx`` (its bundle is made
+    from the fp32 graphs). Unknown names raise ``ValueError``."""
     if spec is None:
         return ("pytorch",)
     names = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
     unknown = sorted(set(names) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}: choose from {', '.join(FORMATS)} (comma-separated)")
+    if "immich" in names:
+        names.append("onnx")
     return tuple(f for f in FORMATS if f in names or f == "pytorch")
 
 

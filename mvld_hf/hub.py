@@ -200,7 +200,8 @@ def _parser(prog: str = "hub_upload.py") -> argparse.ArgumentParser:
                                            "(written locally, not uploaded)")
     p.add_argument("--formats", default="pytorch",
                    help="formats to ship, comma-separated: pytorch (always), onnx (fp32 ONNX of the text route, "
-                        "projection included, and of the image route), int8 (dynamically quantized text route); "
+                        "projection included, and of the image route), int8 (dynamically quantized text route), immich "
+                        "(an immich-layout bundle under immich/, implies onnx; see mvld_hf.export_immich); "
                         "each is measured and listed in the card. onnx/int8 need: pip install 'mvld_hf[onnx]'")
     p.add_argument("--int8-max-drop", type=float, default=1.0,
                    help="largest loss of mean R@1 (in points) that int8 may have against PyTorch on the check "
