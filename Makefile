@@ -13,7 +13,8 @@ export TOKENIZERS_PARALLELISM := false
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,apps]"
+	$(PY) -m pip install -q --no-deps "fastembed>=0.9,<0.10"
 	touch $@
 
 install: $(VENV)/.installed
