@@ -30,6 +30,7 @@ from mvld_hf import (
 from mvld_hf.checkpointing import IncompleteCheckpointError, verify_checkpoint
 from mvld_hf.data import NonFiniteEmbeddingError
 from mvld_hf.distillation_trainer import NonFiniteGradientError
+from mvld_hf.losses.registry import PAPER_METHODS
 from mvld_hf.testing import tiny_student
 from tests.helpers import training_args
 
@@ -203,7 +204,7 @@ def test_image_anchor_with_a_text_only_teacher(tokenizer, teacher, toy_dataset, 
 
 # ------------------------------------------------------------------------------------------ method string
 @pytest.mark.parametrize("method,message", [
-    ("xd", "unknown method 'xd' in 'xd'; choose from fd, ed, sd, mcl, dr"),
+    ("xd", f"unknown method 'xd' in 'xd'; choose from {', '.join(PAPER_METHODS)}"),
     ("dr:abc", "weight 'abc' of 'dr' in 'dr:abc' is not a number"),
     ("dr:-1", "must be a positive finite number"),
     ("dr:inf", "must be a positive finite number"),

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from mvld_hf.losses import registry
 from mvld_hf.study import (
     Cell,
     cell_metrics,
@@ -307,7 +308,7 @@ def test_cell_metrics_flattens_eval_results():
 # ------------------------------------------------------------------------------ the unified study (issue 25)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATES = {"drg", "drb"}
-PAPER_METHODS = {"fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"}
+PAPER_METHODS = {*registry.PAPER_METHODS, *registry.PAPER_COMBINATIONS}
 
 
 def test_unified_study_grids_compare_the_candidates_with_every_method(monkeypatch):

@@ -295,11 +295,11 @@ def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     >>> import torch
     >>> def cosine_kd(s, a):
     ...     return {"loss": (1 - torch.nn.functional.cosine_similarity(s, a)).mean()}
-    >>> spec = register_method(MethodSpec("cos_kd", "cosine distillation (COS_KD)", "1 - cos(student, anchor)",
+    >>> spec = register_method(MethodSpec("cos_demo", "cosine distillation (COS_DEMO)", "1 - cos(student, anchor)",
     ...                                   cosine_kd, ("s", "a"), citation=None))
-    >>> parse_method("dr+cos_kd:0.5")
-    {'dr': 1.0, 'cos_kd': 0.5}
-    >>> unregister_method("cos_kd")
+    >>> parse_method("dr+cos_demo:0.5")
+    {'dr': 1.0, 'cos_demo': 0.5}
+    >>> unregister_method("cos_demo")
     """
     validate_method(spec)
     current = METHODS.get(spec.code)

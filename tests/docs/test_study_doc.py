@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from mvld_hf.losses.registry import PAPER_COMBINATIONS, PAPER_METHODS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "docs", "results", "study_offline.json")
 
@@ -27,7 +29,7 @@ def results():
 def test_the_committed_study_is_the_full_grid(results):
     cells = results["cells"]
     assert all(c["status"] in ("done", "skipped") and c.get("metrics") for c in cells)
-    assert {c["method"] for c in cells} >= {"fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"}
+    assert {c["method"] for c in cells} >= {*PAPER_METHODS, *PAPER_COMBINATIONS}
     assert sorted({c["settings"]["seed"] for c in cells}) == [0, 1, 2]
     assert {c["settings"].get("anchor", "text") for c in cells} == {"text", "image"}
 
@@ -65,7 +67,7 @@ def test_every_other_committed_study_has_its_block(script, name):
     plots = tuple(p for p in script.PLOTS if os.path.isfile(os.path.join(ROOT, "docs", "study", name, p)))
     start, end = script.markers(name)
     assert start + "\n" + script.render(results, f"study/{name}", plots) + end in doc
-    if {c["method"] for c in results["cells"]} - {"fd", "ed", "sd", "mcl", "dr"}:
+    if {c["method"] for c in results["cells"]} - set(PAPER_METHODS):
         assert "### Against the best single method" in doc.split(start, 1)[1].split(end, 1)[0]
 
 

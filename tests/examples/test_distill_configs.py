@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+from mvld_hf.losses.registry import PAPER_COMBINATIONS, PAPER_METHODS
+
 from .conftest import ROOT
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -12,7 +14,7 @@ def test_there_are_paper_configs():
     names = {os.path.basename(p) for p in CONFIGS}
     assert "offline_dr.yaml" in names
     assert any("siglip2" in n for n in names) and any("image-anchor" in n for n in names)
-    for method in ("fd", "ed", "sd", "mcl", "dr", "dr+fd", "dr+ed+fd"):
+    for method in (*PAPER_METHODS, *PAPER_COMBINATIONS):
         assert f"clip-l14_xlmr-base_{method}.yaml" in names
 
 
