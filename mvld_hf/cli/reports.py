@@ -141,13 +141,14 @@ def _kind(value) -> str:
 def stale_teacher_eval(cached, fresh: dict, where: str = "", depth: int = 0) -> str | None:
     """Why a cached teacher evaluation (valid JSON) cannot stand beside ``fresh`` (the student's results on the
     same data), or None: not a mapping, a section or language missing (to two levels), or a value of another kind
-    (a string where a metric is a number). Keys the student has deeper down but the cache lacks are tolerated."""
+    (a string where a metric is a number). Other keys the student has but the cache lacks (deeper down, or a list
+    such as the collapsed languages) are tolerated."""
     if not isinstance(cached, dict):
         return f"{where or 'it'} holds a {type(cached).__name__}, not a mapping"
     for key, value in fresh.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in cached:
-            if depth < 2:
+            if depth < 2 and isinstance(value, dict):
                 return f"{name} is missing"
             continue
         if _kind(cached[key]) != _kind(value):
