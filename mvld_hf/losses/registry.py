@@ -279,7 +279,7 @@ def validate_method(spec: MethodSpec) -> None:
     if bad:
         raise ValueError(f"{where}: every entry the loss returns is logged and must be a scalar tensor; {bad} is not")
     if not torch.isfinite(out["loss"]).all():
-        raise ValueError(f"{where}: the loss is {float(out['loss'])} on random embeddings")
+        raise ValueError(f"{where}: the loss is {float(out['loss'].detach())} on random embeddings")
     if not out["loss"].requires_grad:
         raise ValueError(f"{where}: the loss carries no gradient to the student's embeddings 's' (detached?)")
 

@@ -75,3 +75,105 @@ def test_candidate_entries_call_their_losses_and_need_what_they_read():
     drg, drb = _args(method="drg"), _args(method="drb:1,ed:0.5")
     assert (drg.needs_english_captions, drg.uses_queue, drg.has_mse_term) == (True, True, False)
     assert (drb.needs_english_captions, drb.uses_queue, drb.has_mse_term) == (True, True, True)
+
+
+# ------------------------------------------------------------------- everything about a method is on its spec
+def test_the_built_in_methods_pass_the_checks_a_users_method_passes():
+    from mvld_hf.losses.registry import PAPER_METHODS, validate_method
+
+    for spec in METHODS.values():
+        validate_method(spec)
+    assert PAPER_METHODS == ("fd", "ed", "sd", "mcl", "dr")  # the paper's methods cite it; DRG, DRB do not
+    assert PAPER_METHODS == tuple(code for code, spec in METHODS.items() if spec.citation)
+    assert [code for code, spec in METHODS.items() if spec.needs_batch_negatives] == ["sd", "mcl"]
+    assert [code for code, spec in METHODS.items() if spec.negatives is None] == ["fd", "ed"]
+
+
+def _spec(**changes):
+    from dataclasses import replace
+
+    from mvld_hf.losses import MethodSpec
+
+    def loss(s, a):
+        return {"loss": (s - a).pow(2).mean(), "gap": (s - a).detach().abs().mean()}
+
+    return replace(MethodSpec("mine", "my method (MINE)", "MSE", loss, ("s", "a"), citation=None), **changes)
+
+
+@pytest.mark.parametrize("changes,error,message", [
+    ({"code": "My-KD"}, ValueError, "lower-case letters"),
+    ({"code": "dr"}, ValueError, "built-in method"),
+    ({"inputs": ("s", "image")}, ValueError, "inputs must be distinct names among"),
+    ({"inputs": ("s", "s")}, ValueError, "inputs must be distinct names among"),
+    ({"loss": "mse"}, TypeError, "loss must be callable"),
+    ({"loss": lambda s, a: (s - a).pow(2).mean()}, ValueError, "must return a dict with a 'loss' entry"),
+    ({"loss": lambda s, a: {"loss": (s - a).pow(2).mean(), "per_row": s - a}}, ValueError, "must be a scalar tensor"),
+    ({"loss": lambda s, a: {"loss": (s - a).pow(2).mean().detach()}}, ValueError, "carries no gradient"),
+    ({"loss": lambda s, a: {"loss": s.sum() / 0}}, ValueError, "the loss is inf"),
+    ({"loss": lambda s: {"loss": s.sum()}}, ValueError, "failed on"),
+    ({"arguments": {"temperature": "no_such_field"}}, ValueError, "not DistillationArguments fields"),
+    ({"citation": "Smith 2020"}, ValueError, "BibTeX"),
+])
+def test_register_method_refuses_what_the_trainer_could_not_run(changes, error, message):
+    from mvld_hf.losses import register_method
+
+    with pytest.raises(error, match=message):
+        register_method(_spec(**changes))
+    assert "mine" not in METHODS and list(METHODS)[:5] == ["fd", "ed", "sd", "mcl", "dr"]
+
+
+def test_register_method_adds_a_selectable_method_and_unregister_removes_it():
+    from dataclasses import replace
+
+    from mvld_hf.losses import register_method, unregister_method
+
+    spec = register_method(_spec())
+    try:
+        assert register_method(spec) is spec  # the same spec again: a no-op
+        with pytest.raises(ValueError, match="already registered"):
+            register_method(replace(spec, description="another"))
+        register_method(replace(spec, description="another"), replace=True)
+        args = _args(method="dr+mine:0.5")
+        assert args.method_weights == {"dr": 1.0, "mine": 0.5} and not args.has_mse_term
+        assert _method_text("mine") == "`mine`: my method (MINE)"
+    finally:
+        unregister_method("mine")
+    with pytest.raises(ValueError, match="unknown method 'mine'.*register_method"):
+        _args(method="mine")
+    with pytest.raises(ValueError, match="built-in"):
+        unregister_method("dr")
+
+
+def test_method_kwargs_set_a_methods_own_hyperparameters():
+    """DRG's geometry weight from DistillationArguments (or --method_kwargs JSON), checked by its spec."""
+    from mvld_hf.losses import dr_geometry
+
+    torch.manual_seed(0)
+    s, s_en, t, a, keys = (torch.randn(2, 4) for _ in range(5))
+    embeddings = {"s": s, "s_en": s_en, "t": t, "a": a, "keys": keys}
+    for method_kwargs, weight in ((None, 1.0), ({"drg": {"geometry_weight": 0.25}}, 0.25),
+                                  ('{"drg": {"geometry_weight": 3}}', 3.0)):
+        args = _args(method="drg", method_kwargs=method_kwargs)
+        want = dr_geometry(s, s_en, t, a, keys, include_positive=args.include_positive, geometry_weight=weight)
+        assert torch.allclose(METHODS["drg"].compute(embeddings, args)["loss"], want["loss"])
+    assert METHODS["drg"].hyperparameters["geometry_weight"].default == 1.0
+    for bad, message in (({"drg": {"geometry_weight": 0}}, "drg.geometry_weight must be a positive"),
+                         ({"drg": {"lambda": 1}}, "method 'drg' has no hyperparameter 'lambda'"),
+                         ({"xd": {}}, "method_kwargs names 'xd', which is not a method"),
+                         ("{drg", "method_kwargs must be JSON"),
+                         ({"drg": 0.5}, "maps method codes to")):
+        with pytest.raises(ValueError, match=message):
+            _args(method="drg", method_kwargs=bad)
+
+
+def test_the_card_prints_each_methods_citation_once_then_the_papers():
+    from mvld_hf.losses import register_method, unregister_method
+    from mvld_hf.losses.registry import PAPER_CITATION, citations
+
+    assert citations("dr+fd") == citations("drg") == citations(None) == PAPER_CITATION
+    mine = "@misc{mine2026, title = {Mine}}"
+    register_method(_spec(citation=mine))
+    try:
+        assert citations("mine+dr") == mine + "\n\n" + PAPER_CITATION
+    finally:
+        unregister_method("mine")
