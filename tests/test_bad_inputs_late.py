@@ -174,3 +174,30 @@ def test_an_unreadable_lock_file_is_no_live_run_and_is_taken_over(tmp_path, capl
                         rf"{re.escape(str(out / LOCK_FILE))} \({why}\): it names no live run", caplog.messages[-1])
     lock.release()
     assert os.listdir(out) == []
+
+
+# ---------------------------------------------------------- item 9: mvld-evaluate on a folder that is no student
+def test_evaluating_a_folder_that_is_no_student_ends_in_one_line(tmp_path, tokenizer, teacher, capsys):
+    from mvld_hf.cli import evaluate
+
+    (tmp_path / "empty").mkdir()
+    teacher.model.save_pretrained(tmp_path / "teacher")
+    st = tmp_path / "st"  # what a sentence-transformers export holds at its top: the backbone and modules.json
+    tiny_student(tokenizer, 16).backbone.save_pretrained(st)
+    (st / "modules.json").write_text("[]")
+    (tmp_path / "run.yaml").write_text("method: dr\n")
+    cases = {"empty": "'{}' is not an mvld_hf student: it has no readable config.json",
+             "teacher": "'{}' is not an mvld_hf student: its config.json has model_type 'clip'",
+             "st": "'{}' is not an mvld_hf student: its config.json has model_type ",
+             "missing/folder": "checkpoint '{}' not found: no such directory",
+             "run.yaml": "'{}' is a file; pass the checkpoint folder"}
+    for name, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.console_main(["--model", str(tmp_path / name), "--device", "cpu"])
+        first, hint = str(exit_info.value.code).split("\n")
+        assert first.startswith("error: " + message.format(tmp_path / name)), first
+        assert hint == "(run with --debug for the traceback)"
+    from mvld_hf import NotAStudentError
+
+    with pytest.raises(NotAStudentError):  # --debug: the traceback
+        evaluate.console_main(["--model", str(tmp_path / "empty"), "--device", "cpu", "--debug"])

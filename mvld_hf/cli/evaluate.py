@@ -63,6 +63,7 @@ def parse_args(argv=None):
                    help="text truncation in tokens (default: the longest the student can embed)")
     p.add_argument("--output-dir", default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (else one line)")
     return p.parse_args(argv)
 
 
@@ -224,9 +225,24 @@ def main(argv=None) -> dict:
     return results
 
 
-def console_main() -> int:
-    """The ``mvld-evaluate`` console script; exit status 0 on success."""
-    return 0 if main() is not None else 1
+def console_main(argv: list[str] | None = None) -> int:
+    """The ``mvld-evaluate`` console script; exit status 0 on success. An error ends it with one line, ``error:
+    <cause>`` (a folder that is no student, a missing path, a file: :class:`~mvld_hf.NotAStudentError`'s message),
+    instead of a traceback; ``--debug`` shows the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return 0 if main(argv) is not None else 1
+    except Exception as err:
+        if debug:
+            raise
+        from mvld_hf.student_loading import NotAStudentError
+
+        cause = " ".join(str(err).split()) or "no message"
+        if not isinstance(err, (NotAStudentError, OSError)):
+            cause = f"{type(err).__name__}: {cause}"
+        raise SystemExit(f"error: {cause}\n(run with --debug for the traceback)") from None
 
 
 if __name__ == "__main__":
