@@ -66,3 +66,32 @@ def test_every_module_has_its_room():
                 if os.path.isfile(os.path.join(package, n, "__init__.py")) and n != "cli"]
     missing = sorted(m for m in modules if m not in PATHS)
     assert not missing, f"modules without a line in docs/architecture.md: {missing}"
+
+
+def test_the_new_method_recipe_runs_and_trains(tokenizer, teacher, toy_dataset, tmp_path):
+    """The "A new distillation method" block, run as written: it registers a method of one's own (no package file
+    edited) whose arguments then train through DistillationTrainer, logging its parts."""
+    from mvld_hf import DistillationTrainer, precompute_teacher_embeddings
+    from mvld_hf.losses.registry import METHODS, unregister_method
+    from mvld_hf.testing import tiny_student
+    from tests.helpers import training_args
+
+    section = DOC.split("## A new distillation method", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    namespace = {}
+    exec(compile(blocks[0], "docs/architecture.md", "exec"), namespace)
+    try:
+        spec, args = METHODS["cos_margin"], namespace["args"]
+        assert spec.citation.startswith("@misc") and args.method_weights == {"dr": 1.0, "cos_margin": 0.5}
+        data = precompute_teacher_embeddings(toy_dataset, teacher, anchor="text")
+        trainer = DistillationTrainer(
+            model=tiny_student(tokenizer, projection_dim=16, seed=1), processing_class=tokenizer, train_dataset=data,
+            args=training_args(tmp_path, method=args.method, method_kwargs=args.method_kwargs, max_steps=6,
+                               per_device_train_batch_size=16, queue_size=64, learning_rate=3e-3, logging_steps=3))
+        trainer.train()
+        logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+        assert {"loss_dr", "loss_cos_margin", "cos_margin_cosine"} <= set(logs[0])
+        assert logs[-1]["cos_margin_cosine"] > logs[0]["cos_margin_cosine"]
+    finally:
+        unregister_method("cos_margin")
