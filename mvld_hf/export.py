@@ -148,13 +148,21 @@ def find_eval_results(checkpoint) -> str | None:
 
 
 def _check_finite(model: MultilingualTextTower) -> None:
-    """Refuse a student whose weights hold NaN/inf (a diverged run): say so, instead of a failed probe check."""
+    """Refuse a student whose weights hold NaN/inf (a diverged run), or are zero (every tensor, or the projection:
+    every text embedded alike): say so, instead of a failed probe check."""
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         total = sum(1 for t in model.state_dict().values() if t.is_floating_point())
         raise ValueError(f"the student's weights are not finite: {len(bad)} of {total} tensors hold NaN or inf "
                          f"values (e.g. {bad[0]!r}); the run diverged or the checkpoint is damaged: export an "
                          "earlier checkpoint")
+    zero = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.any()]
+    projection = [name for name in zero if name.startswith("projection.") and name.endswith("weight")]
+    total = sum(1 for t in model.state_dict().values() if t.is_floating_point())
+    if projection or len(zero) == total:
+        raise ValueError(f"the student's weights are zero: {len(zero)} of {total} tensors are all zero (e.g. "
+                         f"{(projection or zero)[0]!r}), so it embeds every text as the same vector: there is nothing "
+                         "to export; export a trained checkpoint (these weights were zeroed or never written)")
 
 
 def export_sentence_transformer(

@@ -201,3 +201,22 @@ def test_evaluating_a_folder_that_is_no_student_ends_in_one_line(tmp_path, token
 
     with pytest.raises(NotAStudentError):  # --debug: the traceback
         evaluate.console_main(["--model", str(tmp_path / "empty"), "--device", "cpu", "--debug"])
+
+
+# ------------------------------------------------------------------------ item 10: exporting zero weights
+@pytest.mark.parametrize("zeroed", ["every weight", "the projection"])
+def test_exporting_zero_weights_says_the_weights_are_zero(tokenizer, tmp_path, zeroed):
+    import torch
+
+    from mvld_hf.export import export_sentence_transformer
+
+    student = tiny_student(tokenizer, 16)
+    with torch.no_grad():
+        for name, tensor in student.named_parameters():
+            if zeroed == "every weight" or name.startswith("projection."):
+                tensor.zero_()
+    with pytest.raises(ValueError, match=r"^the student's weights are zero: \d+ of \d+ tensors are all zero \(e\.g\. "
+                                         r"'projection\.weight'\), so it embeds every text as the same vector"):
+        export_sentence_transformer(student, tokenizer, output_dir=str(tmp_path / "st"), include_images=False,
+                                    write_card=False)
+    assert not (tmp_path / "st").exists()
