@@ -272,6 +272,7 @@ def evaluate_translation(student, tokenizer, teacher, dataset, args: Distillatio
     """Per-language translation retrieval of the student against the teacher (no images): caption in L ->
     the teacher's embedding of its English original among that language's rows, both directions, plus mean
     cosine and embedding spread. The teacher's own row is the English-only teacher reading the same captions."""
+    from mvld_hf.evaluation.collapse import collapsed_from_spread
     from mvld_hf.evaluation.report import format_report, save_json
     from mvld_hf.evaluation.translation import TranslationEvaluator
 
@@ -287,7 +288,10 @@ def evaluate_translation(student, tokenizer, teacher, dataset, args: Distillatio
     encoders = {"teacher": lambda texts: teacher.encode_text(texts).cpu(),
                 "student": lambda texts: student.encode(texts, tokenizer, max_length=args.max_length).cpu()}
     tables = {name: {"translation": evaluator.per_language(evaluator(encode))} for name, encode in encoders.items()}
+    for table in tables.values():  # collapsed languages are marked, not scored (mvld_hf.evaluation.collapse)
+        table["collapsed"] = collapsed_from_spread(table["translation"])
     results = {"translation": {name: t["translation"] for name, t in tables.items()},
+               "collapsed": {name: t["collapsed"] for name, t in tables.items()},
                "meta": {"teacher": teacher.name_or_path, "method": args.method,
                         "sentences": {lang: len(c) for lang, c in evaluator.captions.items()}}}
     if save:

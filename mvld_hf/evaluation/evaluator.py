@@ -30,6 +30,7 @@ from ..data_utils import BLANK_TEXT, decode_image, is_blank_text
 from ..image_pipeline import image_encoder_parts, iter_prepared_batches
 from .base import Evaluator
 from .clustering import per_language_purity
+from .collapse import collapse_reasons
 from .consistency import cross_lingual_consistency
 from .retrieval import AUTO_PROGRESS_MIN_CHUNKS, per_language_retrieval
 from .vqa import DEFAULT_TEMPLATE, format_option, vqa_accuracy
@@ -306,6 +307,8 @@ class MultilingualEvaluator(Evaluator):
                                                                self.caption_languages, self.caption_groups,
                                                                reference=self.reference_language,
                                                                chunk_size=self.chunk_size)
+        # decided once for every table of this encoder (mvld_hf.evaluation.collapse): marked, never scored
+        results["collapsed"] = sorted(collapse_reasons(text_embeddings, self.caption_languages))
         return results
 
     evaluate = __call__

@@ -23,6 +23,20 @@ __all__ = ["format_table", "format_report", "per_language_figure", "plot_per_lan
 
 #: rows that summarise languages; tables and plots put them after the languages
 SUMMARY_ROWS = ("all", "mean", "mixed")
+#: metrics where less is better (bold marks the lowest), and diagnostics no value of which is better (never bold)
+LOWER_IS_BETTER = ("mse",)
+UNRANKED = ("spread", "teacher_spread", "cosine_chance", "top1_agreement_chance")
+#: what a cell of a collapsed language (``results["collapsed"]``, see mvld_hf.evaluation.collapse) shows
+COLLAPSED = "collapsed"
+
+
+def _collapsed_rows(results) -> set[str]:
+    """The rows a model's tables mark :data:`COLLAPSED`: its collapsed languages (``results["collapsed"]``) and,
+    when there is one, the summary rows, which include them."""
+    languages = results.get("collapsed") if isinstance(results, Mapping) else None
+    if not isinstance(languages, (list, tuple)) or not languages:
+        return set()
+    return {str(lang) for lang in languages} | set(SUMMARY_ROWS)
 
 
 def _is_number(x) -> bool:
@@ -81,12 +95,16 @@ def format_table(
     ``models`` maps a model name to its results (``{row: {metric: value}}`` or ``{row: value}``; with
     ``section`` the results are ``results[section]``). ``metrics``/``rows`` select and order columns/rows
     (default: all, in order of appearance). Values are multiplied by ``scale`` and printed with
-    ``precision`` decimals; with several models the best value of each metric in a row is bold;
-    absent values print as ``missing``. For a single model pass ``{"student": results}``.
+    ``precision`` decimals; with several models the best value of each metric in a row is bold (the lowest for
+    :data:`LOWER_IS_BETTER`, none for the diagnostics in :data:`UNRANKED`); absent values print as ``missing``.
+    With ``section``, a model whose results name collapsed languages (``results["collapsed"]``, decided by
+    :mod:`mvld_hf.evaluation.collapse`) shows ``collapsed`` in those rows and the summary rows instead of a
+    number, and is never bold there. For a single model pass ``{"student": results}``.
     """
     if not models:
         raise ValueError("format_table needs at least one model")
     tables = {name: _rows(res, section, value_name, name) for name, res in models.items()}
+    collapsed = {name: _collapsed_rows(res) if section is not None else set() for name, res in models.items()}
     names = list(tables)
     all_rows = _row_order(_ordered_union(t.keys() for t in tables.values()))
     if rows is not None:
@@ -108,16 +126,22 @@ def format_table(
     for row in all_rows:
         cells = [f"**{row}**" if row in SUMMARY_ROWS else row]
         for metric in all_metrics:
-            values = {name: tables[name].get(row, {}).get(metric) for name in names}
+            values = {name: None if row in collapsed[name] else tables[name].get(row, {}).get(metric)
+                      for name in names}
             finite = [v for v in values.values() if v is not None and not math.isnan(v)]
-            best = max(finite) if bold_best and len(names) > 1 and len(finite) > 1 else None
+            pick = min if metric in LOWER_IS_BETTER else max
+            best = pick(finite) if bold_best and len(names) > 1 and len(finite) > 1 and metric not in UNRANKED \
+                else None
             for name in names:
                 v = values[name]
+                if row in collapsed[name] and tables[name].get(row, {}).get(metric) is not None:
+                    cells.append(COLLAPSED)
+                    continue
                 if v is None or math.isnan(v):
                     cells.append(missing)
                     continue
                 text = f"{v * scale:.{precision}f}"
-                cells.append(f"**{text}**" if best is not None and v == best and min(finite) != best else text)
+                cells.append(f"**{text}**" if best is not None and v == best and len(set(finite)) > 1 else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -171,6 +195,12 @@ def format_report(results_by_model: Mapping[str, Mapping[str, Any]], sections: S
             heading = f"{section}: {title}" if title else section
             parts.append(f"{'#' * heading_level} {heading}\n\n"
                          + format_table(present, section=section, metrics=group, **kwargs))
+    notes = [f"{name}: {', '.join(res['collapsed'])}" for name, res in results_by_model.items()
+             if _collapsed_rows(res)]
+    if notes:
+        from .collapse import COLLAPSED_NOTE
+
+        parts.append(f"*{COLLAPSED_NOTE}* (collapsed languages: {'; '.join(notes)})")
     return "\n\n".join(parts) + "\n"
 
 

@@ -75,7 +75,7 @@ def test_perfect_encoders_score_perfectly_and_images_are_deduplicated():
     assert len(ev.image_rows) == 5 and len(ev.captions) == 15
     res = ev(perfect_text_encoder, enc)
     assert enc.n_images == 5  # one encoding per distinct image_id, not per row
-    assert list(res) == ["retrieval", "purity"]
+    assert list(res) == ["retrieval", "purity", "collapsed"] and res["collapsed"] == []  # none collapsed
     assert list(res["retrieval"]) == ["de", "en", "sw", "all", "mean"]
     for lang, metrics in res["retrieval"].items():
         assert all(v == 1.0 for v in metrics.values()), (lang, metrics)
@@ -87,7 +87,7 @@ def test_matches_embedding_level_functions_and_reuses_image_embeddings():
     ev = MultilingualEvaluator(ds, compute_purity=False, ks=(1, 2), mrr_k=3)
     images = ev.encode_images(FakeImageEncoder())
     res = ev(hashing_text_encoder, image_embeddings=images)
-    assert list(res) == ["retrieval"]
+    assert list(res) == ["retrieval", "collapsed"]
     texts = hashing_text_encoder(ev.captions)
     expected = per_language_retrieval(texts, ev.caption_languages, images, ev.caption_image, ks=(1, 2), mrr_k=3)
     assert res["retrieval"] == expected
