@@ -111,3 +111,67 @@ def schedule_change(checkpoint: str, saved: dict, args) -> str | None:
     return (f"resuming {checkpoint} (step {step} of a run of --max_steps {before}) with --max_steps {now}: the "
             f"{kind} learning-rate schedule is recomputed over {now} steps{rates}; resume with --max_steps {before} "
             "to keep the interrupted run's schedule")
+
+
+#: checkpoint files a reader of the student does not need (left out of a snapshot)
+_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "dr_queue.pt", "trainer_state.json",
+                   "training_args.bin", "rng_state")
+
+
+def live_run_of(path: str) -> tuple[str, dict] | None:
+    """(run folder, lock holder) when ``path`` is a ``checkpoint-N`` folder of a run that holds its
+    ``output_dir``'s lock and may be alive (:func:`mvld_hf.run_lock.live_holder`): rotation may delete it at any
+    save; None otherwise."""
+    from .run_lock import live_holder
+
+    path = os.path.abspath(path)
+    if not (os.path.isdir(path) and _CHECKPOINT_DIR.match(os.path.basename(path))):
+        return None
+    run_dir = os.path.dirname(path)
+    holder = live_holder(run_dir)
+    return (run_dir, holder) if holder is not None else None
+
+
+def snapshot_live_checkpoint(path: str) -> str:
+    """A snapshot of the student files of ``path``, a complete checkpoint of a live run (:func:`live_run_of`):
+    hard links in a hidden folder of the run (``.mvld-read-checkpoint-N-*``; a copy in the system's temporary
+    folder where links fail), so the files stay readable when the run's rotation deletes the checkpoint. The
+    caller deletes it (``shutil.rmtree``) once loaded. Raises :class:`IncompleteCheckpointError` when the
+    checkpoint is still being written or was rotated away before the snapshot was complete."""
+    import tempfile
+
+    name = os.path.basename(os.path.abspath(path))
+    gone = (f"{path} was deleted by its run's rotation while it was being read: evaluate the run's newest "
+            "checkpoint, or its final save once it ends")
+    try:
+        manifest = verify_checkpoint(path, content=False)
+    except IncompleteCheckpointError as err:
+        if not os.path.isdir(path):
+            raise IncompleteCheckpointError(gone) from err
+        raise IncompleteCheckpointError(f"{path} belongs to a run that is still training and is not complete yet "
+                                        f"({err}): evaluate it once its save completes, or an earlier "
+                                        "checkpoint") from err
+    files = [rel for rel in manifest["files"] if not os.path.basename(rel).startswith(_TRAINING_STATE)]
+    try:
+        snapshot = tempfile.mkdtemp(prefix=f".mvld-read-{name}-", dir=os.path.dirname(os.path.abspath(path)))
+    except OSError:  # the run's folder is not writable here
+        snapshot = tempfile.mkdtemp(prefix=f"mvld-read-{name}-")
+    try:
+        for rel in files:
+            source, target = os.path.join(path, rel), os.path.join(snapshot, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.link(source, target)
+            except FileNotFoundError:
+                raise
+            except OSError:  # another file system, or no hard links: a copy
+                shutil.copy2(source, target)
+            if os.path.getsize(target) != manifest["files"][rel]:
+                raise FileNotFoundError(source)  # replaced while read: treated as gone
+    except FileNotFoundError as err:
+        shutil.rmtree(snapshot, ignore_errors=True)
+        raise IncompleteCheckpointError(gone) from err
+    except BaseException:
+        shutil.rmtree(snapshot, ignore_errors=True)
+        raise
+    return snapshot

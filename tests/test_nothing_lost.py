@@ -4,9 +4,13 @@ run; a collapsed student is marked, not scored; resuming with another max_steps 
 methods that contain DR are not summed with DR; the teacher-eval cache follows the teacher's weights; a stream of
 one anchor stops. Items 2 and 3 run two real processes."""
 
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import time
 from functools import partial
 
 import pytest
@@ -183,3 +187,110 @@ def test_resuming_with_the_same_max_steps_says_nothing_about_it(workdir, run_cop
     with caplog.at_level(logging.WARNING, logger="mvld_hf"):
         trainer.train(resume_from_checkpoint=os.path.join(run_copy, "checkpoint-2"))
     assert not [r for r in caplog.records if "max_steps" in r.getMessage()]
+
+
+# --------------------------------------------------------------- 4: a collapsed student is marked, not scored
+def _nearly_collapsed(texts):
+    """A student that maps every caption within ~0.4% of one direction (mean pairwise cosine ~0.996)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(len(texts))
+    direction = torch.ones(16) / 4
+    return direction + 0.015 * torch.randn(len(texts), 16, generator=generator)
+
+
+def test_a_collapsed_student_is_marked_collapsed_in_every_table_instead_of_winning(toy_dataset, teacher):
+    from mvld_hf.evaluation import MultilingualEvaluator
+    from mvld_hf.evaluation.report import format_report
+
+    evaluator = MultilingualEvaluator(toy_dataset, parallel_column="english", batch_size=32, purity_n_init=1)
+    images = evaluator.encode_images(lambda batch: teacher.encode_image(batch).cpu())
+    results = {"teacher": evaluator(lambda texts: teacher.encode_text(texts).cpu(), image_embeddings=images),
+               "student": evaluator(_nearly_collapsed, image_embeddings=images)}
+    languages = [lang for lang in evaluator.languages]
+    assert results["student"]["collapsed"] == languages and results["teacher"]["collapsed"] == []
+    # the raw numbers a collapsed student wins (what today's tables showed in bold)
+    assert results["student"]["consistency"]["mean"]["cosine"] > results["teacher"]["consistency"]["mean"]["cosine"]
+    report = format_report(results)
+    for section in ("### retrieval", "### purity", "### consistency"):
+        assert section in report
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[0].strip("*") in languages + ["all", "mean", "mixed"]:
+            student = cells[2::2]  # columns alternate teacher, student
+            assert student and all(c == "collapsed" for c in student), line
+    assert "collapsed languages: student: " + ", ".join(languages) in report
+
+
+def test_translation_tables_mark_collapse_by_spread_and_never_bold_the_spread():
+    from mvld_hf.evaluation.collapse import collapsed_from_spread, mean_pairwise_cosine
+    from mvld_hf.evaluation.report import format_report
+
+    assert mean_pairwise_cosine(_nearly_collapsed(["a"] * 50)) > 0.99
+    teacher = {"de": {"s2t_acc": 0.9, "cosine": 0.7, "spread": 0.3}, "mean": {"s2t_acc": 0.9, "cosine": 0.7,
+                                                                            "spread": 0.3}}
+    student = {"de": {"s2t_acc": 0.1, "cosine": 0.8, "spread": 0.997}, "mean": {"s2t_acc": 0.1, "cosine": 0.8,
+                                                                              "spread": 0.997}}
+    assert collapsed_from_spread(student) == ["de"] and collapsed_from_spread(teacher) == []
+    tables = {"teacher": {"translation": teacher, "collapsed": []},
+              "student": {"translation": student, "collapsed": collapsed_from_spread(student)}}
+    report = format_report(tables)
+    de = next(line for line in report.splitlines() if line.startswith("| de"))
+    assert de == "| de | 90.0 | collapsed | 70.0 | collapsed | 30.0 | collapsed |"
+    healthy = format_report({"teacher": {"translation": teacher}, "student": {"translation": {
+        "de": {"s2t_acc": 0.5, "cosine": 0.6, "spread": 0.5}}}})
+    assert "**50.0**" not in healthy and "**30.0**" not in healthy  # spread: no value of it is "best"
+
+
+# ------------------------------------------------------ 3: evaluating a checkpoint of a run that is training
+LIVE_SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_live.py")
+
+
+def _wait(condition, process, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None or condition(), f"{what}: the process ended first"
+        assert time.time() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_evaluating_a_checkpoint_of_a_training_run_reads_a_snapshot_and_writes_beside_it(workdir, tmp_path, teacher,
+                                                                                         toy_dataset):
+    """Two processes: a run saving every step (save_total_limit=1) and ``python -m mvld_hf.cli.evaluate`` on its
+    checkpoint-1, which the run rotates away while the evaluation runs."""
+    teacher_dir, data_dir, run, gates = tmp_path / "teacher", tmp_path / "data", tmp_path / "live", tmp_path / "gates"
+    for part in (teacher.model, teacher.tokenizer, teacher.image_processor):
+        part.save_pretrained(teacher_dir)
+    toy_dataset.save_to_disk(data_dir)
+    gates.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    checkpoint, log_path = run / "checkpoint-1", tmp_path / "evaluate.log"
+    with open(tmp_path / "train.log", "w") as train_log, open(log_path, "w") as eval_log:
+        trainer = subprocess.Popen([sys.executable, LIVE_SCRIPT, workdir, str(run), str(gates)], env=env,
+                                   stdout=train_log, stderr=subprocess.STDOUT)
+        evaluation = None
+        try:
+            _wait((gates / "saved-1").exists, trainer, "checkpoint-1")
+            evaluation = subprocess.Popen(
+                [sys.executable, "-m", "mvld_hf.cli.evaluate", "--model", str(checkpoint), "--teacher",
+                 str(teacher_dir), "--dataset", str(data_dir), "--device", "cpu", "--batch-size", "16"],
+                env=env, stdout=eval_log, stderr=subprocess.STDOUT)
+            _wait(lambda: "loading the teacher" in log_path.read_text(), evaluation, "the student to be read")
+            (gates / "go").touch()  # the run trains on: its rotation deletes checkpoint-1 during the evaluation
+            _wait(lambda: not checkpoint.exists(), trainer, "checkpoint-1 to rotate away")
+            evaluation.wait(timeout=300)
+        finally:
+            (gates / "go").touch()
+            (gates / "done").touch()
+            trainer.wait(timeout=300)
+            if evaluation is not None and evaluation.poll() is None:
+                evaluation.kill()
+    said = log_path.read_text()
+    assert evaluation.returncode == 0, said[-3000:]
+    assert trainer.returncode == 0, (tmp_path / "train.log").read_text()[-3000:]
+    results = run / "eval-checkpoint-1"
+    assert "belongs to a run that is training" in said and f"results go to {results}" in said
+    assert f"wrote {results}/eval.json" in said and json.loads((results / "eval.json").read_text())["student"]
+    assert not checkpoint.exists() and sorted(n for n in os.listdir(run) if n.startswith("checkpoint-")) == \
+        ["checkpoint-3"]
+    assert not [n for n in os.listdir(run) if n.startswith(".mvld-read-")]  # the snapshot was deleted

@@ -17,14 +17,17 @@ that language's rows, both directions), mean cosine and MSE to the teacher and t
 ``--model`` is an mvld_hf student checkpoint (folder or Hub id; ``config.json`` with
 ``model_type: mvld_text_tower``) whose tokenizer sits beside it; the teacher defaults to the one recorded in
 its config. Writes ``eval.json``, ``eval.md`` and one PNG per headline metric into ``--output-dir``
-(default: ``<model>/eval`` for a local model) and prints the tables.
+(default: ``<model>/eval`` for a local model; ``<run>/eval-checkpoint-N`` for a checkpoint of a run that is
+still training, which is read from a snapshot since its rotation may delete it) and prints the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -122,6 +125,49 @@ def _chance(vqa_data, options_column: str = "options") -> float | None:
     return sum(1 / n for n in counts if n) / len(counts) if counts else None
 
 
+def results_folder(args) -> str:
+    """``--output-dir``, by default ``<model>/eval`` for a local model; for a checkpoint of a run that is training
+    (:func:`~mvld_hf.checkpoint_guard.live_run_of`), whose rotation may delete it, ``<run>/eval-checkpoint-N``
+    beside it (said in a log line); an ``--output-dir`` inside such a checkpoint is refused."""
+    from mvld_hf.checkpoint_guard import live_run_of
+    from mvld_hf.run_lock import describe
+
+    live = live_run_of(args.model)
+    if live is None:
+        return args.output_dir or (os.path.join(args.model, "eval") if os.path.isdir(args.model) else "eval")
+    run_dir, holder = live
+    checkpoint = os.path.abspath(args.model)
+    if args.output_dir and os.path.abspath(args.output_dir).startswith(checkpoint + os.sep):
+        raise SystemExit(f"error: --output-dir {args.output_dir} is inside {args.model}, a checkpoint of a run that "
+                         f"is training ({describe(holder)}): its rotation may delete it with the results. Pass "
+                         "another --output-dir")
+    output_dir = args.output_dir or os.path.join(run_dir, f"eval-{os.path.basename(checkpoint)}")
+    logger.warning("%s belongs to a run that is training (%s): it is read from a snapshot (rotation may delete it) "
+                   "and the results go to %s, outside the checkpoint", args.model, describe(holder), output_dir)
+    return output_dir
+
+
+@contextlib.contextmanager
+def readable_student(model: str):
+    """The folder to load ``model`` from: itself, or a snapshot of it while a live run owns it
+    (:func:`~mvld_hf.checkpoint_guard.snapshot_live_checkpoint`), deleted once loaded; a checkpoint rotated away
+    or still being written ends the command in one line."""
+    from mvld_hf.checkpoint_guard import live_run_of, snapshot_live_checkpoint
+    from mvld_hf.checkpointing import IncompleteCheckpointError
+
+    if live_run_of(model) is None:
+        yield model
+        return
+    try:
+        snapshot = snapshot_live_checkpoint(model)
+    except IncompleteCheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        yield snapshot
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -133,9 +179,11 @@ def main(argv=None) -> dict:
     from mvld_hf.student_loading import text_length_limit
 
     started = time.perf_counter()
+    output_dir = results_folder(args)
     logger.info("loading the student %s", args.model)
-    student = load_student(args.model).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    with readable_student(args.model) as folder:
+        student = load_student(folder).to(args.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     max_length = text_length_limit(student, tokenizer, args.max_length)
     teacher_name = args.teacher or student.config.teacher_name_or_path
     if not teacher_name:
@@ -171,6 +219,7 @@ def main(argv=None) -> dict:
             logger.info("retrieval%s of the %s", "" if args.no_purity else " and purity", name)
             results[name].update(evaluator(encode_text, image_embeddings=images))
     if translation_data is not None:
+        from mvld_hf.evaluation.collapse import collapsed_from_spread
         from mvld_hf.evaluation.translation import TranslationEvaluator
 
         translation = TranslationEvaluator(translation_data, caption_column=args.caption_column,
@@ -180,6 +229,8 @@ def main(argv=None) -> dict:
         translation.encode_teacher(encoders["teacher"])
         for name, encode_text in encoders.items():
             results[name]["translation"] = translation.per_language(translation(encode_text))
+            results[name]["collapsed"] = sorted(set(results[name].get("collapsed", []))  # marked in every table
+                                                | set(collapsed_from_spread(results[name]["translation"])))
     if vqa_data is not None:
         vqa_columns = columns if retrieval_data is None else {"image_id_column": "image_id"}
         for name, encode_text in encoders.items():
@@ -187,7 +238,6 @@ def main(argv=None) -> dict:
             results[name]["vqa"] = evaluate_vqa(encode_text, encode_image, vqa_data, languages=args.languages,
                                                 batch_size=args.batch_size, show_progress_bar=True, **vqa_columns)
 
-    output_dir = args.output_dir or (os.path.join(args.model, "eval") if os.path.isdir(args.model) else "eval")
     os.makedirs(output_dir, exist_ok=True)
     report = format_report(results)
     save_json({**results, "meta": {"model": args.model, "teacher": teacher_name, "benchmark": args.dataset
