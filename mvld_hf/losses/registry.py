@@ -263,6 +263,9 @@ def validate_method(spec: MethodSpec) -> None:
         raise ValueError(f"{where}: citation must be a BibTeX entry ('@article{{...}}') or None")
     if spec.negatives is not None and not (isinstance(spec.negatives, str) and spec.negatives.strip()):
         raise ValueError(f"{where}: negatives must say what the method compares among other rows, or be None")
+    unknown = [code for code in spec.includes if code not in METHODS or code == spec.code]
+    if unknown:
+        raise ValueError(f"{where}: includes names {unknown}, not another registered method")
     generator = torch.Generator().manual_seed(0)
     embeddings = {name: torch.randn(4, 8, generator=generator) for name in INPUTS}
     embeddings["s"].requires_grad_(True)

@@ -113,6 +113,7 @@ def _spec(**changes):
     ({"loss": lambda s: {"loss": s.sum()}}, ValueError, "failed on"),
     ({"arguments": {"temperature": "no_such_field"}}, ValueError, "not DistillationArguments fields"),
     ({"citation": "Smith 2020"}, ValueError, "BibTeX"),
+    ({"includes": ("xd",)}, ValueError, "includes names"),
 ])
 def test_register_method_refuses_what_the_trainer_could_not_run(changes, error, message):
     from mvld_hf.losses import register_method
