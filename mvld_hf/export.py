@@ -34,12 +34,14 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from .data_utils import is_local_path
+from .export_lock import ExportLock
 from .export_modules import (
     PROBE_TEXTS,
     agree,
@@ -54,6 +56,7 @@ from .export_staging import OWNER_FILE, check_output_dir, move_into_place, route
 from .modeling_student import MultilingualTextTower
 from .student_loading import NotAStudentError, load_student, load_student_tokenizer, text_length_limit
 from .teachers import DualEncoderTeacher, Teacher, TeacherCapabilityError, load_teacher
+from .vocab_trim import OutOfVocabularyWarning
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class ExportResult:
     #: the pretrained backbone's layers the student kept (``from_backbone(keep_layers=...)``) and their number
     kept_layers: list | None = None
     source_num_layers: int | None = None
+    #: the trimmed vocabulary's languages and sizes (:func:`mvld_hf.vocab_trim.trim_vocabulary`), if trimmed
+    vocabulary_trim: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -255,9 +260,11 @@ def export_sentence_transformer(
 
     max_seq_length = text_length_limit(model, tokenizer, max_seq_length)
     output_dir = os.fspath(output_dir)
-    check_output_dir(output_dir, overwrite)
-    staging = staging_dir(output_dir)  # written completely, then renamed: a failed export leaves nothing
+    lock = ExportLock(output_dir).acquire()  # a second export into output_dir meanwhile is refused
+    staging = None
     try:
+        check_output_dir(output_dir, overwrite)  # under the lock: an export that finished meanwhile is seen
+        staging = staging_dir(output_dir)  # written completely, then renamed: a failed export leaves nothing
         onnx_kwargs = dict(formats=formats, check_pairs=check_pairs, int8_on_loss=int8_on_loss,
                            int8_max_drop=INT8_MAX_DROP if int8_max_drop is None else int8_max_drop,
                            measure_speed=bool({"onnx", "int8"} & set(formats)) if measure_speed is None
@@ -274,8 +281,9 @@ def export_sentence_transformer(
             render_model_card(result, **card_kwargs).save(os.path.join(staging, "README.md"))
         move_into_place(staging, output_dir)
     finally:
-        if os.path.isdir(staging):
+        if staging is not None and os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
     return result
 
 
@@ -290,7 +298,9 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
         cpu_student = cpu_float_student(model)
         with tempfile.TemporaryDirectory(prefix="mvld_export_") as work:
             text = text_modules(cpu_student, tokenizer, work, max_seq_length)
-            want = cpu_student.encode(PROBE_TEXTS, tokenizer, max_length=max_seq_length or 512)
+            with warnings.catch_warnings():  # a trimmed vocabulary may not cover every probe text's language
+                warnings.simplefilter("ignore", category=OutOfVocabularyWarning)
+                want = cpu_student.encode(PROBE_TEXTS, tokenizer, max_length=max_seq_length or 512)
             got = run_route(text, PROBE_TEXTS)
             if not (torch.isfinite(want).all() and torch.isfinite(got).all()):
                 raise ValueError("the student's embeddings are NaN/inf on plain probe texts although its weights "
@@ -341,6 +351,7 @@ def _export_into(staging, output_dir, model, tokenizer, config, loaded_teacher, 
         teacher_fp32_bytes=fp32_bytes(loaded_teacher.model) if loaded_teacher is not None else None,
         modalities=modalities, formats=report,
         kept_layers=getattr(config, "kept_layers", None), source_num_layers=getattr(config, "source_num_layers", None),
+        vocabulary_trim=getattr(config, "vocabulary_trim", None),
     )
 
 
@@ -361,6 +372,7 @@ def _annotate_config(output_dir: str, teacher: str | None, revision: str | None,
         "teacher_revision": revision,
         "distillation_method": config.distillation_method,
         "kept_layers": getattr(config, "kept_layers", None),
+        "vocabulary_trim": getattr(config, "vocabulary_trim", None),
         "image_route": image_route,
         "modalities": modalities,
         "formats": formats,

@@ -40,6 +40,9 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
         kept_layers: the indices (in the pretrained checkpoint) of the transformer layers this student kept
             (``from_backbone(..., keep_layers=...)``), in order; ``None`` when every layer was kept.
         source_num_layers: how many layers the pretrained checkpoint had, when ``kept_layers`` is set.
+        vocabulary_trim: set by :func:`mvld_hf.vocab_trim.trim_vocabulary`: the languages the vocabulary was
+            trimmed for, the kept and original sizes, the unknown token and the policy (``max_unknown_rate``,
+            ``on_unknown``) the forward applies to batches with many unknown tokens; ``None``: not trimmed.
 
     Example::
 
@@ -65,6 +68,7 @@ class MultilingualTextTowerConfig(PreTrainedConfig):
     backbone_name_or_path: str | None = None
     kept_layers: list[int] | None = None
     source_num_layers: int | None = None
+    vocabulary_trim: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -274,6 +278,10 @@ class MultilingualTextTower(PreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> TextTowerOutput:
+        if self.config.vocabulary_trim and input_ids is not None:
+            from .vocab_trim import check_unknown_tokens
+
+            check_unknown_tokens(input_ids, attention_mask, self.config.vocabulary_trim)
         backbone_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             backbone_inputs["token_type_ids"] = token_type_ids
