@@ -45,6 +45,12 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{output_dir!r} exists and is not a directory")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{output_dir!r} cannot be created: {str(parent)!r} is a file, not a folder; "
+                                 "choose a path whose parent folders are folders")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{output_dir!r} is not empty; pass overwrite=True (--overwrite) to replace an "

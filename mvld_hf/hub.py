@@ -257,6 +257,10 @@ def _run(args, upload: bool, prog: str = "hub_upload.py") -> int:
             from .model_card import load_eval_results
 
             load_eval_results(args.eval_results)
+        if args.local_dir is not None:  # a target that is a file, under a file, or not empty: before the export
+            from .export_staging import check_output_dir
+
+            check_output_dir(args.local_dir, args.overwrite)
         if not upload:
             print(f"exporting {args.checkpoint} to {args.local_dir} ...", flush=True)
             result = build_hub_folder(args.checkpoint, args.local_dir, **build)

@@ -220,3 +220,20 @@ def test_exporting_zero_weights_says_the_weights_are_zero(tokenizer, tmp_path, z
         export_sentence_transformer(student, tokenizer, output_dir=str(tmp_path / "st"), include_images=False,
                                     write_card=False)
     assert not (tmp_path / "st").exists()
+
+
+# --------------------------------------------------------------- item 15: --local-dir under a file
+def test_hub_upload_into_a_folder_under_a_file_says_so_before_the_export(tokenizer, tmp_path, capsys):
+    from mvld_hf.hub import main
+
+    checkpoint = tmp_path / "student"
+    tiny_student(tokenizer, 16).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    status = main([str(checkpoint), "--local-dir", str(tmp_path / "afile" / "sub"), "--text-only"])
+    err = capsys.readouterr()
+    assert status != 0 and "exporting" not in err.out  # refused before the export started
+    assert err.err.strip().splitlines()[-1] == (
+        f"hub_upload.py: error: {str(tmp_path / 'afile' / 'sub')!r} cannot be created: {str(tmp_path / 'afile')!r} "
+        "is a file, not a folder; choose a path whose parent folders are folders")
