@@ -294,3 +294,45 @@ def test_evaluating_a_checkpoint_of_a_training_run_reads_a_snapshot_and_writes_b
     assert not checkpoint.exists() and sorted(n for n in os.listdir(run) if n.startswith("checkpoint-")) == \
         ["checkpoint-3"]
     assert not [n for n in os.listdir(run) if n.startswith(".mvld-read-")]  # the snapshot was deleted
+
+
+# ------------------------------------------------------------------ 2: two exports into one new folder at once
+GATED_EXPORT = os.path.join(os.path.dirname(__file__), "scripts", "export_gated.py")
+
+
+def test_a_second_export_into_the_same_folder_meanwhile_is_refused(tokenizer, teacher, tmp_path):
+    """Two processes of hub_upload.py's main into one new --local-dir, the first held inside its export while the
+    second starts: the second is refused in one line naming the first; the folder holds the first's export."""
+    teacher_dir, checkpoint, target, gates = tmp_path / "teacher", tmp_path / "ckpt", tmp_path / "X", tmp_path / "g"
+    for part in (teacher.model, teacher.tokenizer, teacher.image_processor):
+        part.save_pretrained(teacher_dir)
+    student = tiny_student(tokenizer, projection_dim=16, seed=7)
+    student.config.teacher_name_or_path = str(teacher_dir)
+    student.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    gates.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+
+    def export(name):
+        return subprocess.Popen([sys.executable, GATED_EXPORT, str(gates), name, str(checkpoint), "--local-dir",
+                                 str(target), "--text-only"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    first = export("first")
+    second = None
+    try:
+        _wait((gates / "first-exporting").exists, first, "the first export")
+        second = export("second")
+        deadline = time.time() + 300
+        while not (gates / "second-exporting").exists() and second.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        (gates / "go").touch()
+    out_first, err_first = first.communicate(timeout=300)
+    out_second, err_second = second.communicate(timeout=300)
+    assert first.returncode == 0 and f"wrote {target}" in out_first, err_first[-3000:]
+    assert second.returncode == 1 and f"wrote {target}" not in out_second, (out_second, err_second[-3000:])
+    line = err_second.strip().splitlines()[-1]
+    assert line.startswith("hub_upload.py: error: another export into ") and f"pid {first.pid} " in line, line
+    assert not (gates / "second-exporting").exists()  # refused before writing anything
+    assert (target / "modules.json").is_file() and not [n for n in os.listdir(tmp_path) if "mvld_export" in n]
