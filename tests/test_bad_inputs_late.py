@@ -237,3 +237,40 @@ def test_hub_upload_into_a_folder_under_a_file_says_so_before_the_export(tokeniz
     assert err.err.strip().splitlines()[-1] == (
         f"hub_upload.py: error: {str(tmp_path / 'afile' / 'sub')!r} cannot be created: {str(tmp_path / 'afile')!r} "
         "is a file, not a folder; choose a path whose parent folders are folders")
+
+
+# ------------------------------------------------------------------- item 18: SIGTERM like Ctrl-C
+def test_sigterm_mid_training_says_where_the_last_checkpoint_is_and_releases_the_lock(tokenizer, data, tmp_path,
+                                                                                      monkeypatch, capsys):
+    import signal
+    import sys
+
+    from transformers import TrainerCallback
+
+    from mvld_hf.cli.distill import one_line_errors
+    from mvld_hf.run_lock import LOCK_FILE
+
+    out = tmp_path / "out"
+
+    class Scheduler(TrainerCallback):  # a scheduler's `kill` (SIGTERM) arrives during step 3
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                assert (out / LOCK_FILE).exists()
+                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # else SIGTERM would end pytest
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def training(argv):
+        trainer = _trainer(tokenizer, tmp_path, data, max_steps=6, save_strategy="steps", save_steps=2)
+        trainer.add_callback(Scheduler())
+        trainer.train()
+
+    monkeypatch.setattr(sys, "argv", ["examples/distill.py"])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(training)(["--output_dir", str(out), "--max_steps", "6"])
+    assert exit_info.value.code == 143 and signal.getsignal(signal.SIGTERM) == before
+    assert capsys.readouterr().err.strip().splitlines()[-2:] == [
+        f"interrupted (SIGTERM); {out / 'checkpoint-2'} is the last complete checkpoint. Resume from it with",
+        f"  python examples/distill.py --output_dir {out} --max_steps 6 --resume_from_checkpoint true"]
+    assert not (out / LOCK_FILE).exists() and sorted(os.listdir(out)) == ["checkpoint-2"]

@@ -225,21 +225,21 @@ def resume_command(argv: list[str]) -> str:
     return shlex.join(launcher + kept + ["--resume_from_checkpoint", "true"])
 
 
-def interrupted_message(argv: list[str]) -> str:
-    """What Ctrl-C during a run of ``argv`` leaves, in two lines: the checkpoint that stays good and the command
-    that resumes from it (or that nothing was saved yet)."""
+def interrupted_message(argv: list[str], how: str = "Ctrl-C") -> str:
+    """What Ctrl-C (or ``how``: SIGTERM) during a run of ``argv`` leaves, in two lines: the checkpoint that stays
+    good and the command that resumes from it (or that nothing was saved yet)."""
     from mvld_hf.checkpointing import earlier_run, last_complete_checkpoint
 
     try:
         output_dir = parse_args(list(argv))[2].output_dir
     except (CliError, ValueError, SystemExit):
-        return "interrupted (Ctrl-C)"
+        return f"interrupted ({how})"
     last, _ = last_complete_checkpoint(output_dir)
     if last is None:
         again = restart_command(argv, bool(earlier_run(output_dir)))
-        return f"interrupted (Ctrl-C) before a complete checkpoint was saved in {output_dir}: nothing to resume; " \
+        return f"interrupted ({how}) before a complete checkpoint was saved in {output_dir}: nothing to resume; " \
                f"start again with\n  {again}"
-    return f"interrupted (Ctrl-C); {last} is the last complete checkpoint. Resume from it with\n  " \
+    return f"interrupted ({how}); {last} is the last complete checkpoint. Resume from it with\n  " \
            f"{resume_command(argv)}"
 
 

@@ -19,10 +19,13 @@ work), :mod:`.offline` (the offline world), :mod:`.hub_data` (Hub or local model
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 from mvld_hf.run_record import RUN_RECORD, write_run_record
@@ -63,9 +66,38 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``kill`` send) during a run: handled like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises :class:`Terminated` in this process (a ``KeyboardInterrupt``: training stops,
+    the run lock is released, the last checkpoint and the resume command are printed) instead of ending it
+    silently. Forked children (DataLoader workers) keep the default: they end as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:  # a forked worker: end it as SIGTERM always did
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def one_line_errors(main):
     """Errors end ``main`` with one line, ``error: <cause and fix>``, instead of a traceback; a bare ``--debug``
-    flag (TrainingArguments' ``--debug <option>`` is left alone) re-raises them with the traceback."""
+    flag (TrainingArguments' ``--debug <option>`` is left alone) re-raises them with the traceback. Ctrl-C and
+    SIGTERM print the last complete checkpoint and the command that resumes from it (exit status 130 / 143)."""
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None):
@@ -74,7 +106,8 @@ def one_line_errors(main):
         for i in reversed(debug):
             del argv[i]
         try:
-            return main(argv)
+            with sigterm_as_interrupt():
+                return main(argv)
         except Exception as err:  # every error of a run is reported the same way
             if debug:
                 raise
@@ -82,13 +115,14 @@ def one_line_errors(main):
             if not isinstance(err, CliError):
                 cause = f"{type(err).__name__}: {cause}"
             raise SystemExit(f"error: {cause}\n(run with --debug for the traceback)") from None
-        except KeyboardInterrupt:  # Ctrl-C: where training stands and the exact command that resumes it
+        except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM: where training stands and the command that resumes it
             if debug:
                 raise
             from .arguments import interrupted_message
 
-            print(f"\n{interrupted_message(argv)}", file=sys.stderr)
-            raise SystemExit(130) from None
+            terminated = isinstance(err, Terminated)
+            print(f"\n{interrupted_message(argv, 'SIGTERM' if terminated else 'Ctrl-C')}", file=sys.stderr)
+            raise SystemExit(143 if terminated else 130) from None
 
     return wrapper
 
