@@ -151,6 +151,18 @@ def test_resuming_past_a_damaged_newer_checkpoint_is_refused_and_it_is_never_del
     verify_checkpoint(os.path.join(run_copy, "checkpoint-8"))
 
 
+def test_the_command_line_refuses_it_before_any_work(run_copy, tokenizer):
+    from mvld_hf.cli.arguments import CliError, check_resume
+
+    _edit_step(os.path.join(run_copy, "checkpoint-4"), 4, 5)
+    args = script.make_args(run_copy, resume_from_checkpoint="true")
+    with pytest.raises(CliError, match=r"global_step 5 .* would train past checkpoint-4 and replace it.*"
+                                       r"--resume_from_checkpoint \S+checkpoint-2"):
+        check_resume(args, tiny_student(tokenizer, 16, seed=5))
+    check_resume(script.make_args(run_copy, resume_from_checkpoint=os.path.join(run_copy, "checkpoint-2")),
+                 tiny_student(tokenizer, 16, seed=5))  # the older one, asked for explicitly: accepted
+
+
 def test_rotation_deletes_only_verified_checkpoints_older_than_the_new_one(run_copy):
     from mvld_hf.checkpoint_guard import rotate_verified_checkpoints
 
