@@ -210,12 +210,7 @@ class DistillationArguments(TrainingArguments):
         if self.uses_queue:
             if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int):
                 raise ValueError(f"queue_size must be an integer number of anchors, got {self.queue_size!r}")
-            batch = self.per_device_train_batch_size
-            if self.queue_size < batch or self.queue_size % batch:
-                raise ValueError(
-                    f"queue_size ({self.queue_size}) must be a positive multiple of the batch size ({batch} per "
-                    "device, times the number of processes) so the FIFO queue holds whole batches"
-                )
+            self.check_queue_size()
 
     def _checked_method_kwargs(self) -> dict[str, dict]:
         """``method_kwargs`` as ``{code: {name: value}}`` (parsed from JSON when a string), each selected method's
@@ -241,6 +236,20 @@ class DistillationArguments(TrainingArguments):
             if code not in self.method_weights:
                 logger.warning("method_kwargs sets %s, which method=%r does not select: ignored", code, self.method)
         return {code: dict(overrides) for code, overrides in value.items()}
+
+    def check_queue_size(self, processes: int = 1) -> None:
+        """The queue-size rule: the FIFO queue holds whole global batches, so ``queue_size`` is a positive multiple
+        of ``per_device_train_batch_size`` x ``processes``. Checked with one process when the arguments are made
+        (the launch is not known yet) and with the run's processes when the trainer is built."""
+        batch = self.per_device_train_batch_size
+        global_batch = batch * max(processes, 1)
+        if self.queue_size >= global_batch and not self.queue_size % global_batch:
+            return
+        if processes <= 1:
+            raise ValueError(f"queue_size ({self.queue_size}) must be a positive multiple of the batch size ({batch} "
+                             "per device, times the number of processes) so the FIFO queue holds whole batches")
+        raise ValueError(f"queue_size ({self.queue_size}) must be a multiple of the global batch size ({batch} x "
+                         f"{processes} processes = {global_batch}) so the FIFO queue holds whole global batches")
 
     def _check_in_batch_negatives(self) -> None:
         """Refuse a global batch of one row for a method whose negatives are the batch's other rows (MCL, SD):

@@ -22,16 +22,18 @@ from .checkpointing import (
     save_queue,
     write_checkpoint_manifest,
 )
-from .data import DistillationCollator, collator_columns_only
+from .data import columns_for_collator
 from .distillation_config import DistillationArguments
 from .distributed import gather_with_local_grad, scale_grad, world_size
+from .final_save import save_final_atomically
 from .lora import is_peft_model, merge_lora
 from .losses.registry import METHODS
 from .queue import EmbeddingQueue
 from .run_lock import lock_output_dir
 from .sampling import train_sampler, train_stream
 from .student_init import projection_init_mode, warm_start_projection
-from .trainer_checks import NegativesWatch, check_trainer_inputs, checked_teacher_output, embedding_dim
+from .teacher_targets import TeacherTargets, teacher_targets
+from .trainer_checks import NegativesWatch, check_trainer_inputs, embedding_dim
 
 logger = logging.getLogger(__name__)
 
@@ -119,33 +121,10 @@ class DistillationTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------------- loss
     def _teacher_targets(self, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(t, a): the teacher's English-caption embeddings and the anchors, as constants."""
-        args = self.args
-        t = inputs.get("teacher_text_embeds")
-        if t is None and args.needs_teacher_text:
-            if self.teacher_embedder is None:
-                raise ValueError("batch has no teacher_text_embeds and the trainer has no teacher")
-            if "teacher_input_ids" in inputs and self.teacher_embedder.cache is None:  # tokenized by the collator
-                tokens = {"input_ids": inputs["teacher_input_ids"],
-                          "attention_mask": inputs.get("teacher_attention_mask")}
-                t = self.teacher_embedder.embed_tokenized(tokens, inputs["teacher_text_index"])
-            else:
-                t = self.teacher_embedder.embed_texts(inputs["english_texts"])  # here, in this process
-            t = self._checked(t, inputs["english_texts"], "the English caption")
-        image = inputs.get("teacher_image_embeds")
-        if image is None and args.needs_teacher_image:
-            if self.teacher_embedder is None:
-                raise ValueError("batch has no teacher_image_embeds and the trainer has no teacher")
-            image = self._checked(self.teacher_embedder.embed_images(inputs["images"]), inputs["input_ids"],
-                                  "the image")
-        device = inputs["input_ids"].device
-        t = None if t is None else t.detach().float().to(device)
-        anchor = t if args.anchor == "text" else image.detach().float().to(device)
-        return t, anchor
-
-    def _checked(self, embeddings: torch.Tensor, rows, what: str) -> torch.Tensor:
-        """The teacher's in-step output, refused if a row is NaN/inf or zero (:func:`checked_teacher_output`)."""
-        return checked_teacher_output(embeddings, rows, what, self.state.global_step + 1)
+        """(t, a): the teacher's English-caption embeddings and the anchors, as constants
+        (:func:`~mvld_hf.teacher_targets.teacher_targets`)."""
+        targets = teacher_targets(inputs, self.args, self.teacher_embedder, self.state.global_step + 1)
+        return targets.text, targets.anchors
 
     def _warn_without_negatives(self, a: torch.Tensor) -> None:
         """Warn once when a training batch leaves its methods without negatives; stop after many such steps in a
@@ -188,8 +167,8 @@ class DistillationTrainer(Trainer):
         if world > 1:  # every rank computes the global batch's loss through its own rows
             s = gather_with_local_grad(s)
             s_en = None if s_en is None else gather_with_local_grad(s_en)
-            t = None if t is None else gather_with_local_grad(t)
-            a = t if (self.args.anchor == "text" and t is not None) else gather_with_local_grad(a)
+            gathered = TeacherTargets(t, a, self.args.anchor).gathered(gather_with_local_grad)
+            t, a = gathered.text, gathered.anchors
         if a.shape[-1] != s.shape[-1]:
             raise ValueError(f"student embeddings have {s.shape[-1]} dims but the teacher's have {a.shape[-1]}: "
                              "build the student with projection_dim equal to the teacher's embedding dim")
@@ -271,17 +250,13 @@ class DistillationTrainer(Trainer):
                         for key, value in evaluator.metrics(encode, **kwargs).items()})
         return out
 
-    retrieval_metrics = evaluator_metrics  # the name before evaluators= existed
-
     # ------------------------------------------------------------------------------------------- data path
     def _remove_unused_columns(self, dataset, description=None):
         """Keep only the columns the default collator reads (an unused image column would be decoded every
         step) and hand the precomputed embedding columns over as numpy arrays (no Python float lists).
         Measured in benchmarks/RESULTS.md: the per-batch data cost of an image-anchor dataset fell from 416
         to 36 ms."""
-        if not isinstance(self.data_collator, DistillationCollator) or not hasattr(dataset, "select_columns"):
-            return dataset  # a custom collator may read anything; iterable datasets stream as they are
-        return collator_columns_only(dataset, self.args)
+        return columns_for_collator(dataset, self.data_collator, self.args)
 
     def _get_train_sampler(self, train_dataset=None):
         """``train_sampling_strategy="group_by_length"``: batches of captions of similar token length
@@ -404,7 +379,16 @@ class DistillationTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the student. A LoRA student is saved merged (a plain ``MultilingualTextTower``) unless
         ``lora_merge_on_save=False``; checkpoints (``_internal_call``) always hold the adapter, which resuming
-        loads."""
+        loads. The final save (not a checkpoint's) is atomic and a full disk is said as such, naming the checkpoint
+        that stays good (:func:`~mvld_hf.final_save.save_final_atomically`; not under DeepSpeed/FSDP or
+        ``push_to_hub``, whose saves are collective or upload the folder)."""
+        if (_internal_call or not self.args.should_save or self.args.push_to_hub or self.is_deepspeed_enabled
+                or self.is_fsdp_enabled):
+            return self._save_student(output_dir, _internal_call)
+        save_final_atomically(lambda folder: self._save_student(folder, False), output_dir or self.args.output_dir,
+                              self.state.global_step)
+
+    def _save_student(self, output_dir: str | None, _internal_call: bool) -> None:
         merge = (not _internal_call and is_peft_model(self.model) and self.args.lora_merge_on_save
                  and not (self.is_deepspeed_enabled or self.is_fsdp_enabled))
         if not merge:

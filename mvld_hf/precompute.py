@@ -4,14 +4,17 @@ and fill, and :func:`join_precomputed_embeddings` (embeddings published as their
 
 Streamed training data (``load_dataset(..., streaming=True)``):
 
-- :func:`precompute_teacher_embeddings` on an ``IterableDataset`` returns a :class:`TeacherEmbeddedStream`:
-  nothing is computed up front; ``DistillationTrainer`` embeds each batch with the teacher in its own training
-  process (on the teacher's device, one per rank) while DataLoader workers only read, decode and tokenize;
-  optionally through an on-disk :class:`TeacherEmbeddingCache` so each caption is embedded once across epochs
-  and runs;
+- :func:`precompute_teacher_embeddings` on an ``IterableDataset`` returns a
+  :class:`~mvld_hf.teacher_stream.TeacherEmbeddedStream`: nothing is computed up front; ``DistillationTrainer``
+  embeds each batch with the teacher in its own training process (on the teacher's device, one per rank) while
+  DataLoader workers only read, decode and tokenize; optionally through an on-disk
+  :class:`TeacherEmbeddingCache` so each caption is embedded once across epochs and runs;
 - :func:`join_precomputed_embeddings` adds embeddings published as their own dataset (one row per id) to a
   stream by id;
 - :class:`~mvld_hf.DistillationTrainer` trains on a stream when ``max_steps`` is set.
+
+The teacher run on a batch (here, in an embedded stream and in the training step) and the check of its output
+live in :mod:`mvld_hf.teacher_targets`.
 """
 
 from __future__ import annotations
@@ -24,18 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import (
-    NonFiniteEmbeddingError,
-    is_iterable_dataset,
-    non_finite_error,
-    non_finite_rows,
-    undecoded_images,
-    zero_norm_error,
-    zero_norm_rows,
-)
+from .data import is_iterable_dataset, undecoded_images
 from .data_utils import MissingColumnError, check_columns, decode_image
+from .embedding_checks import NonFiniteEmbeddingError, non_finite_error, non_finite_rows
 from .encode import check_texts
 from .image_pipeline import PreparedBatches
+from .teacher_stream import TeacherEmbeddedStream, read_own_shards, unwrap_embedded_stream  # noqa: F401 (old home)
+from .teacher_targets import TeacherEmbedder, dataset_checks, embed_batch
 
 __all__ = ["TeacherEmbeddedStream", "TeacherEmbedder", "TeacherEmbeddingCache", "join_precomputed_embeddings",
            "precompute_teacher_embeddings"]
@@ -158,215 +156,6 @@ class TeacherEmbeddingCache:
 
     def __len__(self) -> int:
         return self._retry(lambda: self.connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-
-
-class TeacherEmbedder:
-    """A frozen teacher run in the calling process on raw captions/images: each distinct caption of a batch is
-    embedded once, and read from / written to ``cache`` (a :class:`TeacherEmbeddingCache`) when given.
-
-    Used by :func:`~mvld_hf.precompute_teacher_embeddings` and by ``DistillationTrainer``'s step, which embeds
-    streamed batches where the teacher lives (the training process of each rank), never in DataLoader workers.
-    """
-
-    def __init__(self, teacher, cache: TeacherEmbeddingCache | None = None, encode_batch_size: int = 64):
-        self.teacher, self.cache, self.encode_batch_size = teacher, cache, encode_batch_size
-
-    def embed_texts(self, texts: Sequence[str], on_non_finite=None) -> torch.Tensor:
-        """float32 ``[len(texts), dim]`` in input order (on the teacher's device without a cache, else the CPU).
-
-        ``on_non_finite(text, embedding)``, when given, makes the error raised for a NaN/inf embedding the teacher
-        just computed, before it is cached or returned (the cache refuses one by itself).
-        """
-        texts = list(texts)
-        position: dict[str, int] = {}
-        for text in texts:
-            position.setdefault(text, len(position))
-        unique, index = list(position), torch.tensor([position[t] for t in texts])
-
-        def check(computed, computed_texts):
-            bad = non_finite_rows(computed) if on_non_finite is not None else ()
-            if len(bad):
-                raise on_non_finite(computed_texts[bad[0]], computed[bad[0]].detach().cpu().numpy()
-                                    if torch.is_tensor(computed) else computed[bad[0]])
-            zero = zero_norm_rows(computed) if on_non_finite is not None else ()
-            if len(zero):  # the same row named, as a zero vector (no signal) instead of NaN
-                error = on_non_finite(computed_texts[zero[0]], None)
-                raise zero_norm_error(error.column, error.where)
-
-        if self.cache is None:
-            embeddings = self.teacher.encode_text(unique, batch_size=self.encode_batch_size)
-            check(embeddings, unique)
-            return embeddings[index.to(embeddings.device)]
-        found = self.cache.get(unique)
-        missing = [t for t in unique if t not in found]
-        if missing:
-            computed = self.teacher.encode_text(missing, batch_size=self.encode_batch_size).float().cpu().numpy()
-            check(computed, missing)
-            new = dict(zip(missing, computed))
-            self.cache.put(new)
-            found.update(new)
-        return torch.from_numpy(np.stack([found[t] for t in unique]))[index]
-
-    def embed_images(self, images: Sequence) -> torch.Tensor:
-        """float32 ``[len(images), dim]`` (PIL images) on the teacher's device."""
-        return self.teacher.encode_image(list(images), batch_size=self.encode_batch_size)
-
-    def embed_tokenized(self, tokens: dict[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-        """float32 ``[len(index), dim]`` on the teacher's device: the teacher's forward alone on captions
-        tokenized elsewhere (the collator, in DataLoader workers: ``teacher_input_ids`` / ``teacher_attention_mask``
-        of the distinct captions, ``index`` the distinct caption of every row)."""
-        embeddings = self.teacher.encode_tokenized(tokens).float()
-        return embeddings[torch.as_tensor(index).to(embeddings.device)]
-
-    def embed_prepared_texts(self, prepared: dict, on_non_finite=None) -> torch.Tensor:
-        """:meth:`embed_texts` for a batch whose distinct captions were tokenized elsewhere
-        (:class:`~mvld_hf.image_pipeline.CaptionTokens`, in DataLoader workers): only the forward runs here."""
-        chunks = [self.teacher.encode_tokenized(tokens).float() for tokens in prepared["chunks"]]
-        embeddings = torch.cat(chunks)
-        bad = non_finite_rows(embeddings) if on_non_finite is not None else ()
-        if len(bad):
-            raise on_non_finite(prepared["texts"][bad[0]], embeddings[bad[0]].detach().cpu().numpy())
-        zero = zero_norm_rows(embeddings) if on_non_finite is not None else ()
-        if len(zero):  # the same row named, as a zero vector (no signal) instead of NaN
-            error = on_non_finite(prepared["texts"][zero[0]], None)
-            raise zero_norm_error(error.column, error.where)
-        return embeddings[torch.as_tensor(prepared["index"]).to(embeddings.device)]
-
-
-class TeacherEmbeddedStream(torch.utils.data.IterableDataset):
-    """A stream whose teacher embeddings are computed lazily, in the process that iterates it.
-
-    :func:`~mvld_hf.precompute_teacher_embeddings` returns one for an ``IterableDataset``. Given to
-    ``DistillationTrainer`` as ``train_dataset`` (or ``eval_dataset``) it is unwrapped: the DataLoader and its
-    workers read, decode and tokenize ``dataset`` (the raw stream), and the trainer's step embeds each batch with
-    :attr:`embedder` in the training process, batched on the teacher's device (with a CUDA teacher, forked
-    workers never touch CUDA and no worker holds a copy of the teacher). Iterated directly (``for row in
-    stream``), it yields the raw rows plus the embedding columns, ``batch_size`` rows embedded at a time.
-    Iterating it inside a DataLoader worker raises: that would run the teacher there.
-
-    Transform the raw stream (``shuffle``, ``take``, ``map``, ...) *before* ``precompute_teacher_embeddings``.
-    """
-
-    def __init__(self, dataset, embedder: TeacherEmbedder, anchor: str = "text", english_column: str = "english",
-                 image_column: str = "image", text_output_column: str = "teacher_text_embeds",
-                 image_output_column: str = "teacher_image_embeds", batch_size: int = 256):
-        self.dataset, self.embedder, self.anchor, self.batch_size = dataset, embedder, anchor, batch_size
-        self.english_column, self.image_column = english_column, image_column
-        self.text_output_column, self.image_output_column = text_output_column, image_output_column
-
-    @property
-    def output_columns(self) -> list[str]:
-        return [self.text_output_column] + ([self.image_output_column] if self.anchor == "image" else [])
-
-    @property
-    def column_names(self) -> list[str] | None:
-        columns = getattr(self.dataset, "column_names", None)
-        return None if columns is None else list(columns) + [c for c in self.output_columns if c not in columns]
-
-    def __getstate__(self):  # a copy in another process (a spawned worker) never carries the teacher
-        return {**self.__dict__, "embedder": None}
-
-    def __getattr__(self, name):
-        dataset = self.__dict__.get("dataset")
-        if dataset is not None and hasattr(dataset, name):
-            raise AttributeError(
-                f"TeacherEmbeddedStream has no '{name}': transform the stream (shuffle, take, map, ...) before "
-                "precompute_teacher_embeddings, or use .dataset for the raw stream")
-        raise AttributeError(name)
-
-    def __iter__(self):
-        if torch.utils.data.get_worker_info() is not None or self.embedder is None:
-            raise RuntimeError(
-                "a TeacherEmbeddedStream is being read in a DataLoader worker, which would run the teacher there "
-                "(CUDA in forked workers, one teacher copy per worker): pass it to DistillationTrainer, which reads "
-                "the raw stream in its workers and embeds in the training process, or read it with "
-                "dataloader_num_workers=0")
-        rows: list[dict] = []
-        start = 0  # the stream's row number of rows[0]
-        for row in self.dataset:
-            rows.append(row)
-            if len(rows) == self.batch_size:
-                yield from self._embedded(rows, start)
-                start, rows = start + len(rows), []
-        if rows:
-            yield from self._embedded(rows, start)
-
-    def _embedded(self, rows: list[dict], start: int):
-        required = {self.english_column: "the English caption the teacher embeds"}
-        if self.anchor == "image":
-            required[self.image_column] = "the image the teacher embeds for image anchors"
-        check_columns(list(rows[0].keys()), required, "a batch of the dataset")
-        texts = check_texts([r[self.english_column] for r in rows], self.english_column)
-        first_row: dict[str, int] = {}
-        for i, t in enumerate(texts):
-            first_row.setdefault(t, start + i)
-        text = self.embedder.embed_texts(texts, on_non_finite=lambda t, value: non_finite_error(
-            self.text_output_column, f"row {first_row[t]} of the dataset (the teacher's embedding of its "
-            f"'{self.english_column}' {t!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
-            "or check the teacher (an fp16 overflow?)")).float().cpu().numpy()
-        images = image = None
-        if self.anchor == "image":
-            images = [decode_image(r[self.image_column], f"the image of the row captioned {t!r}")
-                      for r, t in zip(rows, texts)]
-            image = self.embedder.embed_images(images).float().cpu().numpy()
-            bad = non_finite_rows(image)
-            if len(bad):
-                raise non_finite_error(self.image_output_column, f"row {start + bad[0]} of the dataset (the "
-                                       f"teacher's embedding of its '{self.image_column}')", image[bad[0]],
-                                       fix="The teacher cannot embed that image: drop or fix the row")
-            zero = zero_norm_rows(image)
-            if len(zero):
-                raise zero_norm_error(self.image_output_column, f"row {start + zero[0]} of the dataset (the "
-                                      f"teacher's embedding of its '{self.image_column}')")
-        for i, row in enumerate(rows):
-            row = {**row, self.text_output_column: text[i]}
-            if images is not None:
-                row[self.image_column], row[self.image_output_column] = images[i], image[i]
-            yield row
-
-
-def unwrap_embedded_stream(dataset, args, embedder: TeacherEmbedder | None = None):
-    """``(dataset, embedder)``: the raw stream of a :class:`TeacherEmbeddedStream` (its DataLoader workers only
-    read, decode and tokenize; the training step embeds with its teacher) and the embedder the step uses.
-
-    ``dataset`` may be a dict of datasets (every stream in it is unwrapped). ``embedder`` is the one already chosen
-    (e.g. the train stream's, whose cache then serves the eval stream): a stream prepared with another teacher, or
-    with other column names than ``args``' (:class:`~mvld_hf.DistillationArguments`), is refused. Anything that is
-    not a :class:`TeacherEmbeddedStream` is returned as it is, with ``embedder`` unchanged."""
-    if isinstance(dataset, dict):
-        unwrapped = {}
-        for key, value in dataset.items():
-            unwrapped[key], embedder = unwrap_embedded_stream(value, args, embedder)
-        return unwrapped, embedder
-    if not isinstance(dataset, TeacherEmbeddedStream):
-        return dataset, embedder
-    if dataset.embedder is None:
-        raise ValueError("this TeacherEmbeddedStream was copied without its teacher: call "
-                         "precompute_teacher_embeddings in the training process")
-    if embedder is not None and embedder.teacher is not dataset.embedder.teacher:
-        raise ValueError("the train and eval streams were prepared by precompute_teacher_embeddings with "
-                         "different teachers: the trainer embeds every batch with one teacher")
-    wanted = {"english_column": args.english_column, "image_column": args.image_column}
-    differing = [f"{name}={getattr(dataset, name)!r} there, {value!r} in DistillationArguments"
-                 for name, value in wanted.items() if getattr(dataset, name) != value]
-    if differing:
-        raise ValueError(f"precompute_teacher_embeddings was called with other columns ({'; '.join(differing)}): "
-                         "pass the same column names to both")
-    return dataset.dataset, embedder if embedder is not None else dataset.embedder
-
-
-def read_own_shards(args) -> None:
-    """A stream embedded in the step has batches of raw captions (strings), which accelerate cannot dispatch
-    from rank 0 (its default for iterable datasets): every rank reads its own shards of the stream instead
-    (``datasets``' ``IterableDataset.shard`` when it has at least as many shards as ranks). Sets
-    ``args.accelerator_config.dispatch_batches=False``; refuses an explicit ``True``."""
-    config = args.accelerator_config
-    if getattr(config, "dispatch_batches", None) is None:
-        config.dispatch_batches = False
-    elif config.dispatch_batches:
-        raise ValueError("accelerator_config.dispatch_batches=True sends rank 0's batches to every rank, but a "
-                         "stream embedded by the teacher in the step has raw captions in its batches: leave "
-                         "dispatch_batches unset")
 
 
 def join_precomputed_embeddings(stream, embeddings, id_column: str, embedding_column: str | None = None,
@@ -607,10 +396,9 @@ def precompute_teacher_embeddings(
         first_row = {}
         for text, i in zip(texts, indices):
             first_row.setdefault(text, i)
-        on_non_finite = lambda text, value: non_finite_error(  # noqa: E731
-            text_output_column, f"row {first_row[text]} of the dataset (the teacher's embedding of its "
-            f"'{english_column}' {text!r})", value, fix="The teacher cannot embed that caption: drop or fix the row, "
-            "or check the teacher (an fp16 overflow?)")
+        text_check, image_check = dataset_checks(
+            text_output_column, english_column, first_row.__getitem__,
+            image_output_column if anchor == "image" else None, image_column, lambda i: indices[i])
         rows = (offset + indices[0], offset + indices[-1] + 1) if len(indices) else (0, 0)
         if rows[1] - rows[0] != len(indices):  # not a contiguous range: no prepared batch fits it
             rows = None
@@ -618,27 +406,16 @@ def precompute_teacher_embeddings(
             prepared.append(_prepared_batches(source, teacher, cache, anchor, english_column, image_column,
                                               batch_size, encode_batch_size, num_proc, prepare_workers))
         ready = prepared[0].take(*rows) if rows is not None and prepared[0] is not None else {}
-        if ready.get("text") is not None:
-            text = embedder.embed_prepared_texts(ready["text"], on_non_finite)
-        else:
-            text = embedder.embed_texts(texts, on_non_finite=on_non_finite)
+        text, _ = embed_batch(embedder, texts=texts, prepared_texts=ready.get("text"), text_check=text_check)
         result = {text_output_column: text.cpu().numpy()}
         if anchor == "image":
-            if ready.get("image") is not None:
-                image_emb = teacher.encode_prepared_images(ready["image"]).float().cpu().numpy()
-            else:
+            images = None
+            if ready.get("image") is None:
                 images = [decode_image(image, f"the image of row {offset + i} ('{image_column}')")
                           for image, i in zip(batch[image_column], indices)]
-                image_emb = embedder.embed_images(images).cpu().numpy()
-            bad = non_finite_rows(image_emb)
-            if len(bad):
-                raise non_finite_error(image_output_column, f"row {indices[bad[0]]} of the dataset (the teacher's "
-                                       f"embedding of its '{image_column}')", image_emb[bad[0]],
-                                       fix="The teacher cannot embed that image: drop or fix the row")
-            zero = zero_norm_rows(image_emb)
-            if len(zero):
-                raise zero_norm_error(image_output_column, f"row {indices[zero[0]]} of the dataset (the teacher's "
-                                      f"embedding of its '{image_column}')")
+            _, image_emb = embed_batch(embedder, images=images, prepared_images=ready.get("image"),
+                                       image_check=image_check)
+            image_emb = image_emb.cpu().numpy()
             result[image_output_column] = image_emb
         return result
 

@@ -13,8 +13,9 @@ import logging
 
 import torch
 
-from .data import is_iterable_dataset
+from .data import columns_for_collator, is_iterable_dataset
 from .lora import is_peft_model
+from .teacher_targets import teacher_targets
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +46,17 @@ def projection_init_mode(model, args) -> str | None:
 
 
 def _first_rows(trainer, n: int) -> list:
+    """The first ``n`` training rows as the DataLoader reads them (only the collator's columns)."""
     dataset = trainer.train_dataset
     if is_iterable_dataset(dataset) or not hasattr(dataset, "select"):
         return list(itertools.islice(iter(dataset), n))
-    subset = trainer._remove_unused_columns(dataset.select(range(min(n, len(dataset)))))
+    subset = columns_for_collator(dataset.select(range(min(n, len(dataset)))), trainer.data_collator, trainer.args)
     return [subset[i] for i in range(len(subset))]
+
+
+def _on_device(batch: dict, device) -> dict:
+    """A collated batch with its tensors on ``device`` (the rest, raw captions or images, as it is)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -58,8 +65,9 @@ def warm_start_projection(trainer, mode: str = "least_squares") -> dict[str, flo
     outputs (``mode="least_squares"``), or only its bias so the outputs start at the anchors' mean (``"mean"``),
     over the first ``projection_init_samples`` training rows (see :meth:`MultilingualTextTower.fit_projection`).
 
-    ``trainer``: a :class:`~mvld_hf.DistillationTrainer`; its collator and teacher targets make the batches, so
-    the fit sees what step 1 sees. Every process computes the same fit from the same rows.
+    ``trainer``: a :class:`~mvld_hf.DistillationTrainer`; its collator and the teacher's targets
+    (:func:`~mvld_hf.teacher_targets.teacher_targets`, with its teacher) make the batches, so the fit sees what
+    step 1 sees. Every process computes the same fit from the same rows.
     Returns the fit's ``{"r2", "cosine", "rows"}``, or None when the student has no projection to fit."""
     if mode not in WARM_START_MODES:  # before the forward pass over the rows, not after it
         raise ValueError(f"warm_start_projection: mode must be 'least_squares' or 'mean', got {mode!r}")
@@ -73,8 +81,8 @@ def warm_start_projection(trainer, mode: str = "least_squares") -> dict[str, flo
     model.eval()
     batch_size = max(1, args.per_device_eval_batch_size)
     for start in range(0, len(rows), batch_size):
-        inputs = trainer._prepare_inputs(trainer.data_collator(rows[start:start + batch_size]))
-        _, anchors = trainer._teacher_targets(inputs)
+        inputs = _on_device(trainer.data_collator(rows[start:start + batch_size]), args.device)
+        anchors = teacher_targets(inputs, args, trainer.teacher_embedder).anchors
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         pooled.append(out.pooled_output.float().cpu())
         targets.append(anchors.float().cpu())

@@ -10,19 +10,16 @@ from typing import Any
 
 from .data import (
     DistillationCollator,
-    NonFiniteEmbeddingError,
     check_dataset,
     has_distinct_rows,
     is_iterable_dataset,
     no_distinct_anchors_message,
-    non_finite_rows,
-    zero_norm_error,
-    zero_norm_rows,
 )
 from .distillation_config import DistillationArguments, _launched_processes
 from .encode import position_limit
 from .lora import apply_lora
-from .precompute import TeacherEmbedder, read_own_shards, unwrap_embedded_stream
+from .teacher_stream import read_own_shards, unwrap_embedded_stream
+from .teacher_targets import TeacherEmbedder, tokenize_in_collator
 from .teachers import TeacherCapabilityError
 
 logger = logging.getLogger(__name__)
@@ -73,11 +70,7 @@ def check_trainer_inputs(model, args, train_dataset, eval_dataset, processing_cl
     if embedder is None and teacher is not None:
         embedder = TeacherEmbedder(teacher)
     step_teacher = None if embedder is None else embedder.teacher
-    if (step_teacher is not None and embedder.cache is None and args.needs_teacher_text
-            and getattr(data_collator, "teacher_tokenizer", False) is None):
-        # the teacher's captions are tokenized where the student's are (DataLoader workers): the step runs only
-        # the teacher's forward
-        data_collator.teacher_tokenizer = step_teacher.text_tokenizer()
+    tokenize_in_collator(embedder, data_collator, args)  # then the step runs only the teacher's forward
     if step_teacher is not None and is_iterable_dataset(train_dataset):
         read_own_shards(args)
     # retrieval_evaluator= is an alias: one more evaluator, with its image embeddings given or computed
@@ -93,11 +86,7 @@ def check_trainer_inputs(model, args, train_dataset, eval_dataset, processing_cl
     if step_teacher is not None and args.needs_teacher_image and not step_teacher.supports_images:
         raise TeacherCapabilityError.text_only(step_teacher.name_or_path, args.teacher_image_column)
     if args.uses_queue:
-        global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
-        if args.queue_size % global_batch:
-            raise ValueError(f"queue_size ({args.queue_size}) must be a multiple of the global batch size "
-                             f"({args.per_device_train_batch_size} x {args.world_size} processes = {global_batch})"
-                             " so the FIFO queue holds whole global batches")
+        args.check_queue_size(args.world_size)
     dim = None if model is None else embedding_dim(model)
     has_teacher = step_teacher is not None
     train_dataset = check_dataset("train_dataset", train_dataset, args, has_teacher=has_teacher, dim=dim)
@@ -155,27 +144,6 @@ def check_dimensions(model, teacher) -> None:
     if student_dim != teacher_dim:
         raise ValueError(f"the student projects to {student_dim} dims but teacher {teacher.name_or_path!r} "
                          f"embeds in {teacher_dim}: build the student with projection_dim={teacher_dim}")
-
-
-def checked_teacher_output(embeddings, rows, what: str, step: int):
-    """The teacher's in-step output (``[batch, dim]``), refused if a row is NaN/inf or the zero vector, naming the
-    row (its caption when ``rows`` holds strings) and the step. One check per step, on the slow path where the
-    teacher runs inside the training step."""
-
-    def described(i: int) -> str:
-        row = rows[i]
-        return f"{what} {row!r}" if isinstance(row, str) else f"{what} of position {i} of the batch"
-
-    bad = non_finite_rows(embeddings.detach())
-    if len(bad):
-        raise NonFiniteEmbeddingError(
-            f"the teacher's embedding of {described(int(bad[0]))} at step {step} holds NaN or infinite values; "
-            "training on it would turn every weight into NaN. Drop that row, or check the teacher (an fp16 overflow?)")
-    zero = zero_norm_rows(embeddings)
-    if len(zero):
-        raise zero_norm_error("teacher output", f"the teacher's embedding of {described(int(zero[0]))} at step {step}",
-                              fix="Drop that row, or check the teacher")
-    return embeddings
 
 
 def without_negatives_message(anchors, method_weights: dict, queue, global_step: int) -> tuple[str | None, bool]:

@@ -95,3 +95,37 @@ def test_the_new_method_recipe_runs_and_trains(tokenizer, teacher, toy_dataset, 
         assert logs[-1]["cos_margin_cosine"] > logs[0]["cos_margin_cosine"]
     finally:
         unregister_method("cos_margin")
+
+
+def test_the_teacher_contract_is_the_base_class(tmp_path):
+    """The "A teacher adapter" bullet names the members a Teacher subclass implements (the base class has each
+    of them), and a teacher made of the required ones alone gives the step its targets through
+    mvld_hf.teacher_targets, which calls encode_text, never a subclass's own."""
+    import torch
+
+    from mvld_hf import DistillationArguments
+    from mvld_hf.teacher_targets import TeacherEmbedder, teacher_targets, tokenize_in_collator
+    from mvld_hf.teachers import Teacher
+
+    bullet = DOC.split("- **A teacher adapter**", 1)[1].split("\n- **", 1)[0]
+    named = set(re.findall(r"`(\w+)(?:\(\))?`", bullet))
+    contract = {"_encode_text_batch", "dim", "device", "supports_images", "_encode_image_batch", "text_tokenizer",
+                "encode_tokenized", "prepare_images", "encode_prepared_images"}
+    assert contract <= named, f"the teacher adapter bullet does not name {sorted(contract - named)}"
+    assert all(hasattr(Teacher, member) for member in contract)
+    assert "encode_text" not in vars(Teacher) or "_encode_text_batch" in vars(Teacher)
+
+    class Minimal(Teacher):
+        dim, device, calls = 4, torch.device("cpu"), []
+
+        def _encode_text_batch(self, texts):
+            self.calls.append(list(texts))
+            return torch.tensor([[len(t), 1.0, 2.0, 3.0] for t in texts])
+
+    embedder = TeacherEmbedder(Minimal())
+    args = DistillationArguments(output_dir=str(tmp_path), method="fd", report_to="none")
+    assert not tokenize_in_collator(embedder, type("Collator", (), {"teacher_tokenizer": None})(), args)
+    inputs = {"english_texts": ["a", "bb", "a"], "input_ids": torch.zeros(3, 2, dtype=torch.long)}
+    targets = teacher_targets(inputs, args, embedder)
+    assert Minimal.calls == [["a", "bb"]]  # each distinct caption once
+    assert targets.anchors is targets.text and targets.text[:, 0].tolist() == [1.0, 2.0, 1.0]
