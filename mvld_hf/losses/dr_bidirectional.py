@@ -42,15 +42,17 @@ def dr_bidirectional(
     teacher_temperature: float = DEFAULT_TEACHER_TEMPERATURE,
     student_temperature: float = DEFAULT_STUDENT_TEMPERATURE,
     include_positive: bool = True,
+    reverse_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    r"""DR (text -> anchors over the queue) + the reverse KL (anchor -> the batch's texts).
+    r"""DR (text -> anchors over the queue) + ``reverse_weight`` x the reverse KL (anchor -> the batch's texts).
 
     .. math::
         \mathcal{L}_{DRB} = \mathcal{L}_{DR}
         + \overline{\mathrm{KL}\big(\mathrm{softmax}_i(\cos(a_j, t_i)/\tau_T)\,\|\,
                                     \mathrm{softmax}_i(\cos(a_j, s_i)/\tau_S)\big)}_j
 
-    Args: as :func:`distributional_replication`.
+    Args: as :func:`distributional_replication`; ``reverse_weight`` (> 0, default 1) weighs the reverse KL
+    (``--method_kwargs '{"drb": {"reverse_weight": 0.5}}'`` is the loss of ``dr:0.5,drb:0.5``).
 
     Returns:
         ``{"loss": dr + reverse, "dr": DR's KL, "reverse": the anchor -> text KL, "accuracy": DR's,
@@ -71,6 +73,7 @@ def dr_bidirectional(
     check_embeddings("a", a, s, "s")
     check_temperature("teacher_temperature", teacher_temperature)
     check_temperature("student_temperature", student_temperature)
+    check_temperature("reverse_weight", reverse_weight)
     dr = distributional_replication(s, t, a, queue, teacher_temperature=teacher_temperature,
                                     student_temperature=student_temperature, include_positive=include_positive)
     a = a.detach()
@@ -79,5 +82,5 @@ def dr_bidirectional(
     reverse = soft_target_kl(teacher_logits, student_logits)
     with torch.no_grad():
         reverse_accuracy = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
-    return {"loss": dr["loss"] + reverse, "dr": dr["loss"], "reverse": reverse, "accuracy": dr["accuracy"],
-            "reverse_accuracy": reverse_accuracy}
+    return {"loss": dr["loss"] + reverse_weight * reverse, "dr": dr["loss"], "reverse": reverse,
+            "accuracy": dr["accuracy"], "reverse_accuracy": reverse_accuracy}

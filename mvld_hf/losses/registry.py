@@ -203,7 +203,9 @@ METHODS: dict[str, MethodSpec] = {spec.code: spec for spec in (
     MethodSpec("drb", "bidirectional distributional replication (DRB)",
                "DR + the reverse KL: each anchor's distribution over the batch's texts",
                dr_bidirectional, ("s", "t", "a", "keys"), _DR_ARGUMENTS, citation=None, negatives=_QUEUE,
-               includes=("dr",)),
+               includes=("dr",),
+               hyperparameters={"reverse_weight": Hyperparameter(
+                   1.0, "the weight of the reverse (anchor -> the batch's texts) KL beside DR")}),
 )}
 #: the paper's five methods in its order (``fd, ed, sd, mcl, dr``): the study reads other methods against them
 PAPER_METHODS: tuple[str, ...] = tuple(code for code, spec in METHODS.items() if spec.paper)

@@ -178,3 +178,14 @@ def test_the_card_prints_each_methods_citation_once_then_the_papers():
         assert citations("mine+dr") == mine + "\n\n" + PAPER_CITATION
     finally:
         unregister_method("mine")
+
+
+def test_drb_reverse_weight_is_the_loss_of_the_weighted_sum_with_dr():
+    """DRB's reverse_weight 0.5 is the loss the unified study ran as 'dr:0.5,drb:0.5' (DR once, half the reverse)."""
+    torch.manual_seed(0)
+    s, t, a, keys = (torch.randn(4, 8) for _ in range(4))
+    embeddings = {"s": s, "t": t, "a": a, "keys": keys}
+    half = METHODS["drb"].compute(embeddings, _args(method="drb", method_kwargs={"drb": {"reverse_weight": 0.5}}))
+    args = _args(method="drb")
+    summed = sum(0.5 * METHODS[code].compute(embeddings, args)["loss"] for code in ("dr", "drb"))
+    assert torch.allclose(half["loss"], summed)
