@@ -274,3 +274,44 @@ def test_sigterm_mid_training_says_where_the_last_checkpoint_is_and_releases_the
         f"interrupted (SIGTERM); {out / 'checkpoint-2'} is the last complete checkpoint. Resume from it with",
         f"  python examples/distill.py --output_dir {out} --max_steps 6 --resume_from_checkpoint true"]
     assert not (out / LOCK_FILE).exists() and sorted(os.listdir(out)) == ["checkpoint-2"]
+
+
+# ----------------------------------------------------------------- item 12: a full disk at the final save
+def test_a_full_disk_at_the_final_save_says_so_names_the_checkpoint_and_writes_nothing_half(tokenizer, data,
+                                                                                           tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from mvld_hf import MultilingualTextTower
+    from mvld_hf.checkpointing import DiskFullError
+    from mvld_hf.final_save import FINAL_STAGING
+
+    trainer = _trainer(tokenizer, tmp_path, data, max_steps=3, save_strategy="steps", save_steps=2)
+    trainer.train()
+    out = trainer.args.output_dir
+    trainer.save_model()  # a first final save (as a run that is saved twice): intact below
+    before = open(os.path.join(out, "model.safetensors"), "rb").read()
+    save_pretrained = MultilingualTextTower.save_pretrained
+
+    def fill_the_disk(self, folder, *args, **kwargs):  # writes part of the weights, then the disk is full
+        save_pretrained(self, folder, *args, **kwargs)
+        path = os.path.join(folder, "model.safetensors")
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) // 3)
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                              'space left on device" })')
+
+    monkeypatch.setattr(MultilingualTextTower, "save_pretrained", fill_the_disk)
+    kept = re.escape(os.path.join(out, "checkpoint-3"))
+    message = (rf"^\[Errno 28\] the disk holding {re.escape(out)} is full, \d+ MiB free: the trained student "
+               rf"\(step 3\) could not be saved there \(no file of it was written into {re.escape(out)}, nothing "
+               rf"there was overwritten\); the last complete checkpoint, {kept}, stays good: free some space and "
+               r"resume from it with --resume_from_checkpoint true")
+    with pytest.raises(DiskFullError, match=message):
+        trainer.save_model()
+    assert open(os.path.join(out, "model.safetensors"), "rb").read() == before  # not a half-written file
+    assert not os.path.exists(os.path.join(out, FINAL_STAGING))
+    monkeypatch.setattr(MultilingualTextTower, "save_pretrained", save_pretrained)
+    trainer.save_model()  # space again: the save goes through, into output_dir itself
+    assert sorted(n for n in os.listdir(out) if n.endswith((".json", ".safetensors"))) >= ["config.json",
+                                                                                           "model.safetensors"]
+    MultilingualTextTower.from_pretrained(out)

@@ -222,7 +222,16 @@ def main(argv: list[str] | None = None) -> dict:
     with clock.phase("training"):
         trainer = DistillationTrainer(model=student, args=args, train_dataset=train, processing_class=tokenizer)
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-        trainer.save_model(args.output_dir)
+        try:
+            trainer.save_model(args.output_dir)
+        except OSError as err:  # a full disk (DiskFullError): the exact command that resumes
+            from mvld_hf.checkpointing import DiskFullError
+
+            from .arguments import resume_command
+
+            if not isinstance(err, DiskFullError) or "resume from it" not in str(err):
+                raise
+            raise CliError(f"{err.strerror}. Resume with: {resume_command(argv)}") from err
     record = None
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
