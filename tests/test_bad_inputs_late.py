@@ -315,3 +315,91 @@ def test_a_full_disk_at_the_final_save_says_so_names_the_checkpoint_and_writes_n
     assert sorted(n for n in os.listdir(out) if n.endswith((".json", ".safetensors"))) >= ["config.json",
                                                                                            "model.safetensors"]
     MultilingualTextTower.from_pretrained(out)
+
+
+# ------------------------------------------------- items 17 and 19: data files and language codes, before any work
+def _hub_run_on(tmp_path, train_file, *flags):
+    """validate_cli of a run on a local data file: the checks made before the teacher, student or data load."""
+    from mvld_hf.cli.arguments import parse_args, validate_cli
+
+    validate_cli(*parse_args(["--teacher", "some/teacher", "--student", "some/student", "--dataset", str(train_file),
+                              "--eval_split", "", "--output_dir", str(tmp_path / "out"), *flags]))
+
+
+def _rows_of(toy_rows, n=12):
+    return [{k: r[k] for k in ("caption", "english", "language")} for r in toy_rows[:n]]
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize("case", ["number caption", "list caption", "empty", "blank lines", "cut mid-line",
+                                  "null language", "not an object"])
+def test_a_bad_data_file_is_refused_before_any_work_naming_file_row_and_column(toy_rows, tmp_path, case):
+    from mvld_hf.cli.arguments import CliError
+
+    rows, path = _rows_of(toy_rows), tmp_path / "train.jsonl"
+    text, message = None, None
+    if case in ("number caption", "list caption"):
+        rows[7]["caption"] = 42 if case == "number caption" else ["a", "b"]
+        shown = "a number (42)" if case == "number caption" else 'a list (["a", "b"])'
+        message = rf"{path}, row 7 \(line 8\), column 'caption': {re.escape(shown)}, expected a string \(a caption\)"
+    elif case == "empty":
+        text, message = "", rf"{path} is empty: it holds no rows"
+    elif case == "blank lines":
+        text, message = "\n  \n\n", rf"{path} holds no rows \(only blank lines\)"
+    elif case == "cut mid-line":
+        full = _jsonl(rows)
+        text = full[:full.rindex("\n", 0, -1) + 20]  # the last line cut after 19 characters
+        message = rf"{path}, line 12 \(row 11\): not valid JSON \(the file is cut mid-line\): "
+    elif case == "null language":
+        rows[9]["language"] = None
+        message = rf"{path}, row 9 \(line 10\), column 'language': null, expected a language code"
+    else:
+        text = _jsonl(rows[:4]) + "[1, 2]\n"
+        message = rf"{path}, row 4 \(line 5\): a list \(\[1, 2\]\), expected an object of column values"
+    path.write_text(_jsonl(rows) if text is None else text, encoding="utf-8")
+    with pytest.raises(CliError, match=f"^{message}"):
+        _hub_run_on(tmp_path, path)
+    (tmp_path / "good.jsonl").write_text(_jsonl(_rows_of(toy_rows)), encoding="utf-8")
+    _hub_run_on(tmp_path, tmp_path / "good.jsonl")  # a good file passes
+    with pytest.raises(CliError, match=f"^{message.replace(str(path), str(tmp_path / 'held_out.jsonl'))}"):
+        path.rename(tmp_path / "held_out.jsonl")  # the held-out file is read the same way
+        _hub_run_on(tmp_path, tmp_path / "good.jsonl", "--eval_split", str(tmp_path / "held_out.jsonl"))
+
+
+def test_a_csv_file_is_read_the_same_way(tmp_path):
+    from mvld_hf.cli.arguments import CliError
+
+    path = tmp_path / "train.csv"
+    path.write_text("caption,english,language\nein Kreis,a circle,de\nun cercle,a circle,??\n", encoding="utf-8")
+    with pytest.raises(CliError, match=rf"^{path}, row 1 \(line 3\), column 'language': '\?\?' is no language code"):
+        _hub_run_on(tmp_path, path)
+
+
+def test_language_codes_are_made_canonical_and_the_rest_refused_naming_the_rows(toy_rows, tmp_path):
+    import datasets
+
+    from mvld_hf.cli.arguments import CliError
+    from mvld_hf.data_files import DataFileError, normalise_language, normalise_language_column
+
+    assert [normalise_language(c) for c in ("", " de ", "??", "EN", "xx", "pt-br", "zh_hans", "fil", None)] == \
+        [None, "de", None, "en", None, "pt-BR", "zh_Hans", "fil", None]
+    codes = ["de", " de ", "EN", "", "fr", "??", "xx", "xx"]
+    rows = datasets.Dataset.from_dict({"caption": [f"c{i}" for i in range(len(codes))], "language": codes})
+    with pytest.raises(DataFileError, match=r"^--dataset x, column 'language': 3 value\(s\) are no language code "
+                                            r"\('' in row\(s\) 3; '\?\?' in row\(s\) 5; 'xx' in row\(s\) 6, 7\)"):
+        normalise_language_column(rows, "language", "--dataset x")
+    fixed = normalise_language_column(rows.select([0, 1, 2, 4]), "language", "--dataset x")
+    assert fixed["language"] == ["de", "de", "en", "fr"]
+    stream = normalise_language_column(rows.to_iterable_dataset(), "language", "--dataset x")
+    with pytest.raises(DataFileError, match=r"^--dataset x, row 3, column 'language': '' is no language code"):
+        list(stream)
+    for bad, row in (("xx", 2), ("", 5)):
+        data = _rows_of(toy_rows)
+        data[row]["language"] = bad
+        (tmp_path / "train.jsonl").write_text(_jsonl(data), encoding="utf-8")
+        with pytest.raises(CliError, match=rf"row {row} \(line {row + 1}\), column 'language': {bad!r} is no "
+                                           "language code"):
+            _hub_run_on(tmp_path, tmp_path / "train.jsonl")

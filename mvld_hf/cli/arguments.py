@@ -142,6 +142,14 @@ def validate_cli(model_args: ModelArguments, data_args: DataArguments, args: Dis
                            f"{existing} is a file: pass a folder (created if missing), 'auto' or 'none'")
     if model_args.student != OFFLINE and os.path.isdir(model_args.student):
         check_text_encoder_folder(model_args.student)
+    from mvld_hf.data_files import DataFileError, check_data_file
+
+    for path in (data_args.dataset, data_args.eval_split):  # local data files: read once, before any work
+        if path and os.path.isfile(path):
+            try:
+                check_data_file(path, [args.caption_column, args.english_column], data_args.language_column)
+            except DataFileError as err:
+                raise CliError(str(err)) from None
 
 
 def check_text_encoder_folder(path: str) -> None:

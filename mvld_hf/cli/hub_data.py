@@ -61,6 +61,7 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
     captions, ...) or a local one (see :func:`load_split`)."""
     from datasets import load_dataset
 
+    from mvld_hf.data_files import normalise_language, normalise_language_column
     from mvld_hf.teachers import teacher_dtype
 
     teacher = mvld_hf.load_teacher(model_args.teacher, revision=model_args.teacher_revision, device=args.device,
@@ -71,6 +72,9 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
         teacher_name_or_path=model_args.teacher, teacher_revision=model_args.teacher_revision)
     student.config.distillation_method = args.method
     train = load_split(data_args.dataset, data_args.dataset_config, data_args.train_split, data_args.streaming)
+    if data_args.languages:  # compared with the data's codes, made canonical below
+        data_args.languages = [normalise_language(code) or code for code in data_args.languages]
+    train = normalise_language_column(train, data_args.language_column, f"--dataset {data_args.dataset}")
     if args.anchor_language != "en" and args.english_column == "english":
         raise CliError(f"--anchor_language {args.anchor_language}: name the column holding each row's "
                        f"{args.anchor_language!r} caption with --english_column (the anchor the teacher embeds)")
@@ -93,4 +97,6 @@ def hub_setup(model_args: ModelArguments, data_args: DataArguments, args: Distil
     evaluation = None
     if data_args.eval_split:
         evaluation = load_split(data_args.dataset, data_args.dataset_config, data_args.eval_split)
+        evaluation = normalise_language_column(evaluation, data_args.language_column,
+                                               f"--eval_split {data_args.eval_split}")
     return train, evaluation, teacher, tokenizer, student
