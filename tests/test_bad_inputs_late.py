@@ -403,3 +403,34 @@ def test_language_codes_are_made_canonical_and_the_rest_refused_naming_the_rows(
         with pytest.raises(CliError, match=rf"row {row} \(line {row + 1}\), column 'language': {bad!r} is no "
                                            "language code"):
             _hub_run_on(tmp_path, tmp_path / "train.jsonl")
+
+
+def test_a_run_on_messy_language_codes_records_them_canonical(toy_rows, tokenizer, tmp_path, capsys):
+    """' de ' and 'EN' in the data file reach mvld_run.json (the model card's languages) and the per-language
+    tables as de and en (before, they were kept as written, ' de ' beside de)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoModel
+
+    from mvld_hf.cli.distill import main
+    from mvld_hf.testing import tiny_backbone_config
+
+    for name, seed in (("teacher_backbone", 0), ("student", 1)):
+        torch.manual_seed(seed)
+        AutoModel.from_config(tiny_backbone_config(len(tokenizer), model_type="bert")).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    transformer = Transformer(str(tmp_path / "teacher_backbone"))
+    SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"),
+                                 Normalize()]).save(str(tmp_path / "teacher"))
+    messy = {"de": " de ", "en": "EN", "fr": "fr"}
+    rows = [{"caption": r["caption"], "english": r["english"], "language": messy[r["language"]]} for r in toy_rows]
+    (tmp_path / "train.jsonl").write_text(_jsonl(rows), encoding="utf-8")
+    out = tmp_path / "run"
+    main(["--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "student"), "--dataset",
+          str(tmp_path / "train.jsonl"), "--eval_split", str(tmp_path / "train.jsonl"), "--method", "fd",
+          "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--save_strategy",
+          "no", "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--languages", "DE", "fr",
+          "en"])
+    assert json.loads((out / "mvld_run.json").read_text())["languages"] == ["de", "en", "fr"]
+    assert set(json.loads((out / "eval_results.json").read_text())["translation"]["student"]) == {"de", "fr", "mean"}
