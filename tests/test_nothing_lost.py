@@ -232,6 +232,12 @@ def test_a_collapsed_student_is_marked_collapsed_in_every_table_instead_of_winni
             student = cells[2::2]  # columns alternate teacher, student
             assert student and all(c == "collapsed" for c in student), line
     assert "collapsed languages: student: " + ", ".join(languages) in report
+    from mvld_hf.evaluation.report import per_language_figure
+
+    axes = per_language_figure(results, metric="t2i_R@1", section="retrieval").axes[0]
+    assert [t.get_text() for t in axes.texts] == ["collapsed"] * (len(languages) + 2)  # + all, mean: no bars
+    student_bars = axes.containers[1]
+    assert all(bar.get_height() != bar.get_height() for bar in student_bars)  # NaN: not drawn
 
 
 def test_translation_tables_mark_collapse_by_spread_and_never_bold_the_spread():

@@ -216,7 +216,9 @@ def per_language_figure(
     xlabel: str | None = "language",
     chance: float | None = None,
 ) -> Figure:
-    """The figure of :func:`plot_per_language` (a matplotlib ``Figure`` on an Agg canvas), not saved."""
+    """The figure of :func:`plot_per_language` (a matplotlib ``Figure`` on an Agg canvas), not saved. With
+    ``section``, a model's collapsed languages (``results["collapsed"]``) and its summary rows get no bar but the
+    word ``collapsed``, as in :func:`format_table`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -244,9 +246,15 @@ def per_language_figure(
     ax = fig.add_subplot(1, 1, 1)
     colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
     for j, name in enumerate(names):
-        vals = [tables[name].get(r, {}).get(metric, float("nan")) * scale for r in rows]
+        collapsed = _collapsed_rows(results_by_model[name]) if section is not None else set()
+        vals = [float("nan") if r in collapsed else tables[name].get(r, {}).get(metric, float("nan")) * scale
+                for r in rows]
         offs = [x + (j - (len(names) - 1) / 2) * width for x in xs]
         ax.bar(offs, vals, width=width * 0.95, label=name, color=colors[j % len(colors)])
+        for x, r in zip(offs, rows):  # a collapsed language gets no bar, as its table cell gets no number
+            if r in collapsed and metric in tables[name].get(r, {}):
+                ax.text(x, 0.01, COLLAPSED, transform=ax.get_xaxis_transform(), rotation=90, ha="center",
+                        va="bottom", fontsize=7, color=colors[j % len(colors)])
     if 0 < n_lang < len(rows):
         ax.axvline((xs[n_lang - 1] + xs[n_lang]) / 2, color="0.5", linestyle=":", linewidth=1)
     ax.set_xticks(xs)
