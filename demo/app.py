@@ -183,6 +183,8 @@ def build_ui(app: SearchApp, default_query: str | None = None):
         gallery = [(os.path.join(app.images_dir, r["image"]), f"{r['image']}  {r['score']:.3f}") for r in results]
         return gallery, results
 
+    first_gallery, first_results = search(default_query, 8)  # the page opens with an answer, no request needed
+
     def zero_shot(image, text):
         return app.zero_shot(image, text)
 
@@ -195,8 +197,9 @@ def build_ui(app: SearchApp, default_query: str | None = None):
                 caption = gr.Textbox(label="Caption (any language)", value=default_query, scale=4)
                 k = gr.Slider(1, 24, value=8, step=1, label="Photos", scale=1)
             go = gr.Button("Search", variant="primary")
-            gallery = gr.Gallery(label="Best matches", columns=8, height="auto", object_fit="contain")
-            results = gr.JSON(label="Ranking (name, cosine)")
+            gallery = gr.Gallery(first_gallery, label="Best matches", columns=8, height=420, object_fit="contain")
+            with gr.Accordion("Ranking (name, cosine)", open=False):
+                results = gr.JSON(first_results, label="Ranking (name, cosine)")
             if captions:
                 gr.Examples([[c] for c in captions.values()], inputs=[caption], label="Captions in other languages")
             go.click(search, [caption, k], [gallery, results], api_name="search")
@@ -211,7 +214,6 @@ def build_ui(app: SearchApp, default_query: str | None = None):
             gr.Button("Score the labels", variant="primary").click(zero_shot, [image, text], scores,
                                                                    api_name="zero_shot")
             language.change(lambda lang: ", ".join(labels.get(lang, [])), language, text, api_name=False)
-        ui.load(search, [caption, k], [gallery, results], api_name=False)
     return ui
 
 
