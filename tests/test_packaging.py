@@ -35,16 +35,34 @@ EXPORT_FROM_THE_WHEEL = textwrap.dedent("""
 """)
 
 
-def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
-    source = tmp_path / "src"  # build from a copy: the build leaves build/ and *.egg-info beside setup.cfg
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+
+
+def build_wheel(tmp_path):
+    """The wheel built from a copy of the package (the build leaves build/ and *.egg-info beside setup.cfg)."""
+    source = tmp_path / "src"
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
         shutil.copy(os.path.join(ROOT, name), source / name)
     shutil.copytree(os.path.join(ROOT, "mvld_hf"), source / "mvld_hf", ignore=shutil.ignore_patterns("__pycache__"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path / "dist")],
+    subprocess.run([*PIP, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path / "dist")],
                    check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("mvld_hf-*.whl")
+    return wheel
+
+
+def install_wheel(wheel, tmp_path):
+    """(site folder, environment running the installed wheel, an empty folder outside the repository)."""
+    site = tmp_path / "site"
+    subprocess.run([*PIP, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "SITE": str(site), "HF_HUB_OFFLINE": "1"}
+    return site, env, work
+
+
+def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "mvld_hf/templates/model_card.md" in names
     shipped = {n for n in names if n.startswith("mvld_hf/configs/")}  # the paper configs, as package data
@@ -56,11 +74,7 @@ def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
                  "mvld-upload = mvld_hf.cli.upload:console_main"):
         assert line in scripts
 
-    site = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
-    work = tmp_path / "elsewhere"
-    work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site), "SITE": str(site), "HF_HUB_OFFLINE": "1"}
+    site, env, work = install_wheel(wheel, tmp_path)
     done = subprocess.run([sys.executable, "-c", EXPORT_FROM_THE_WHEEL], cwd=work, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -74,3 +88,36 @@ def test_wheel_ships_the_template_and_exports_outside_the_repository(tmp_path):
                               "--max_steps", "0"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "`mvld-evaluate --model DIR`" in refused.stderr
     assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
+
+
+#: a study of one tiny offline cell (minutes on a busy CPU: world, teacher and student are tiny)
+TINY_STUDY = {"name": "tiny", "grid": [{"method": ["dr"]}],
+              "base": {"world_train_scenes": 40, "world_test_scenes": 12, "teacher_steps": 3,
+                       "offline_hidden_size": 32, "offline_layers": 1, "offline_heads": 2, "offline_vocab_size": 400,
+                       "max_steps": 2, "per_device_train_batch_size": 16, "queue_size": 32, "save_strategy": "no",
+                       "disable_tqdm": True, "eval_vqa": False}}
+
+
+def test_the_study_runs_from_the_installed_wheel(tmp_path):
+    """`mvld-study` of the wheel runs its cells with the wheel's own mvld-distill (python -m mvld_hf.cli.distill):
+    nothing of the repository (examples/distill.py) is needed."""
+    import json
+
+    import yaml
+
+    wheel = build_wheel(tmp_path)
+    entry_points = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("entry_points.txt"))
+    assert "mvld-study = mvld_hf.cli.study:console_main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    site, env, work = install_wheel(wheel, tmp_path)
+    assert not (site / "examples").exists()
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY_STUDY))
+    env = {**env, "MVLD_HF_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(site / "bin" / "mvld-study"), "tiny.yaml", "--output_dir", "out"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = json.loads((work / "out" / "study_results.json").read_text())
+    (cell,) = results["cells"]
+    assert cell["status"] == "done" and cell["metrics"]["t2i_R@1_mean"] >= 0
+    record = json.loads((work / "out" / "cells" / cell["name"] / "cell.json").read_text())
+    assert record["argv"][1:3] == ["-m", "mvld_hf.cli.distill"]
+    assert (work / "out" / "study.md").is_file()
