@@ -61,9 +61,6 @@ __all__ = [
     "zero_shot_accuracy",
 ]
 
-# internals exported before the API was narrowed: still importable from mvld_hf, not part of __all__
-_MOVED = {"verify_checkpoint": "checkpointing", "register_auto_classes": "modeling_student",
-          "register_paired_auto_classes": "modeling_paired"}
 #: console scripts that check their command line before importing torch/transformers (a bad flag is refused in
 #: about a second), then call :func:`load_api`
 _CONSOLE_SCRIPTS = ("mvld-distill",)
@@ -86,10 +83,6 @@ def __getattr__(name: str):
     if name in __all__:
         load_api()
         return globals()[name]
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

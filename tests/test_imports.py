@@ -94,7 +94,8 @@ def test_public_api_is_sorted_and_importable():
     assert mvld_hf.__all__ == sorted(mvld_hf.__all__)
     assert all(hasattr(mvld_hf, name) for name in mvld_hf.__all__)
     assert "verify_checkpoint" not in mvld_hf.__all__ and "register_paired_auto_classes" not in mvld_hf.__all__
-    from mvld_hf import register_paired_auto_classes, verify_checkpoint  # exported before: still importable
-    from mvld_hf.checkpointing import verify_checkpoint as moved
+    from mvld_hf.checkpointing import verify_checkpoint
+    from mvld_hf.modeling_paired import register_paired_auto_classes
 
-    assert verify_checkpoint is moved and callable(register_paired_auto_classes)
+    assert callable(verify_checkpoint) and callable(register_paired_auto_classes)  # importable from their modules
+    assert not hasattr(mvld_hf, "verify_checkpoint")  # the 0.1 package's shims are gone

@@ -45,25 +45,12 @@ from .arguments import (
 from .phases import PhaseClock, offline_clock
 from .precheck import precheck, print_summary
 
-#: names importable from here that live in modules importing torch/transformers: loaded on first use, so that
-#: `mvld-distill` checks its command line (:func:`.precheck.precheck`) before paying for those imports
-_HEAVY = {"hub_setup": "hub_data", "load_split": "hub_data", "offline_setup": "offline", "evaluate": "reports",
-          "run_record": "reports"}
-
-#: importable from here as before the split (tests, examples/study.py and benchmarks use these names)
+#: importable from here (tests and benchmarks use these names)
 __all__ = ["OFFLINE", "OFFLINE_TRAINING_DEFAULTS", "CliError", "DataArguments", "ModelArguments", "check_flags",
            "check_resume", "console_main", "cpu_threads", "main", "one_line_errors", "parse_args", "read_config",
-           "validate_cli", *sorted(_HEAVY)]
+           "validate_cli"]
 
 logger = logging.getLogger("mvld_hf.distill")
-
-
-def __getattr__(name: str):
-    if name in _HEAVY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_HEAVY[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -33,7 +33,6 @@ QUIET_SECONDS = {
 CACHED_SECONDS = {"world": 2.0, "teacher": 2.0}
 #: the student's evaluation is about this share of the evaluation when the teacher's is reused
 STUDENT_EVAL_SHARE = 0.6
-PHASES = ("world", "teacher", "tokenizer", "precompute", "training", "evaluation")
 
 
 def _teacher_cached(cache_dir: str, seed: int, steps: int, train_scenes: int) -> bool:
