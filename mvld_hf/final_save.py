@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from .checkpointing import DiskFullError, disk_full_error, last_complete_checkpo
 
 #: the staging folder inside ``output_dir`` (hidden: never taken for an earlier run's files)
 FINAL_STAGING = ".final-save.partial"
+#: the weight files of a saved model (single or sharded, with their index)
+_WEIGHT_FILE = re.compile(r"^(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 
 
 def save_final_atomically(save: Callable[[str], None], output_dir: str, step: int) -> None:
@@ -31,11 +34,15 @@ def save_final_atomically(save: Callable[[str], None], output_dir: str, step: in
     try:
         try:
             save(staging)
-            for name in sorted(os.listdir(staging)):
+            written = set(os.listdir(staging))
+            for name in sorted(written):
                 target = os.path.join(output_dir, name)
                 if os.path.isdir(os.path.join(staging, name)) and os.path.isdir(target):
                     shutil.rmtree(target)  # os.replace cannot replace a non-empty folder
                 os.replace(os.path.join(staging, name), target)
+            for name in os.listdir(output_dir):  # an earlier save's weights in another sharding: not this model's
+                if name not in written and _WEIGHT_FILE.match(name):
+                    os.remove(os.path.join(output_dir, name))
         except Exception as err:  # safetensors' SafetensorError is neither an OSError nor a RuntimeError
             full = final_disk_full_error(err, output_dir, step)
             if full is None:

@@ -311,7 +311,9 @@ def test_a_full_disk_at_the_final_save_says_so_names_the_checkpoint_and_writes_n
     assert open(os.path.join(out, "model.safetensors"), "rb").read() == before  # not a half-written file
     assert not os.path.exists(os.path.join(out, FINAL_STAGING))
     monkeypatch.setattr(MultilingualTextTower, "save_pretrained", save_pretrained)
+    open(os.path.join(out, "model-00001-of-00002.safetensors"), "wb").close()  # an earlier save, sharded
     trainer.save_model()  # space again: the save goes through, into output_dir itself
+    assert not os.path.exists(os.path.join(out, "model-00001-of-00002.safetensors"))  # not mixed with this one
     assert sorted(n for n in os.listdir(out) if n.endswith((".json", ".safetensors"))) >= ["config.json",
                                                                                            "model.safetensors"]
     MultilingualTextTower.from_pretrained(out)
