@@ -99,11 +99,9 @@ class DistillationArguments(TrainingArguments):
                           "regression of the teacher's anchors on the student's pooled outputs over "
                           "`projection_init_samples` training rows), 'mean' (keep the weight, set the bias so the "
                           "outputs start at the anchors' mean), 'none' (keep it as built), or 'auto': "
-                          "least_squares for any method on a pretrained backbone (from a random projection FD's MSE "
-                          "collapsed a real pretrained student to a constant, and DR reached 0.60 translation "
-                          "retrieval instead of 0.98); on a backbone trained from scratch, mean for methods with an "
-                          "FD/ED term (a fitted weight's large gain made FD diverge there) and none otherwise. "
-                          "Measured in benchmarks/RESULTS_real_models.md."},
+                          "least_squares for any method on a pretrained backbone; on a backbone trained from "
+                          "scratch, mean for methods with an FD/ED term and none otherwise (why: "
+                          "benchmarks/RESULTS.md, 'Measured results the code refers to')."},
     )
     projection_init_samples: int = field(
         default=1024, metadata={"help": "Training rows the least-squares warm start of the projection uses."})

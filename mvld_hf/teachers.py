@@ -301,9 +301,9 @@ def teacher_dtype(device=None, choice: str | torch.dtype | None = "auto") -> tor
 
     ``auto``: ``bfloat16`` on a CUDA device that supports it, ``float16`` on a CUDA device without bf16
     (pre-Ampere), ``float32`` anywhere else (the CPU has no fast half-precision matmul for inference here).
-    On an H200 a CLIP ViT-L/14 teacher's bf16 forward ran 6.5x (text) and 9x (images) faster than float32
-    (issue 22); the embeddings it returns are float32 either way (``encode_text``/``encode_image`` cast them),
-    so precomputed columns stay float32. Any other ``choice`` (``"float32"`` keeps the old behaviour) is
+    The half-precision forward is several times faster on a GPU (``benchmarks/RESULTS.md``, "Measured results
+    the code refers to"); the embeddings it returns are float32 either way (``encode_text``/``encode_image``
+    cast them), so precomputed columns stay float32. Any other ``choice`` (``"float32"`` keeps the old behaviour) is
     returned as that dtype.
     """
     if isinstance(choice, torch.dtype):

@@ -16,11 +16,9 @@ import os
 import time
 
 #: Seconds per unit of each phase on a quiet 2-core CPU (the offline demo's defaults: 3000 + 600 scenes, 13
-#: languages, teacher 500 steps, student 2 x 128 at batch 128). Provisional sources: training and evaluation from
-#: the quiet full demo of issue 24 (260 s for 1500 steps; 78 s for 600 held-out scenes, teacher evaluated too);
-#: the teacher from the same report (284 s for its 500 steps, on the shared machine: an upper bound); tokenizer
-#: and precompute share the 16 s that quiet run spent outside training and evaluation; the world from an
-#: 80-scene build here (0.3 s, rounded up). Replace them with a quiet run's ``phase_seconds`` (``mvld_run.json``).
+#: languages, teacher 500 steps, student 2 x 128 at batch 128); where each figure comes from:
+#: ``benchmarks/RESULTS.md``, "Measured results the code refers to". Replace them with a quiet run's
+#: ``phase_seconds`` (``mvld_run.json``).
 QUIET_SECONDS = {
     "world": 25.0 / 3600,  # per scene built (train + test)
     "teacher": 284.0 / 500,  # per teacher training step (batch 128), its evaluation included

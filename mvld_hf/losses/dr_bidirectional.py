@@ -19,10 +19,8 @@ With text anchors (``t = a``) the reverse target is the teacher's own text-text 
 with image anchors it is the teacher's image -> text distribution. One forward pass (no English captions), so the
 cost of a step is DR's.
 
-Measured (docs/study.md, 2026-12-07): on the offline world's from-scratch student (3 seeds) the best VQA of every
-method (61.3 ± 0.6 vs MCL 60.6 ± 0.4, DR 55.7) and the best I2T R@1 (53.5), 0.6 MRR@10 below DR (62.6 vs
-63.1 ± 0.3); on human translations with a real e5-small student the best translation top-1 (0.911 vs DR 0.906,
-seed 0). The closest objective to "best at retrieval and VQA", not beyond the seed spread on both.
+Its measured results (the offline study and human translations): ``benchmarks/RESULTS.md``, "Measured results
+the code refers to".
 """
 
 from __future__ import annotations
