@@ -158,7 +158,7 @@ def without_negatives_message(anchors, method_weights: dict, queue, global_step:
         return None, True
     if has_distinct_rows(anchors):
         return None, False
-    in_batch = queue is None or any(not METHODS[m].uses_queue and not METHODS[m].mse_term for m in method_weights)
+    in_batch = queue is None or any(METHODS[m].needs_batch_negatives for m in method_weights)
     if not in_batch and has_distinct_rows(anchors, queue.keys(device=anchors.device)):
         return None, False  # DR alone: the queue still holds other anchors
     return message, True
