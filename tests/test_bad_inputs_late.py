@@ -437,3 +437,20 @@ def test_a_run_on_messy_language_codes_records_them_canonical(toy_rows, tokenize
           "en"])
     assert json.loads((out / "mvld_run.json").read_text())["languages"] == ["de", "en", "fr"]
     assert set(json.loads((out / "eval_results.json").read_text())["translation"]["student"]) == {"de", "fr", "mean"}
+
+
+def test_mvld_evaluate_reads_a_data_file_the_same_way(toy_rows, tmp_path):
+    from mvld_hf.cli import evaluate
+    from mvld_hf.data_files import DataFileError
+
+    rows = _rows_of(toy_rows)
+    rows[3]["language"], rows[4]["language"] = " de ", "EN"
+    path = tmp_path / "held_out.jsonl"
+    path.write_text(_jsonl(rows), encoding="utf-8")
+    args = evaluate.parse_args(["--model", "x", "--dataset", str(path), "--languages", "DE", "en"])
+    data, _, _ = evaluate.load_retrieval_data(args)
+    assert set(data["language"]) <= {"de", "en", "fr"} and args.languages == ["de", "en"]
+    rows[9]["language"] = None
+    path.write_text(_jsonl(rows), encoding="utf-8")
+    with pytest.raises(DataFileError, match=rf"^{path}, row 9 \(line 10\), column 'language': null"):
+        evaluate.load_retrieval_data(evaluate.parse_args(["--model", "x", "--dataset", str(path)]))

@@ -72,6 +72,8 @@ def parse_args(argv=None):
 
 def load_retrieval_data(args):
     """(retrieval dataset, vqa dataset or None, column kwargs for MultilingualEvaluator)."""
+    from mvld_hf.data_files import check_data_file, normalise_language, normalise_language_column
+
     columns = dict(image_column=args.image_column, caption_column=args.caption_column,
                    language_column=args.language_column, image_id_column=args.image_id_column)
     if args.dataset:
@@ -83,10 +85,13 @@ def load_retrieval_data(args):
             data = datasets.load_from_disk(args.dataset)
             data = data[args.split] if isinstance(data, datasets.DatasetDict) else data
         elif os.path.isfile(args.dataset) and extension in local_format:
+            check_data_file(args.dataset, [args.caption_column, args.english_column], args.language_column)
             data = datasets.load_dataset(local_format[extension], data_files=args.dataset, split="train")
         else:
             data = datasets.load_dataset(args.dataset, args.dataset_config, split=args.split)
-        return data, None, columns
+        if args.languages:  # compared with the data's codes, made canonical
+            args.languages = [normalise_language(code) or code for code in args.languages]
+        return normalise_language_column(data, args.language_column, f"--dataset {args.dataset}"), None, columns
     if args.benchmark == "offline":
         from mvld_hf.synthetic import build_vqa, build_world
 
@@ -287,10 +292,11 @@ def console_main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug:
             raise
+        from mvld_hf.data_files import DataFileError
         from mvld_hf.student_loading import NotAStudentError
 
         cause = " ".join(str(err).split()) or "no message"
-        if not isinstance(err, (NotAStudentError, OSError)):
+        if not isinstance(err, (NotAStudentError, OSError, DataFileError)):
             cause = f"{type(err).__name__}: {cause}"
         raise SystemExit(f"error: {cause}\n(run with --debug for the traceback)") from None
 
