@@ -180,6 +180,11 @@ class DistillationArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
         self.method_weights = parse_method(self.method)
+        for code in self.method_weights:  # a registered method's arguments name fields of this class
+            missing = sorted(name for name in METHODS[code].arguments.values() if not hasattr(self, name))
+            if missing:
+                raise ValueError(f"method {code!r} reads {missing}, which are not DistillationArguments fields (a "
+                                 "setting of one method alone is a Hyperparameter in MethodSpec.hyperparameters)")
         self.method_kwargs = self._checked_method_kwargs()
         if self.anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")

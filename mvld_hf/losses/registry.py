@@ -214,26 +214,15 @@ PAPER_COMBINATIONS: tuple[str, ...] = ("dr+fd", "dr+ed+fd")
 _BUILT_IN = frozenset(METHODS)
 
 
-def _argument_defaults() -> dict[str, Any]:
-    """``DistillationArguments`` field -> its default (what a loss sees when a run sets nothing)."""
-    import dataclasses
-
-    from ..distillation_config import DistillationArguments
-
-    out = {}
-    for f in dataclasses.fields(DistillationArguments):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
-
-
 def validate_method(spec: MethodSpec) -> None:
     """Check a :class:`MethodSpec` the way the built-ins are checked: code format, display name, inputs known,
-    the ``DistillationArguments`` fields it reads exist, hyperparameter defaults pass their checks, and one call
-    of ``loss`` on small random embeddings returns a dict with a finite scalar ``"loss"`` that carries the
-    student's gradient and scalar parts. Raises ``TypeError``/``ValueError`` naming what is wrong."""
+    the loss takes the keywords of ``arguments`` and ``hyperparameters``, hyperparameter defaults pass their
+    checks, and one call of ``loss`` on small random embeddings (its own keyword defaults, the hyperparameters'
+    defaults) returns a dict with a finite scalar ``"loss"`` that carries the student's gradient and scalar
+    parts. Raises ``TypeError``/``ValueError`` naming what is wrong. (That the ``arguments`` name
+    ``DistillationArguments`` fields is checked by ``DistillationArguments`` when a run selects the method.)"""
+    import inspect
+
     import torch
 
     if not isinstance(spec, MethodSpec):
@@ -250,11 +239,14 @@ def validate_method(spec: MethodSpec) -> None:
     unknown = [name for name in inputs if name not in INPUTS]
     if not inputs or unknown or len(set(inputs)) != len(inputs):
         raise ValueError(f"{where}: inputs must be distinct names among {INPUTS}, got {spec.inputs!r}")
-    defaults = _argument_defaults()
-    missing = sorted(name for name in spec.arguments.values() if name not in defaults)
-    if missing:
-        raise ValueError(f"{where}: arguments name {missing}, which are not DistillationArguments fields (a setting "
-                         "of this method alone is a Hyperparameter in MethodSpec.hyperparameters)")
+    try:
+        parameters = inspect.signature(spec.loss).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: the call below checks it
+        parameters = None
+    if parameters is not None and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        missing = sorted(k for k in [*spec.arguments, *spec.hyperparameters] if k not in parameters)
+        if missing:
+            raise ValueError(f"{where}: loss takes no keyword {missing} (named in arguments/hyperparameters)")
     clash = sorted(set(spec.arguments) & set(spec.hyperparameters))
     if clash:
         raise ValueError(f"{where}: {clash} is both an argument and a hyperparameter")
@@ -272,8 +264,7 @@ def validate_method(spec: MethodSpec) -> None:
     embeddings = {name: torch.randn(4, 8, generator=generator) for name in INPUTS}
     embeddings["s"].requires_grad_(True)
     try:
-        out = spec.loss(*(embeddings[name] for name in inputs),
-                        **{keyword: defaults[name] for keyword, name in spec.arguments.items()}, **kwargs)
+        out = spec.loss(*(embeddings[name] for name in inputs), **kwargs)
     except Exception as err:
         raise ValueError(f"{where}: loss({', '.join(inputs)}) failed on [4, 8] random embeddings: "
                          f"{type(err).__name__}: {err}") from err

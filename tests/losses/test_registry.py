@@ -111,7 +111,7 @@ def _spec(**changes):
     ({"loss": lambda s, a: {"loss": (s - a).pow(2).mean().detach()}}, ValueError, "carries no gradient"),
     ({"loss": lambda s, a: {"loss": s.sum() / 0}}, ValueError, "the loss is inf"),
     ({"loss": lambda s: {"loss": s.sum()}}, ValueError, "failed on"),
-    ({"arguments": {"temperature": "no_such_field"}}, ValueError, "not DistillationArguments fields"),
+    ({"arguments": {"temperature": "contrastive_temperature"}}, ValueError, r"loss takes no keyword \['temperature'\]"),
     ({"citation": "Smith 2020"}, ValueError, "BibTeX"),
     ({"includes": ("xd",)}, ValueError, "includes names"),
 ])
@@ -141,6 +141,13 @@ def test_register_method_adds_a_selectable_method_and_unregister_removes_it():
         unregister_method("mine")
     with pytest.raises(ValueError, match="unknown method 'mine'.*register_method"):
         _args(method="mine")
+    spec = register_method(_spec(loss=lambda s, a, temperature=1.0: {"loss": (s - a).pow(2).mean() / temperature},
+                                 arguments={"temperature": "no_such_field"}))
+    try:  # the fields a method reads are DistillationArguments' (checked where that class is known)
+        with pytest.raises(ValueError, match=r"method 'mine' reads \['no_such_field'\], which are not"):
+            _args(method="mine")
+    finally:
+        unregister_method("mine")
     with pytest.raises(ValueError, match="built-in"):
         unregister_method("dr")
 
