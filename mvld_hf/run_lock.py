@@ -73,7 +73,23 @@ def describe(holder: dict) -> str:
 
 def _read_record(path: str) -> dict | None:
     """The record in the lock file ``path``, None when there is none; an unreadable one (not JSON, not a mapping
-    with an integer pid and a host) reads as ``{"pid": None, "host": None, "unreadable": why}``."""
+    with an integer pid and a host) is read again for up to a second while it is fresh (a lock being written where
+    the file system has no hard links), then reads as ``{"pid": None, "host": None, "unreadable": why}``."""
+    for _ in range(5):
+        holder = _read_once(path)
+        if holder is None or not holder.get("unreadable"):
+            return holder
+        try:
+            fresh = time.time() - os.path.getmtime(path) < 2.0
+        except OSError:
+            fresh = False
+        if not fresh:
+            break
+        time.sleep(0.2)
+    return holder
+
+
+def _read_once(path: str) -> dict | None:
     try:
         with open(path, "rb") as handle:
             raw = handle.read(1 << 16)
@@ -93,21 +109,8 @@ def _read_record(path: str) -> dict | None:
 
 def read_holder(output_dir: str) -> dict | None:
     """The lock file's record (pid, host, process_start, time, command), None when the folder is not locked; an
-    unreadable lock file (see :func:`_read_record`) is read again for up to a second while it is fresh (a lock
-    being written where the file system has no hard links) and then reads as unreadable."""
-    path = os.path.join(output_dir, LOCK_FILE)
-    for _ in range(5):
-        holder = _read_record(path)
-        if holder is None or not holder.get("unreadable"):
-            return holder
-        try:
-            fresh = time.time() - os.path.getmtime(path) < 2.0
-        except OSError:
-            fresh = False
-        if not fresh:
-            break
-        time.sleep(0.2)
-    return holder
+    unreadable lock file reads as unreadable (see :func:`_read_record`)."""
+    return _read_record(os.path.join(output_dir, LOCK_FILE))
 
 
 def holder_is_gone(holder: dict) -> bool:

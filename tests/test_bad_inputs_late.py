@@ -454,3 +454,21 @@ def test_mvld_evaluate_reads_a_data_file_the_same_way(toy_rows, tmp_path):
     path.write_text(_jsonl(rows), encoding="utf-8")
     with pytest.raises(DataFileError, match=rf"^{path}, row 9 \(line 10\), column 'language': null"):
         evaluate.load_retrieval_data(evaluate.parse_args(["--model", "x", "--dataset", str(path)]))
+
+
+def test_a_lock_file_being_written_is_read_again_not_taken_over(tmp_path):
+    """Where the file system has no hard links a lock is created empty and written at once: a fresh unreadable
+    file is read again (for up to a second) before it counts as unreadable."""
+    import socket
+    import threading
+
+    from mvld_hf.run_lock import LOCK_FILE, live_holder
+
+    (tmp_path / LOCK_FILE).write_bytes(b"")
+    record = {"pid": os.getppid(), "host": socket.gethostname(), "time": 0, "command": "a live run"}
+    writer = threading.Timer(0.3, lambda: (tmp_path / LOCK_FILE).write_text(json.dumps(record)))
+    writer.start()
+    try:
+        assert live_holder(str(tmp_path)) == record  # the live holder, not an unreadable file taken over
+    finally:
+        writer.join()
