@@ -29,7 +29,7 @@ import torch
 
 from .data import is_iterable_dataset, undecoded_images
 from .data_utils import MissingColumnError, check_columns, decode_image
-from .embedding_checks import NonFiniteEmbeddingError, non_finite_error, non_finite_rows
+from .embedding_checks import NonFiniteEmbeddingError, check_embedding_rows, non_finite_error, non_finite_rows
 from .encode import check_texts
 from .image_pipeline import PreparedBatches
 from .teacher_stream import TeacherEmbeddedStream, read_own_shards, unwrap_embedded_stream  # noqa: F401 (old home)
@@ -119,12 +119,14 @@ class TeacherEmbeddingCache:
                 if len(value) == 4 * dim:  # a damaged row counts as missing: it is recomputed and replaced
                     found[keys[key]] = np.frombuffer(value, dtype=np.float32, count=dim)
         if found:
-            bad = non_finite_rows(np.stack(list(found.values())))
-            if len(bad):
-                text = list(found)[bad[0]]
-                raise NonFiniteEmbeddingError(
-                    f"the teacher embedding cache {self.path} holds NaN/inf for {text!r}: delete that file to "
-                    "recompute its entries")
+            texts_found = list(found)
+            check_embedding_rows(
+                np.stack(list(found.values())), "teacher embedding",
+                lambda i: f"the teacher embedding cache {self.path}, for {texts_found[i]!r}",
+                zero_fix="Delete that file to recompute its entries",
+                non_finite=lambda i: NonFiniteEmbeddingError(
+                    f"the teacher embedding cache {self.path} holds NaN/inf for {texts_found[i]!r}: delete that file "
+                    "to recompute its entries"))
         self.hits += len(found)
         self.misses += len(texts) - len(found)
         return found
@@ -132,10 +134,11 @@ class TeacherEmbeddingCache:
     def put(self, embeddings: dict[str, np.ndarray]) -> None:
         """Store embeddings; NaN/inf ones raise :class:`~mvld_hf.data.NonFiniteEmbeddingError` (never cached)."""
         if embeddings:
-            bad = non_finite_rows(np.stack([np.asarray(e, dtype=np.float32) for e in embeddings.values()]))
-            if len(bad):
-                raise non_finite_error("teacher embedding", f"the text {list(embeddings)[bad[0]]!r}",
-                                       fix="It is not cached; drop or fix that text, or check the teacher")
+            texts = list(embeddings)
+            check_embedding_rows(np.stack([np.asarray(e, dtype=np.float32) for e in embeddings.values()]),
+                                 "teacher embedding", lambda i: f"the text {texts[i]!r}",
+                                 fix="It is not cached; drop or fix that text, or check the teacher",
+                                 zero_fix="It is not cached; drop or fix that text, or check the teacher")
         rows = [(self.key(t), int(e.shape[-1]), np.ascontiguousarray(e, dtype=np.float32).tobytes())
                 for t, e in embeddings.items()]
         if not rows:

@@ -9,6 +9,7 @@ import torch
 
 import mvld_hf.data
 import mvld_hf.embedding_checks
+import mvld_hf.precompute
 from mvld_hf.data import DistillationCollator
 from mvld_hf.embedding_checks import NonFiniteEmbeddingError, ZeroEmbeddingError
 from mvld_hf.precompute import TeacherEmbeddingCache, precompute_teacher_embeddings
@@ -35,6 +36,7 @@ def checks(monkeypatch):
 
     monkeypatch.setattr(mvld_hf.embedding_checks, "check_embedding_rows", spy)
     monkeypatch.setattr(mvld_hf.data, "check_embedding_rows", spy)
+    monkeypatch.setattr(mvld_hf.precompute, "check_embedding_rows", spy)
     return calls
 
 
@@ -143,3 +145,19 @@ def test_anchors_are_chosen_once_and_follow_the_gather(toy_rows, tokenizer, teac
     assert targets.image is None and targets.anchors is targets.text
     with pytest.raises(ValueError, match="batch has no teacher_text_embeds and the trainer has no teacher"):
         teacher_targets(inputs, args)
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+def test_the_cache_refuses_a_bad_row_through_the_one_check(bad, tmp_path, checks):
+    """Stored or read back, a NaN or zero embedding never crosses the on-disk cache."""
+    value, error = BAD[bad]
+    cache = TeacherEmbeddingCache(str(tmp_path / "cache.sqlite"), "teacher")
+    with pytest.raises(error, match="the text 'b'") as raised:
+        cache.put({"a": torch.ones(4).numpy(), "b": torch.full((4,), value).numpy()})
+    assert checks[-1] is raised.value and cache.get(["a", "b"]) == {}
+    with cache.connection:  # a row written by an older version, or damaged
+        cache.connection.execute("INSERT INTO embeddings VALUES (?, ?, ?)",
+                                 (cache.key("b"), 4, torch.full((4,), value).numpy().tobytes()))
+    with pytest.raises(error, match=r"cache .*cache.sqlite.*'b'") as raised:
+        cache.get(["b"])
+    assert checks[-1] is raised.value
