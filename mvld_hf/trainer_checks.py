@@ -1,6 +1,8 @@
 """What :class:`~mvld_hf.DistillationTrainer` checks and prepares before ``Trainer.__init__``:
 :func:`check_trainer_inputs` (the run's arguments, processes, student, teacher, streams, evaluators and data,
-each refused with its reason and fix), plus the small student facts it needs (:func:`embedding_dim`)."""
+each refused with its reason and fix), plus the small student facts it needs (:func:`embedding_dim`), and the
+check it runs every training step (:class:`NegativesWatch`: a batch whose anchors are all alike). The teacher's
+targets of a step and the check of its output are :mod:`mvld_hf.teacher_targets`."""
 
 from __future__ import annotations
 
