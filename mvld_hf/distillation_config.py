@@ -16,7 +16,7 @@ from .losses import (
     DEFAULT_STUDENT_TEMPERATURE,
     DEFAULT_TEACHER_TEMPERATURE,
 )
-from .losses.registry import METHODS, PAPER_METHODS, parse_method
+from .losses.registry import METHODS, PAPER_METHODS, double_counted, parse_method
 
 __all__ = ["ANCHORS", "METHODS", "DistillationArguments", "parse_method"]
 
@@ -180,6 +180,9 @@ class DistillationArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
         self.method_weights = parse_method(self.method)
+        summed = double_counted(self.method, self.method_weights)  # dr+drg: DR counts twice, said exactly
+        if summed:
+            logger.warning(summed)
         for code in self.method_weights:  # a registered method's arguments name fields of this class
             missing = sorted(name for name in METHODS[code].arguments.values() if not hasattr(self, name))
             if missing:

@@ -37,14 +37,25 @@ def _trainer(tokenizer, tmp_path, train_dataset, **kwargs):
 
 
 # ------------------------------------------------------------------------------ 6: methods that contain DR
-@pytest.mark.parametrize("method", ["dr+drg", "drg+drb", "drb:1,dr:0.5", "drg:0.5+dr:2"])
-def test_methods_that_contain_dr_are_not_summed_with_dr(method):
-    from mvld_hf.losses.registry import METHODS, parse_method
+@pytest.mark.parametrize("method,said", [
+    ("dr+drg", "holds DR in 2 terms: 2 x DR in all (dr 1 + drg 1), plus drg's other terms (cosine distance"),
+    ("drg+drb", "holds DR in 2 terms: 2 x DR in all (drg 1 + drb 1), plus drg's other terms (cosine distance of "
+                "the caption and of the student's English to the anchor) at 1; drb's other terms (the reverse KL"),
+    ("dr:0.5,drb:0.5", "holds DR in 2 terms: 1 x DR in all (dr 0.5 + drb 0.5), plus drb's other terms (the "
+                       "reverse KL: each anchor's distribution over the batch's texts) at 0.5"),
+])
+def test_methods_that_contain_dr_beside_dr_say_exactly_what_the_sum_is(tmp_path, caplog, method, said):
+    from mvld_hf.losses.registry import METHODS
 
-    with pytest.raises(ValueError, match=r"both contain DR \(.*= DR \+ .*\): the sum would count DR twice"):
-        parse_method(method)
+    with caplog.at_level(logging.WARNING, logger="mvld_hf"):
+        _args(tmp_path, method=method)
+    lines = [r.getMessage() for r in caplog.records if "holds DR" in r.getMessage()]
+    assert len(lines) == 1 and said in lines[0] and lines[0].endswith("If that is not meant, keep one of them")
     assert METHODS["drg"].includes == ("dr",) and METHODS["drb"].includes == ("dr",)
-    assert parse_method("drg+ed") == {"drg": 1.0, "ed": 1.0}  # other sums stay
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mvld_hf"):
+        _args(tmp_path, method="drg+ed")  # no method counted twice: nothing said
+    assert not [r for r in caplog.records if "holds" in r.getMessage()]
 
 
 # -------------------------------------------------------------------- 8: a stream whose anchors are all one
@@ -238,6 +249,8 @@ def test_a_collapsed_student_is_marked_collapsed_in_every_table_instead_of_winni
     assert [t.get_text() for t in axes.texts] == ["collapsed"] * (len(languages) + 2)  # + all, mean: no bars
     student_bars = axes.containers[1]
     assert all(bar.get_height() != bar.get_height() for bar in student_bars)  # NaN: not drawn
+    flat = evaluator.metrics(_nearly_collapsed, image_embeddings=images)  # what the trainer logs
+    assert flat["collapsed_languages"] == len(languages)
 
 
 def test_translation_tables_mark_collapse_by_spread_and_never_bold_the_spread():
@@ -354,3 +367,19 @@ def test_a_second_export_into_the_same_folder_meanwhile_is_refused(tokenizer, te
     assert line.startswith("hub_upload.py: error: another export into ") and f"pid {first.pid} " in line, line
     assert not (gates / "second-exporting").exists()  # refused before writing anything
     assert (target / "modules.json").is_file() and not [n for n in os.listdir(tmp_path) if "mvld_export" in n]
+
+
+def test_study_cells_and_training_logs_do_not_score_a_collapsed_student():
+    from mvld_hf.study.runner import cell_metrics
+
+    results = {"student": {"retrieval": {"de": {"t2i_R@1": 0.01}, "fr": {"t2i_R@1": 0.3}, "mean": {"t2i_R@1": 0.2}},
+                           "purity": {"de": 0.9, "fr": 0.5, "mean": 0.7, "mixed": 0.6},
+                           "consistency": {"de": {"top1_agreement": 0.0, "cosine": 1.0},
+                                           "fr": {"top1_agreement": 0.4, "cosine": 0.7},
+                                           "mean": {"top1_agreement": 0.2, "cosine": 0.85}},
+                           "collapsed": ["de"]},
+               "teacher": {"purity": {"de": 0.4, "mixed": 0.3}, "collapsed": []}}
+    flat = cell_metrics(results)
+    assert flat == {"t2i_R@1_de": 0.01, "t2i_R@1_fr": 0.3, "t2i_R@1_mean": 0.2, "purity_fr": 0.5,
+                    "consistency_fr": 0.4, "consistency_cosine_fr": 0.7, "collapsed_languages": 1,
+                    "teacher_purity_de": 0.4, "teacher_purity_mixed": 0.3, "teacher_collapsed_languages": 0}

@@ -316,7 +316,9 @@ class MultilingualEvaluator(Evaluator):
     def metrics(self, encode_text: TextEncoder, encode_image: ImageEncoder | None = None, *,
                 image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
         """Flat metrics prefixed with ``name``: ``t2i_R@1_<lang>`` per language, ``<metric>_mean`` for every
-        retrieval metric averaged over languages and, with purity, ``purity_mixed``."""
+        retrieval metric averaged over languages and, with purity, ``purity_mixed``; ``collapsed_languages``: how
+        many languages' embeddings are collapsed (:mod:`mvld_hf.evaluation.collapse`; > 0 means purity rewards a
+        collapse)."""
         results = self(encode_text, encode_image, image_embeddings=image_embeddings)
         out = {}
         for lang, values in results["retrieval"].items():
@@ -326,6 +328,7 @@ class MultilingualEvaluator(Evaluator):
                 out[f"t2i_R@1_{lang}"] = values["t2i_R@1"]
         if "purity" in results:
             out["purity_mixed"] = results["purity"]["mixed"]
+        out["collapsed_languages"] = len(results["collapsed"])  # mvld_hf.evaluation.collapse
         return self.prefix_name_to_metrics({k: float(v) for k, v in out.items()})
 
 

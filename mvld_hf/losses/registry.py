@@ -115,7 +115,7 @@ class MethodSpec:
         mse_term: the loss is an MSE to the anchors (FD, ED): ``projection_init="auto"`` starts a
             from-scratch student's outputs at the anchors' mean (see ``mvld_hf.student_init.projection_init_mode``).
         includes: codes of other methods whose whole loss this one's contains (DRG and DRB contain DR):
-            :func:`parse_method` refuses a sum that would count one of them twice (``dr+drg``, ``drg+drb``).
+            a sum that counts one of them twice (``dr+drg``, ``drg+drb``) is said exactly (:func:`double_counted`).
     """
 
     code: str
@@ -407,18 +407,29 @@ def parse_method(method: str) -> dict[str, float]:
         if not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"weight of {name!r} in {method!r} must be a positive finite number, got {weight_text}")
         weights[name] = weight
-    _refuse_double_counting(method, list(weights))
     return weights
 
 
-def _refuse_double_counting(method: str, names: list[str]) -> None:
-    """A sum that would count one method's loss twice (``dr+drg``: DRG's loss holds DR's) is refused."""
-    for i, first in enumerate(names):
-        for second in names[i + 1:]:
-            shared = {first, *METHODS[first].includes} & {second, *METHODS[second].includes}
-            if shared:
-                common = "+".join(sorted(code.upper() for code in shared))
-                said = "; ".join(f"{code} = {METHODS[code].description}" for code in (first, second)
-                                 if METHODS[code].includes)
-                raise ValueError(f"{first!r} and {second!r} in {method!r} both contain {common} ({said}): the sum "
-                                 f"would count {common} twice. Keep one of them")
+def double_counted(method: str, weights: dict[str, float]) -> str | None:
+    """One line saying exactly what a sum that holds a method's loss in several terms adds up to (``dr+drg``:
+    DRG's loss holds DR's, so DR counts twice; the study's ``dr:0.5,drb:0.5`` is DR plus half of DRB's reverse
+    term), or None. :class:`~mvld_hf.DistillationArguments` logs it as a warning.
+
+    >>> double_counted("dr+drg", {"dr": 1.0, "drg": 1.0})[:71]
+    "method 'dr+drg' holds DR in 2 terms: 2 x DR in all (dr 1 + drg 1), plus"
+    """
+    lines = []
+    for base in dict.fromkeys(b for code in weights for b in (code, *METHODS[code].includes)):
+        holders = [code for code in weights if code == base or base in METHODS[code].includes]
+        if len(holders) < 2:
+            continue
+        total = sum(weights[code] for code in holders)
+        parts = " + ".join(f"{code} {weights[code]:g}" for code in holders)
+        prefix = f"{base.upper()} + "
+        extra = "; ".join(f"{code}'s other terms ({METHODS[code].description.removeprefix(prefix)}) at "
+                          f"{weights[code]:g}" for code in holders if code != base)
+        lines.append(f"{base.upper()} in {len(holders)} terms: {total:g} x {base.upper()} in all ({parts}), plus "
+                     f"{extra}")
+    if not lines:
+        return None
+    return f"method {method!r} holds {'; '.join(lines)}. If that is not meant, keep one of them"
