@@ -105,3 +105,25 @@ def test_fit_projection_ridge_shrinks_and_checks_shapes(tokenizer):
         student.fit_projection(torch.randn(5, 32), torch.randn(6, 4))
     with pytest.raises(ValueError, match="ridge"):
         student.fit_projection(pooled, targets, ridge=-1.0)
+
+
+def test_center_outputs_is_a_shared_bias_shift(tokenizer):
+    student = tiny_student(tokenizer, projection_dim=8, seed=2).eval()
+    train = _batch(tokenizer, ["a red star", "un cercle bleu", "ein grünes Quadrat", "a small circle"])
+    other = _batch(tokenizer, ["une étoile rouge", "a big blue square"])
+    with torch.no_grad():
+        pooled = student(**train).pooled_output
+        before = student.get_text_features(**other)
+    anchor_mean = torch.randn(8)
+    shift = student.center_outputs(pooled, anchor_mean, share=0.5)
+    with torch.no_grad():
+        assert torch.allclose(student.projection(pooled).mean(0), 0.5 * anchor_mean, atol=1e-5)
+        assert torch.allclose(student.get_text_features(**other), before + shift, atol=1e-5)  # every row alike
+    student.center_outputs(pooled)
+    with torch.no_grad():
+        assert student.projection(pooled).mean(0).abs().max() < 1e-5
+    student.projection.bias = None
+    with pytest.raises(ValueError, match="no"):
+        student.center_outputs(pooled)
+    with pytest.raises(ValueError, match="pooled outputs"):
+        tiny_student(tokenizer, projection_dim=8).center_outputs(torch.zeros(3, 5))

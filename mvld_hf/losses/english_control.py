@@ -9,7 +9,7 @@ from .feature_distillation import feature_distillation
 
 
 def english_control(
-    s: torch.Tensor, s_en: torch.Tensor, a: torch.Tensor, normalize: bool = False
+    s: torch.Tensor, s_en: torch.Tensor, a: torch.Tensor, normalize: bool = False, **mse_options
 ) -> dict[str, torch.Tensor]:
     r"""English-control distillation (ED): FD on the caption plus FD on its English original.
 
@@ -24,6 +24,8 @@ def english_control(
         s_en: student embeddings of the English captions of the same rows [B, d].
         a: teacher anchors [B, d].
         normalize: compare unit vectors (see :func:`feature_distillation`).
+        mse_options: FD's MSE options (``centered_weight``, ``mean_weight``, ``anchor_centering``,
+            ``whitening``), applied to both terms.
 
     Returns:
         ``{"loss": caption + english, "caption": MSE(s, a), "english": MSE(s_en, a)}``.
@@ -36,6 +38,6 @@ def english_control(
     """
     check_embeddings("s", s)
     check_embeddings("s_en", s_en, s, "s")
-    caption = feature_distillation(s, a, normalize=normalize)["loss"]
-    english = feature_distillation(s_en, a, normalize=normalize)["loss"]
+    caption = feature_distillation(s, a, normalize=normalize, **mse_options)["loss"]
+    english = feature_distillation(s_en, a, normalize=normalize, **mse_options)["loss"]
     return {"loss": caption + english, "caption": caption, "english": english}

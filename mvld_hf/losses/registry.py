@@ -173,16 +173,34 @@ class MethodSpec:
                          **self.method_kwargs(overrides))
 
 
+def non_negative_number(name: str, value) -> None:
+    """A :class:`Hyperparameter` check: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+#: FD's and ED's MSE options (see :func:`mvld_hf.losses.feature_distillation`); the defaults are the plain MSE
+_MSE_OPTIONS = {
+    "centered_weight": Hyperparameter(1.0, "weight of the MSE's batch-centred part (1 with mean_weight 1: plain MSE)",
+                                      non_negative_number),
+    "mean_weight": Hyperparameter(1.0, "weight of the MSE's batch-mean part (the mean offset to the anchors)",
+                                  non_negative_number),
+    "anchor_centering": Hyperparameter(0.0, "share of the batch's anchor mean taken off the targets",
+                                       non_negative_number),
+    "whitening": Hyperparameter(0.0, "0: plain MSE; > 0: MSE weighted by the inverse of the anchors' second "
+                                     "moment, shrunk by this much towards its mean eigenvalue", non_negative_number),
+}
 _TEMPERATURES = {"teacher_temperature": "teacher_temperature", "student_temperature": "student_temperature"}
 _DR_ARGUMENTS = {**_TEMPERATURES, "include_positive": "include_positive"}
 _QUEUE = "compares each caption with the other anchors in its queue"
 METHODS: dict[str, MethodSpec] = {spec.code: spec for spec in (
     MethodSpec("fd", "feature distillation (FD)", "feature distillation: MSE(student(caption), anchor)",
-               feature_distillation, ("s", "a"), {"normalize": "normalize_features"}, mse_term=True, paper=True),
+               feature_distillation, ("s", "a"), {"normalize": "normalize_features"}, mse_term=True, paper=True,
+               hyperparameters=_MSE_OPTIONS),
     MethodSpec("ed", "English-control distillation (ED)",
                "English-control distillation: FD + MSE(student(English caption), anchor)",
                english_control, ("s", "s_en", "a"), {"normalize": "normalize_features"},
-               mse_term=True, paper=True),
+               mse_term=True, paper=True, hyperparameters=_MSE_OPTIONS),
     MethodSpec("sd", "soft-logit distillation (SD)", "soft-logit distillation: KL over the batch's anchor similarities",
                soft_logit, ("s", "t", "a"), _TEMPERATURES,
                negatives="matches the softmax over the batch's anchor similarities", paper=True),
