@@ -129,17 +129,14 @@ def cell_metrics(eval_results: dict) -> dict[str, float]:
     """Flat metrics of one distill.py ``eval_results.json``: ``t2i_R@1_<lang>``, ``i2t_R@1_<lang>``,
     ``t2i_MRR@10_<lang>`` (``<lang>`` also ``mean``), ``purity_<lang>`` (also ``mean``, ``mixed``),
     ``vqa_<lang>`` (also ``mean``), ``consistency_<lang>`` (top-1 agreement with English) and
-    ``consistency_cosine_<lang>``; the teacher's numbers with a ``teacher_`` prefix. A model's collapsed
-    languages (``results["collapsed"]``, :mod:`mvld_hf.evaluation.collapse`) get no purity or consistency entry,
-    nor do the summary rows that include them (a collapsed encoder would win those); ``collapsed_languages``
-    counts them."""
+    ``consistency_cosine_<lang>``; the teacher's numbers with a ``teacher_`` prefix; ``collapsed_languages``:
+    how many of a model's languages are collapsed (``results["collapsed"]``, :mod:`mvld_hf.evaluation.collapse`:
+    its purity and consistency there reward the collapse; the study's tables do not mark them yet)."""
     out: dict[str, float] = {}
     for model, prefix in (("student", ""), ("teacher", "teacher_")):
         results = eval_results.get(model) or {}
-        collapsed = [str(lang) for lang in results.get("collapsed") or []]
-        unscored = set(collapsed) | ({"mean", "mixed", "all"} if collapsed else set())
         if "collapsed" in results:
-            out[f"{prefix}collapsed_languages"] = len(collapsed)
+            out[f"{prefix}collapsed_languages"] = len(results["collapsed"] or [])
         for lang, values in (results.get("retrieval") or {}).items():
             if lang == "all":
                 continue
@@ -147,14 +144,11 @@ def cell_metrics(eval_results: dict) -> dict[str, float]:
                 if metric in values:
                     out[f"{prefix}{metric}_{lang}"] = values[metric]
         for lang, value in (results.get("purity") or {}).items():
-            if lang not in unscored:
-                out[f"{prefix}purity_{lang}"] = value
+            out[f"{prefix}purity_{lang}"] = value
         for lang, values in (results.get("vqa") or {}).items():
             if lang != "all":
                 out[f"{prefix}vqa_{lang}"] = values["accuracy"]
         for lang, values in (results.get("consistency") or {}).items():
-            if lang in unscored:
-                continue
             out[f"{prefix}consistency_{lang}"] = values["top1_agreement"]
             out[f"{prefix}consistency_cosine_{lang}"] = values["cosine"]
     return {k: float(v) for k, v in out.items() if v is not None and not math.isnan(float(v))}
