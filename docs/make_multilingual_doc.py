@@ -26,14 +26,34 @@ START, END = "<!-- grid:start -->", "<!-- grid:end -->"
 
 
 def merge(parts: list[dict]) -> dict:
-    """One results dict from several files of the same data (runs united; languages must agree)."""
+    """One results dict from several files of the same data: runs united; a run found in several files (other
+    ``--train-seed``) becomes the per-language mean over its seeds, with ``seeds`` = each seed's all-language
+    mean. The languages must agree."""
     out = {"meta": parts[0]["meta"], "languages": parts[0]["languages"], "runs": {}, "commands": []}
+    tables: dict[str, list[dict]] = {}
     for part in parts:
         if sorted(part["languages"]) != sorted(out["languages"]):
             raise SystemExit(f"{part['meta']['command']!r}: other languages than {out['meta']['command']!r}")
-        out["runs"].update(part["runs"])
+        for key, run in part["runs"].items():
+            seed = run.get("seed", part["meta"].get("seed", 0))
+            if seed in out["runs"].get(key, {}).get("seeds", {}):
+                raise SystemExit(f"run {key!r} seed {seed} is in two files")
+            merged = out["runs"].setdefault(key, {**run, "seeds": {}, "train_seconds": run["train_seconds"]})
+            merged["seeds"][seed] = run["table"]["mean"]["s2t_acc"]
+            tables.setdefault(key, []).append(run["table"])
         out["commands"].append(part["meta"]["command"])
+    for key, run in out["runs"].items():
+        group = tables[key]
+        run["table"] = {lang: {m: statistics.fmean(t[lang][m] for t in group) for m in group[0][lang]}
+                        for lang in group[0]}
     return out
+
+
+def all_languages_cell(run: dict, languages: list[str]) -> str:
+    """The mean over every language, with +- the std over seeds (of that mean) when there are several."""
+    seeds = list(run.get("seeds", {}).values())
+    text = f"{mean_over(run, languages):.3f}"
+    return text + (f" ± {statistics.stdev(seeds):.3f}" if len(seeds) > 1 else "")
 
 
 def script_groups(languages: dict) -> dict[str, list[str]]:
@@ -68,8 +88,8 @@ def mean_over(run: dict, languages: list[str]) -> float:
 def summary_table(results: dict) -> str:
     groups = script_groups(results["languages"])
     weak = weakest(results)
-    header = ["size", "run", f"all {len(results['languages'])}",
-              *[f"{g} ({len(v)})" for g, v in groups.items()], f"weakest {len(weak)}", "vs 12 layers", "spread",
+    header = ["size", "run", f"all {len(results['languages'])} (± seeds)",
+              *[f"{g} ({len(v)})" for g, v in groups.items()], f"weakest {len(weak)}", "vs 12 layers", "kept of 12 layers", "gain over warm", "spread",
               "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in results["runs"].values():
@@ -77,8 +97,13 @@ def summary_table(results: dict) -> str:
         delta = "" if run["layers"] == 12 or full is None or run["run"] == "teacher-direct" else \
             f"{mean_over(run, list(results['languages'])) - mean_over(full, list(results['languages'])):+.3f}"
         size = "-" if run["run"] == "teacher-direct" else f"{run['layers']}"
-        cells = [size, run["run"], f"{mean_over(run, list(results['languages'])):.3f}",
-                 *[f"{mean_over(run, v):.3f}" for v in groups.values()], f"{mean_over(run, weak):.3f}", delta,
+        everyone = list(results["languages"])
+        kept = "" if not delta else f"{mean_over(run, everyone) / mean_over(full, everyone):.0%}"
+        warm = results["runs"].get(f"{run['layers']}L:warm")
+        gain = "" if warm is None or run["run"] in ("warm", "teacher-direct") else \
+            f"{mean_over(run, everyone) - mean_over(warm, everyone):+.3f}"
+        cells = [size, run["run"], all_languages_cell(run, list(results["languages"])),
+                 *[f"{mean_over(run, v):.3f}" for v in groups.values()], f"{mean_over(run, weak):.3f}", delta, kept, gain,
                  f"{run['table']['mean']['spread']:.3f}", f"{run['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

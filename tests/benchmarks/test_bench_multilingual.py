@@ -101,3 +101,18 @@ def test_committed_page_matches_committed_results(tmp_path):
     block = doc.render(doc.merge(parts), out_dir=str(tmp_path))
     page = open(os.path.join(ROOT, "docs", "multilingual.md"), encoding="utf-8").read()
     assert block in page
+
+
+def test_other_training_seeds_merge_into_mean_and_spread():
+    doc = doc_script()
+    a = fake_results({"6L:dr": [1.0, 0.8, 0.6, 1.0]})
+    b = fake_results({"6L:dr": [0.8, 0.6, 0.4, 0.8]})
+    b["runs"]["6L:dr"]["seed"] = 1
+    results = doc.merge([a, b])
+    run = results["runs"]["6L:dr"]
+    assert run["seeds"] == {0: pytest.approx(0.85), 1: pytest.approx(0.65)}
+    assert run["table"]["de"]["s2t_acc"] == pytest.approx(0.9)
+    line = next(x for x in doc.summary_table(results).splitlines() if x.startswith("| 6 | dr |"))
+    assert "0.750 ± 0.141" in line
+    with pytest.raises(SystemExit, match="seed 1 is in two files"):
+        doc.merge([a, b, b])
