@@ -89,8 +89,8 @@ def summary_table(results: dict) -> str:
     groups = script_groups(results["languages"])
     weak = weakest(results)
     header = ["size", "run", f"all {len(results['languages'])} (± seeds)",
-              *[f"{g} ({len(v)})" for g, v in groups.items()], f"weakest {len(weak)}", "vs 12 layers", "kept of 12 layers", "gain over warm", "spread",
-              "train s"]
+              *[f"{g} ({len(v)})" for g, v in groups.items()], f"weakest {len(weak)}", "vs 12 layers",
+              "kept of 12 layers", "gain over warm", "spread", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in results["runs"].values():
         full = results["runs"].get(f"12L:{run['run']}")
@@ -103,7 +103,8 @@ def summary_table(results: dict) -> str:
         gain = "" if warm is None or run["run"] in ("warm", "teacher-direct") else \
             f"{mean_over(run, everyone) - mean_over(warm, everyone):+.3f}"
         cells = [size, run["run"], all_languages_cell(run, list(results["languages"])),
-                 *[f"{mean_over(run, v):.3f}" for v in groups.values()], f"{mean_over(run, weak):.3f}", delta, kept, gain,
+                 *[f"{mean_over(run, v):.3f}" for v in groups.values()], f"{mean_over(run, weak):.3f}", delta,
+                 kept, gain,
                  f"{run['table']['mean']['spread']:.3f}", f"{run['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
