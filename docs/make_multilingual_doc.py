@@ -110,6 +110,23 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def script_table(results: dict, size: int) -> str:
+    """Per script: each method's top-1 with ``size`` layers and, in brackets, the share of its 12-layer score kept."""
+    info = results["languages"]
+    scripts = sorted({i["script"] for i in info.values()}, key=lambda x: (x != "Latin", x))
+    members = {sc: [lang for lang in info if info[lang]["script"] == sc] for sc in scripts}
+    header = ["run", *[f"{sc} ({len(members[sc])})" for sc in scripts]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in results["runs"].values():
+        full = results["runs"].get(f"12L:{run['run']}")
+        if run["layers"] != size or run["run"] == "teacher-direct" or full is None:
+            continue
+        cells = [run["run"]] + [f"{mean_over(run, members[sc]):.2f} "
+                                f"({mean_over(run, members[sc]) / mean_over(full, members[sc]):.0%})" for sc in scripts]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def per_language_table(results: dict) -> str:
     keys = list(results["runs"])
     header = ["language", "script", *keys]
@@ -166,6 +183,9 @@ def render(results: dict, out_dir: str = DOCS) -> str:
             f"{', '.join(weakest(results))}.", "",
             "Commands:", "", "```bash", *results["commands"], "```", "",
             summary_table(results), ""]
+    for size in sorted({r["layers"] for r in results["runs"].values() if r["layers"] < 12}, reverse=True):
+        body += [f"Per script with {size} layers (in brackets: the share of the same method's 12-layer score kept):",
+                 "", script_table(results, size), ""]
     body += [f"![heat map {name}]({name})" for name in images]
     body += ["", "<details><summary>Every language</summary>", "", per_language_table(results), "", "</details>",
              "", END]
