@@ -197,7 +197,7 @@ def build_ui(app: SearchApp, default_query: str | None = None):
                 caption = gr.Textbox(label="Caption (any language)", value=default_query, scale=4)
                 k = gr.Slider(1, 24, value=8, step=1, label="Photos", scale=1)
             go = gr.Button("Search", variant="primary")
-            gallery = gr.Gallery(first_gallery, label="Best matches", columns=8, height=420, object_fit="contain")
+            gallery = gr.Gallery(first_gallery, label="Best matches", columns=8, height=300, object_fit="contain")
             with gr.Accordion("Ranking (name, cosine)", open=False):
                 results = gr.JSON(first_results, label="Ranking (name, cosine)")
             if captions:
