@@ -420,7 +420,7 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, curr
     compatible with this run (``current``: its :func:`checkpoint_metadata`, the learning rate included;
     ``model``: its student, whose weight shapes are compared); with ``args``, another global batch and another
     ``max_steps`` are each warned about in one line (:func:`batch_change`,
-    :func:`~mvld_hf.checkpoint_guard.schedule_change`).
+    :func:`~mvld_hf.resume_schedule.schedule_change`).
 
     ``True`` (or the string ``"true"``/``"latest"``, as from a command line) picks the newest *complete*
     checkpoint in ``output_dir``: newer partial ones (a save that was killed) are skipped with a warning, a newer
@@ -436,7 +436,7 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool, output_dir: str, curr
     shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
     check_compatible(checkpoint, manifest.get("metadata", {}), current, shapes)
     if args is not None:
-        from .checkpoint_guard import schedule_change
+        from .resume_schedule import schedule_change
 
         for changed in (batch_change(checkpoint, manifest.get("metadata", {}), args),
                         schedule_change(checkpoint, manifest.get("metadata", {}), args)):

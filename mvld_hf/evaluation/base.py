@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
+#: the rows of a per-language table that are not a language (the report's summary rows)
+SUMMARY_ROWS = ("all", "mean", "mixed")
+
 __all__ = ["Evaluator", "group_by_language"]
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import group_by_language
+from .base import SUMMARY_ROWS, group_by_language
 
 __all__ = ["COLLAPSE_MEAN_COSINE", "mean_pairwise_cosine", "collapse_reasons", "collapsed_from_spread",
            "COLLAPSED_NOTE"]
@@ -71,8 +71,6 @@ def collapse_reasons(text_emb: torch.Tensor, languages: Sequence[str]) -> dict[s
 def collapsed_from_spread(per_language: Mapping[str, Mapping[str, float]]) -> list[str]:
     """The collapsed languages of a translation evaluation (``{language: {"spread": ...}}``: the same mean
     pairwise cosine, same threshold), summary rows left out."""
-    from .report import SUMMARY_ROWS
-
     return sorted(str(lang) for lang, values in per_language.items()
                   if lang not in SUMMARY_ROWS and isinstance(values, Mapping)
                   and float(values.get("spread", 0.0)) >= COLLAPSE_MEAN_COSINE)

@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .base import SUMMARY_ROWS  # rows that summarise languages; tables and plots put them after them
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["format_table", "format_report", "per_language_figure", "plot_per_language", "save_json", "load_json",
            "SUMMARY_ROWS"]
 
-#: rows that summarise languages; tables and plots put them after the languages
-SUMMARY_ROWS = ("all", "mean", "mixed")
 #: metrics where less is better (bold marks the lowest), and diagnostics no value of which is better (never bold)
 LOWER_IS_BETTER = ("mse",)
 UNRANKED = ("spread", "teacher_spread", "cosine_chance", "top1_agreement_chance")
